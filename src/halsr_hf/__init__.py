@@ -4,7 +4,10 @@ Importing the package registers the models with the ``Auto*`` classes and the
 ``cardiac-lv-segmentation`` pipeline task.
 """
 
+from pathlib import Path
+
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_halsr import PRESETS, HalsrConfig
 from .configuration_roi import LvRoiConfig
@@ -12,8 +15,22 @@ from .errors import InputError
 from .image_processing_halsr import HalsrImageProcessor
 from .modeling_halsr import HalsrForSemanticSegmentation, HalsrModel, HalsrPreTrainedModel
 from .modeling_roi import LvRoiOutput, LvRoiRegressor
+from .pipeline_halsr import TASK, CardiacLVSegmentationPipeline
 
 __version__ = "0.1.0"
+
+_DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+def default_model_dir() -> Path:
+    """The folder of the bundled default model (HALSR-Net ``small`` + its ROI regressor in
+    ``roi/``), loadable with ``from_pretrained`` and used by ``pipeline("cardiac-lv-segmentation")``."""
+    if not (_DEFAULT_MODEL_DIR / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no default model is bundled with this installation of halsr-hf (expected {_DEFAULT_MODEL_DIR}); "
+            "pass model= a folder or Hub id"
+        )
+    return _DEFAULT_MODEL_DIR
 
 AutoConfig.register(HalsrConfig.model_type, HalsrConfig, exist_ok=True)
 AutoConfig.register(LvRoiConfig.model_type, LvRoiConfig, exist_ok=True)
@@ -21,6 +38,26 @@ AutoModel.register(HalsrConfig, HalsrModel, exist_ok=True)
 AutoModel.register(LvRoiConfig, LvRoiRegressor, exist_ok=True)
 AutoModelForSemanticSegmentation.register(HalsrConfig, HalsrForSemanticSegmentation, exist_ok=True)
 AutoImageProcessor.register(HalsrConfig, HalsrImageProcessor, exist_ok=True)
+
+def load_pipeline(model=None, roi_model=None, device=None, trust_remote_code: bool = False, **kwargs):
+    """``pipeline("cardiac-lv-segmentation")`` for a folder, a Hub id or (``model=None``) the bundled
+    default model, always with this package's pipeline class."""
+    from transformers import pipeline
+
+    model = str(default_model_dir()) if model is None else str(model)
+    return pipeline(
+        TASK, model=model, roi_model=roi_model, device=device, trust_remote_code=trust_remote_code,
+        pipeline_class=CardiacLVSegmentationPipeline, **kwargs,
+    )
+
+
+PIPELINE_REGISTRY.register_pipeline(
+    TASK,
+    pipeline_class=CardiacLVSegmentationPipeline,
+    pt_model=AutoModelForSemanticSegmentation,
+    default={"pt": (str(_DEFAULT_MODEL_DIR), "main")},
+    type="image",
+)
 
 # Saved folders carry the code and an ``auto_map`` so that they load with trust_remote_code=True
 # where this package is not installed.
@@ -31,6 +68,10 @@ LvRoiRegressor.register_for_auto_class("AutoModel")
 HalsrImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
+    "TASK",
+    "CardiacLVSegmentationPipeline",
+    "default_model_dir",
+    "load_pipeline",
     "PRESETS",
     "HalsrConfig",
     "HalsrForSemanticSegmentation",

@@ -1,0 +1,117 @@
+"""``halsr-hf segment INPUT [INPUT...]``: segment slices or volumes with the two-stage pipeline.
+
+Writes, per input, into ``--out-dir``: an overlay PNG (LV cavity red, myocardium blue, ROI box
+yellow; one per slice for volumes), the mask (``.png`` for a slice, ``.nii.gz`` with the input's
+affine for a volume), and ``measurements.json`` with areas (px, and mm² when the spacing is
+known), volumes (mL) and the ROI boxes. Prints a table (or the JSON with ``--json``).
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _stem(path_or_name: str) -> str:
+    name = Path(path_or_name).name
+    for suffix in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _json_ready(result: dict) -> dict:
+    keep = {}
+    for key, value in result.items():
+        if key in ("label_map", "segments"):
+            continue
+        if key == "slices":
+            value = [_json_ready(s) for s in value]
+        keep[key] = value
+    return keep
+
+
+def _write_json(path: Path, payload, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        from ..errors import InputError
+
+        raise InputError(f"{path}: already exists; pass --overwrite to replace it")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, default=float)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="halsr-hf segment", description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", help="PNG/JPEG/TIFF/DICOM/NIfTI files, or .npy arrays (H,W) or (Z,H,W)")
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
+    parser.add_argument("--roi-model", default=None, help="ROI regressor folder or Hub id (default: the model's roi/)")
+    parser.add_argument("--out-dir", default="halsr-output", help="output folder (default: %(default)s)")
+    parser.add_argument("--frame", type=int, default=None, help="frame of 4D NIfTI inputs (0-based)")
+    parser.add_argument("--pixel-spacing", type=float, nargs=2, default=None, metavar=("ROW_MM", "COL_MM"))
+    parser.add_argument("--slice-thickness", type=float, default=None, help="slice spacing in mm for volumes")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (8x slower)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    args = parser.parse_args(argv)
+
+    from .. import load_pipeline
+    from ..image_io import load_input, save_mask
+    from ..visualize import overlay
+
+    pipe = load_pipeline(args.model, roi_model=args.roi_model, device=args.device)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = []
+    for item in args.inputs:
+        source = np.load(item) if item.endswith(".npy") else item
+        kwargs = dict(frame=args.frame, pixel_spacing=args.pixel_spacing, slice_thickness=args.slice_thickness,
+                      batch_size=args.batch_size, tta=args.tta)
+        result = pipe(source, **{k: v for k, v in kwargs.items() if v is not None})
+        loaded = load_input(source, frame=args.frame, pixel_spacing=args.pixel_spacing, slice_thickness=args.slice_thickness)
+        stem = _stem(item)
+        label_map = result["label_map"]
+        if label_map.ndim == 2:
+            mask_path = save_mask(label_map, out_dir / f"{stem}_mask.png", loaded, overwrite=args.overwrite)
+            overlays = [(loaded.slices[0], label_map, result["roi"], out_dir / f"{stem}_overlay.png")]
+        else:
+            mask_path = save_mask(label_map, out_dir / f"{stem}_mask.nii.gz", loaded, overwrite=args.overwrite)
+            overlays = [(loaded.slices[z], label_map[z], result["slices"][z]["roi"], out_dir / f"{stem}_overlay_z{z:02d}.png")
+                        for z in range(label_map.shape[0])]
+        for image, labels, roi, path in overlays:
+            if path.exists() and not args.overwrite:
+                from ..errors import InputError
+
+                raise InputError(f"{path}: already exists; pass --overwrite to replace it")
+            overlay(image, labels, roi).save(path)
+        entry = _json_ready(result)
+        entry.update(input=item, mask=str(mask_path), overlays=[str(o[3]) for o in overlays])
+        report.append(entry)
+    _write_json(out_dir / "measurements.json", report, args.overwrite)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, default=float)
+        print()
+    else:
+        print("| input | slices | LV found | LV cavity | myocardium | unit |\n|---|---|---|---|---|---|")
+        for entry in report:
+            per_slice = entry.get("slices") or [entry]
+            found = sum(bool(s["lv_found"]) for s in per_slice)
+            if entry.get("volumes_ml"):
+                v = entry["volumes_ml"]
+                cav, myo, unit = v.get("lv_cavity"), v.get("myocardium"), "mL"
+            else:
+                areas = [s["areas_mm2"] or s["areas_px"] for s in per_slice]
+                unit = "mm²" if per_slice[0]["areas_mm2"] else "px"
+                cav = sum(a.get("lv_cavity", 0) for a in areas)
+                myo = sum(a.get("myocardium", 0) for a in areas)
+            fmt = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
+            print(f"| {entry['input']} | {len(per_slice)} | {found}/{len(per_slice)} | {fmt(cav)} | {fmt(myo)} | {unit} |")
+        print(f"overlays, masks and measurements.json written to {out_dir}/")
+    return 0

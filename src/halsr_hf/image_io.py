@@ -1,0 +1,287 @@
+"""Reading pipeline inputs (files, PIL images, arrays, tensors) and writing masks.
+
+Every reader returns a :class:`LoadedInput`: the slices as float32 (H, W) arrays in the model's
+in-plane convention, physical spacing when the source knows it, and what is needed to write a
+mask back onto the input's own voxel grid (NIfTI affine and header).
+
+In-plane convention: a NIfTI volume of shape (X, Y, Z) gives slices ``data[:, :, k].T`` of shape
+(Y, X) (rows = the second voxel axis), the convention of the ACDC arrays the model was trained on
+(SSL4MIS arrays are ``sitk.GetArrayFromImage`` of the ACDC NIfTI files). Other scanners/converters
+store the short-axis plane transposed, mirrored or rotated: the models are trained with all eight
+90-degree rotations/flips/transposes as augmentation, so no header-based reorientation is applied;
+the mask is written back with exactly the inverse of the transpose above.
+
+Dependencies (pydicom, nibabel, PIL) are imported lazily so the module also works, file-less,
+from a Hub folder loaded with ``trust_remote_code=True``.
+"""
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima")
+NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+SUPPORTED = IMAGE_EXTENSIONS + DICOM_EXTENSIONS + NIFTI_EXTENSIONS
+
+
+@dataclass
+class LoadedInput:
+    """One pipeline input, read.
+
+    Attributes:
+        name: file name or a short description (``array (10, 256, 216)``), used in messages.
+        slices: list of float32 (H, W) arrays (one for a 2D input, Z for a volume).
+        is_volume: whether the input was a 3D (or 4D at ``frame``) stack.
+        pixel_spacing: (row_mm, col_mm), or None when unknown.
+        slice_thickness: distance between slice centres in mm (volumes), or None.
+        kind: ``png``/``dicom``/``nifti``/``array``/``pil``/...
+        affine, header: the NIfTI affine/header (to write masks aligned with the input).
+        frame: the 4D frame used, if any.
+    """
+
+    name: str
+    slices: list
+    is_volume: bool = False
+    pixel_spacing: tuple | None = None
+    slice_thickness: float | None = None
+    kind: str = "array"
+    affine: np.ndarray | None = None
+    header: object = None
+    frame: int | None = None
+    native_shape: tuple | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _extension(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an image file ({', '.join(SUPPORTED)})")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+
+
+def _valid_spacing(values) -> tuple | None:
+    try:
+        spacing = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    if len(spacing) != 2 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
+        return None
+    return spacing
+
+
+def read_image_file(path: Path) -> LoadedInput:
+    """PNG/JPEG/TIFF/BMP, 8- or 16-bit, as one slice (no spacing: these formats carry none)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+                array = np.asarray(image.convert("L" if image.mode in ("P", "LA") else "RGB"), dtype=np.float32)
+                if array.ndim == 3:
+                    array = array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            else:
+                array = np.asarray(image).astype(np.float32)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"{path}: unreadable or truncated image file ({error})") from None
+    if array.ndim != 2:
+        raise InputError(f"{path}: expected a 2D grayscale image, got shape {array.shape}")
+    return LoadedInput(name=str(path), slices=[array], kind=_extension(path).lstrip("."), native_shape=array.shape)
+
+
+def read_dicom_file(path: Path) -> LoadedInput:
+    """One DICOM file (single- or multi-frame); rescale slope/intercept applied, PixelSpacing and
+    SliceThickness read when present."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        dataset = pydicom.dcmread(str(path))
+        array = dataset.pixel_array.astype(np.float32)
+    except (InvalidDicomError, AttributeError, OSError, ValueError, KeyError, TypeError, EOFError) as error:
+        raise InputError(f"{path}: unreadable or truncated DICOM file ({type(error).__name__}: {error})") from None
+    slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(dataset, "RescaleIntercept", 0) or 0)
+    array = array * slope + intercept
+    spacing = _valid_spacing(getattr(dataset, "PixelSpacing", None))
+    thickness = getattr(dataset, "SpacingBetweenSlices", None) or getattr(dataset, "SliceThickness", None)
+    thickness = float(thickness) if thickness not in (None, "") and float(thickness) > 0 else None
+    if array.ndim == 2:
+        slices, is_volume = [array], False
+    elif array.ndim == 3 and getattr(dataset, "SamplesPerPixel", 1) == 1:
+        slices, is_volume = list(array), True
+    else:
+        raise InputError(f"{path}: unsupported DICOM pixel data of shape {array.shape} (expected grayscale)")
+    return LoadedInput(
+        name=str(path), slices=slices, is_volume=is_volume, pixel_spacing=spacing, slice_thickness=thickness,
+        kind="dicom", native_shape=array.shape,
+        extra={"ImageOrientationPatient": [float(v) for v in getattr(dataset, "ImageOrientationPatient", [])]},
+    )
+
+
+def read_nifti_file(path: Path, frame: int | None = None) -> LoadedInput:
+    """NIfTI 2D, 3D or 4D (then ``frame`` is required). Spacing from the header zooms."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as error:  # nibabel raises many types (ImageFileError, EOFError, zlib.error...)
+        raise InputError(f"{path}: unreadable or truncated NIfTI file ({type(error).__name__}: {error})") from None
+    zooms = tuple(float(z) for z in image.header.get_zooms())
+    if data.ndim == 4:
+        if data.shape[3] == 1:
+            data = data[..., 0]
+        elif frame is None:
+            raise InputError(f"{path}: 4D NIfTI with {data.shape[3]} frames; pass frame= (0-based) to choose one")
+        elif not -data.shape[3] <= frame < data.shape[3]:
+            raise InputError(f"{path}: frame={frame} out of range for {data.shape[3]} frames")
+        else:
+            data = data[..., frame]
+    elif frame is not None and frame != 0:
+        raise InputError(f"{path}: frame={frame} given but the NIfTI has no time axis (shape {data.shape})")
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise InputError(f"{path}: unsupported NIfTI shape {data.shape} (expected 2D, 3D or 4D)")
+    slices = [np.ascontiguousarray(data[:, :, k].T) for k in range(data.shape[2])]
+    spacing = _valid_spacing((zooms[1], zooms[0])) if len(zooms) >= 2 else None
+    thickness = zooms[2] if len(zooms) >= 3 and data.shape[2] > 1 and zooms[2] > 0 else None
+    return LoadedInput(
+        name=str(path), slices=slices, is_volume=data.shape[2] > 1, pixel_spacing=spacing, slice_thickness=thickness,
+        kind="nifti", affine=image.affine, header=image.header, frame=frame, native_shape=data.shape,
+    )
+
+
+def load_input(item, frame: int | None = None, pixel_spacing=None, slice_thickness=None) -> LoadedInput:
+    """Read one pipeline input: a path, a PIL image, a numpy array or torch tensor (H, W) or (Z, H, W).
+
+    ``pixel_spacing``/``slice_thickness`` override (or supply) what the source says.
+    """
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        extension = _extension(path)
+        if extension not in SUPPORTED:
+            raise InputError(f"{path}: unsupported file type {extension or '(no extension)'!r}; supported: {', '.join(SUPPORTED)}")
+        _check_file(path)
+        if extension in NIFTI_EXTENSIONS:
+            loaded = read_nifti_file(path, frame)
+        elif extension in DICOM_EXTENSIONS:
+            loaded = read_dicom_file(path)
+        else:
+            loaded = read_image_file(path)
+    else:
+        loaded = _load_in_memory(item)
+    if pixel_spacing is not None:
+        spacing = _valid_spacing(pixel_spacing)
+        if spacing is None:
+            raise InputError(f"{loaded.name}: pixel_spacing must be two positive numbers (row_mm, col_mm), got {pixel_spacing!r}")
+        loaded.pixel_spacing = spacing
+    if slice_thickness is not None:
+        if not float(slice_thickness) > 0:
+            raise InputError(f"{loaded.name}: slice_thickness must be positive, got {slice_thickness!r}")
+        loaded.slice_thickness = float(slice_thickness)
+    return loaded
+
+
+def _load_in_memory(item) -> LoadedInput:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        Image = None
+    if Image is not None and isinstance(item, Image.Image):
+        from .image_processing_halsr import to_gray_float32
+
+        array = to_gray_float32(item, "PIL image")
+        return LoadedInput(name=f"PIL image {item.size[0]}x{item.size[1]} mode {item.mode}", slices=[array], kind="pil")
+    try:
+        import torch
+
+        if isinstance(item, torch.Tensor):
+            item = item.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    if not isinstance(item, np.ndarray):
+        raise InputError(
+            f"unsupported input of type {type(item).__name__}: pass a file path, a PIL image, a numpy array or a torch tensor"
+        )
+    name = f"array {tuple(item.shape)}"
+    if item.dtype == bool or not np.issubdtype(item.dtype, np.number):
+        raise InputError(f"{name}: expected numeric pixel values, got dtype {item.dtype}")
+    if item.ndim == 2:
+        return LoadedInput(name=name, slices=[item.astype(np.float32)], kind="array", native_shape=item.shape)
+    if item.ndim == 3:
+        if item.shape[-1] in (3, 4) and item.shape[0] > 4:
+            from .image_processing_halsr import to_gray_float32
+
+            return LoadedInput(name=name, slices=[to_gray_float32(item, name)], kind="array", native_shape=item.shape)
+        return LoadedInput(name=name, slices=[s.astype(np.float32) for s in item], is_volume=True, kind="array",
+                           native_shape=item.shape)
+    raise InputError(f"{name}: expected (H, W) or (Z, H, W), got {item.ndim} dimensions")
+
+
+def _atomic_write(path: Path, overwrite: bool, write) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: already exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_mask(label_map: np.ndarray, path, loaded: LoadedInput | None = None, overwrite: bool = False) -> Path:
+    """Write a label map (H, W) or (Z, H, W) of ids 0/1/2 losslessly.
+
+    ``.png``: an 8-bit PNG of the ids (2D only). ``.nii``/``.nii.gz``: a uint8 NIfTI on the input's
+    voxel grid with its affine and header when ``loaded`` came from a NIfTI file (so it overlays
+    exactly in ITK-SNAP / 3D Slicer), else with an affine built from the known spacing. The file
+    is written to a temporary name and renamed; an existing file is refused unless ``overwrite``.
+    """
+    path = Path(path)
+    label_map = np.asarray(label_map, dtype=np.uint8)
+    extension = _extension(path)
+    if extension == ".png":
+        if label_map.ndim != 2:
+            raise InputError(f"{path}: PNG masks hold one slice; got shape {label_map.shape} (use .nii.gz for volumes)")
+        from PIL import Image
+
+        return _atomic_write(path, overwrite, lambda tmp: Image.fromarray(label_map, mode="L").save(tmp, format="PNG"))
+    if extension in NIFTI_EXTENSIONS:
+        import nibabel as nib
+
+        volume = label_map[None] if label_map.ndim == 2 else label_map
+        data = np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))  # (Z, H, W) -> (X, Y, Z)
+        if loaded is not None and loaded.kind == "nifti" and loaded.affine is not None:
+            header = loaded.header.copy()
+            header.set_data_dtype(np.uint8)
+            if len(loaded.native_shape) == 2:
+                data = data[:, :, 0]
+            image = nib.Nifti1Image(data, loaded.affine, header)
+        else:
+            spacing = (loaded.pixel_spacing if loaded is not None else None) or (1.0, 1.0)
+            thickness = (loaded.slice_thickness if loaded is not None else None) or 1.0
+            image = nib.Nifti1Image(data, np.diag([spacing[1], spacing[0], thickness, 1.0]))
+        image.header.set_intent("label")
+        return _atomic_write(path, overwrite, lambda tmp: nib.save(image, tmp))
+    raise InputError(f"{path}: masks are written as .png or .nii/.nii.gz, not {extension!r}")

@@ -1,0 +1,335 @@
+"""Image processor and ``pipeline("cardiac-lv-segmentation")`` tests: processor round trips,
+two-stage inference on real data, remote code without the package, bad input."""
+
+import gzip
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, pipeline
+
+import halsr_hf
+from halsr_hf import (
+    CardiacLVSegmentationPipeline,
+    HalsrConfig,
+    HalsrForSemanticSegmentation,
+    HalsrImageProcessor,
+    InputError,
+    LvRoiConfig,
+    LvRoiRegressor,
+)
+from halsr_hf.image_processing_halsr import crop_and_resize, normalize_intensity, square_boxes
+
+SUNNYBROOK_DICOM = "dicoms/SCD0000101/48.dcm"
+
+
+def tiny_models(seed=0, presence_bias=None):
+    torch.manual_seed(seed)
+    model = HalsrForSemanticSegmentation(HalsrConfig(hidden_sizes=[4, 8, 8, 16, 16], image_size=64)).eval()
+    roi = LvRoiRegressor(LvRoiConfig(image_size=64, encoder_sizes=[4, 8, 8, 16], fc_sizes=[16, 32],
+                                     reduce_sizes=[16, 16, 8], global_channels=16, head_sizes=[8, 8])).eval()
+    with torch.no_grad():  # a box near the centre, LV present
+        roi.box.weight.zero_()
+        roi.box.bias.copy_(torch.tensor([-0.6, -0.6, 0.6, 0.6]))
+        roi.presence.weight.zero_()
+        roi.presence.bias.fill_(5.0 if presence_bias is None else presence_bias)
+    return model, roi
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    model, roi = tiny_models()
+    processor = HalsrImageProcessor(size=64, roi_size=64)
+    pipe = CardiacLVSegmentationPipeline(model=model, image_processor=processor, roi_model=roi)
+    folder = tmp_path_factory.mktemp("tiny-model")
+    pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tiny_folder):
+    return pipeline("cardiac-lv-segmentation", model=str(tiny_folder), trust_remote_code=False,
+                    pipeline_class=CardiacLVSegmentationPipeline)
+
+
+def dice(a, b):
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    return 1.0 if a.sum() + b.sum() == 0 else 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+# ---- image processor -------------------------------------------------------------------------
+
+
+def test_processor_save_load_and_normalisation(tmp_path):
+    processor = HalsrImageProcessor(size=96, crop_margin=0.3)
+    processor.save_pretrained(tmp_path)
+    reloaded = AutoImageProcessor.from_pretrained(tmp_path)
+    assert isinstance(reloaded, HalsrImageProcessor) and reloaded.size == 96 and reloaded.crop_margin == 0.3
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 4000, size=(77, 91)).astype(np.uint16)
+    normalized = reloaded.prepare_slice(image)
+    assert normalized.dtype == np.float32 and normalized.shape == (77, 91)
+    assert abs(normalized.mean()) < 1e-4 and abs(normalized.std() - 1) < 1e-3
+    # the same slice as uint8 PNG, 16-bit PIL, float: same normalisation up to quantisation
+    for variant in (Image.fromarray(image.astype(np.uint16)), image.astype(np.float64) / 7, torch.from_numpy(image.astype(np.float32))):
+        assert np.abs(reloaded.prepare_slice(variant) - normalized).max() < 1e-4
+    with pytest.warns(UserWarning, match="grayscale"):
+        rgb = Image.fromarray(np.stack([image.astype(np.uint8)] * 3, axis=-1), mode="RGB")
+        assert reloaded.prepare_slice(rgb).shape == (77, 91)
+    batch = reloaded([image, image[:50]], boxes=[[10, 12, 40, 50], None])
+    assert batch["pixel_values"].shape == (2, 1, 96, 96)
+    assert batch["original_sizes"].tolist() == [[77, 91], [50, 91]]
+
+
+@pytest.mark.parametrize("size", [(37, 53), (128, 128), (255, 97)])
+def test_post_process_returns_label_maps_at_the_input_size(size):
+    processor = HalsrImageProcessor()
+    logits = torch.randn(2, 3, 32, 32)
+    maps = processor.post_process_semantic_segmentation(logits, target_sizes=[size, size[::-1]])
+    assert maps[0].shape == size and maps[1].shape == size[::-1]
+    assert processor.post_process_semantic_segmentation(logits)[0].shape == (32, 32)
+    with pytest.raises(InputError, match="target_sizes"):
+        processor.post_process_semantic_segmentation(logits, target_sizes=[size])
+
+
+@pytest.mark.parametrize("shape,box", [((97, 131), [40, 30, 70, 66]), ((64, 64), [0, 0, 20, 25]), ((120, 90), [60, 80, 89, 119])])
+def test_crop_then_paste_puts_the_prediction_back_in_place(shape, box):
+    """A known synthetic mask, cropped like an image and turned into perfect logits, comes back
+    at the same place (also for boxes touching the border, where the crop leaves the image)."""
+    processor = HalsrImageProcessor(size=64, crop_margin=0.25)
+    label = np.zeros(shape, dtype=np.uint8)
+    x0, y0, x1, y1 = box
+    label[y0 : y1 + 1, x0 : x1 + 1] = 2
+    label[y0 + 3 : y1 - 2, x0 + 3 : x1 - 2] = 1
+    crop_box = square_boxes(torch.tensor([box], dtype=torch.float32), 0.25)
+    crop = crop_and_resize(torch.from_numpy(label)[None, None].float(), crop_box, 64, mode="nearest")[0, 0].long()
+    logits = torch.nn.functional.one_hot(crop, 3).permute(2, 0, 1)[None].float() * 10
+    pasted = processor.paste(logits, crop_box, [shape])[0]
+    assert pasted.shape == shape
+    for class_id in (1, 2):
+        assert dice(pasted == class_id, label == class_id) > 0.9
+    assert (pasted[label == 0] == 0).mean() > 0.98
+
+
+def test_crop_follows_the_box():
+    processor = HalsrImageProcessor(size=32, crop_margin=0.0)
+    image = np.zeros((100, 100), dtype=np.float32)
+    image[20:52, 60:92] = 1.0  # the box, x 60..91, y 20..51
+    crops, crop_boxes = processor.crop([image], [torch.tensor([60, 20, 91, 51])])
+    assert crop_boxes[0].tolist() == [60.0, 20.0, 92.0, 52.0]
+    assert torch.allclose(crops[0, 0], torch.ones(32, 32))
+
+
+# ---- pipeline with tiny models -------------------------------------------------------------
+
+
+def test_pipeline_saved_folder_has_code_roi_and_custom_pipeline(tiny_folder):
+    import json
+
+    config = json.loads((tiny_folder / "config.json").read_text())
+    assert "cardiac-lv-segmentation" in config["custom_pipelines"]
+    assert config["auto_map"]["AutoModelForSemanticSegmentation"].endswith("HalsrForSemanticSegmentation")
+    for name in ("pipeline_halsr.py", "modeling_halsr.py", "image_processing_halsr.py", "image_io.py", "clinical.py",
+                 "errors.py", "modeling_roi.py", "configuration_roi.py", "preprocessor_config.json", "model.safetensors",
+                 "roi/config.json", "roi/model.safetensors"):
+        assert (tiny_folder / name).is_file(), name
+
+
+def test_pipeline_outputs_for_a_slice_and_a_volume(tiny_pipe):
+    rng = np.random.default_rng(1)
+    image = rng.random((90, 110)).astype(np.float32)
+    out = tiny_pipe(image)
+    assert out["label_map"].shape == (90, 110) and out["label_map"].dtype == np.uint8
+    assert set(np.unique(out["label_map"])) <= {0, 1, 2}
+    assert out["lv_found"] and out["roi"] is not None and len(out["roi"]) == 4
+    assert out["areas_mm2"] is None and out["pixel_spacing"] is None
+    for segment in out["segments"]:
+        assert segment["mask"].mode == "L" and segment["mask"].size == (110, 90)
+        class_id = {"lv_cavity": 1, "myocardium": 2}[segment["label"]]
+        assert np.array_equal(np.asarray(segment["mask"]) > 0, out["label_map"] == class_id)
+    volume = tiny_pipe(np.stack([image] * 3), pixel_spacing=(1.5, 1.25), slice_thickness=8.0)
+    assert volume["label_map"].shape == (3, 90, 110) and len(volume["slices"]) == 3
+    assert np.array_equal(volume["label_map"][1], out["label_map"])
+    assert volume["volumes_ml"] is not None
+
+
+def test_no_lv_is_reported_instead_of_segmenting_noise(tmp_path):
+    model, roi = tiny_models(presence_bias=-5.0)
+    pipe = CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(size=64, roi_size=64), roi_model=roi)
+    out = pipe(np.random.default_rng(0).random((64, 80)).astype(np.float32))
+    assert out["lv_found"] is False and out["roi"] is None and "no LV" in out["message"]
+    assert not out["label_map"].any()
+    whole = pipe(np.random.default_rng(0).random((64, 80)).astype(np.float32), use_roi=False)
+    assert whole["lv_found"] is True
+
+
+def test_roi_model_argument_validation(tiny_folder):
+    model, _ = tiny_models()
+    with pytest.raises(InputError, match="expected an LV ROI regressor"):
+        CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(), roi_model=model)
+    with pytest.raises(InputError, match="roi_model"):
+        CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(), roi_model=str(tiny_folder))
+
+
+def test_batch_and_single_give_identical_results(tiny_pipe):
+    rng = np.random.default_rng(2)
+    images = [rng.random((80, 96)).astype(np.float32), rng.random((70, 70)).astype(np.float32) * 300]
+    batched = tiny_pipe(images, batch_size=16)
+    for image, result in zip(images, batched):
+        assert np.array_equal(tiny_pipe(image, batch_size=1)["label_map"], result["label_map"])
+
+
+def test_file_inputs_and_masks(tiny_pipe, tmp_path):
+    rng = np.random.default_rng(3)
+    image16 = (rng.random((60, 72)) * 60000).astype(np.uint16)
+    png = tmp_path / "slice16.png"
+    Image.fromarray(image16).save(png)
+    out_png = tiny_pipe(str(png))
+    assert np.array_equal(out_png["label_map"], tiny_pipe(image16)["label_map"])
+    data = rng.random((72, 60, 4, 3)).astype(np.float32)  # (X, Y, Z, T)
+    affine = np.diag([1.4, 1.3, 9.0, 1.0])
+    nii = tmp_path / "cine.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), nii)
+    out = tiny_pipe(str(nii), frame=1, save_mask=str(tmp_path / "mask.nii.gz"))
+    assert out["label_map"].shape == (4, 60, 72) and out["pixel_spacing"] == pytest.approx((1.3, 1.4))
+    assert out["slice_thickness"] == pytest.approx(9.0)
+    mask = nib.load(tmp_path / "mask.nii.gz")
+    assert mask.shape == (72, 60, 4) and np.allclose(mask.affine, affine)
+    assert np.array_equal(np.asarray(mask.dataobj)[:, :, 2].T, out["label_map"][2])
+    with pytest.raises(InputError, match="already exists"):
+        tiny_pipe(str(nii), frame=1, save_mask=str(tmp_path / "mask.nii.gz"))
+    tiny_pipe(str(png), save_mask=str(tmp_path / "mask.png"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "mask.png")), out_png["label_map"])
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+
+def _bad_inputs(tmp_path):
+    truncated = tmp_path / "truncated.png"
+    buffer = tmp_path / "full.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(buffer)
+    truncated.write_bytes(buffer.read_bytes()[:100])
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    bad_dicom = tmp_path / "bad.dcm"
+    bad_dicom.write_bytes(b"not a dicom file at all" * 10)
+    bad_nifti = tmp_path / "bad.nii.gz"
+    bad_nifti.write_bytes(gzip.compress(b"garbage" * 50))
+    four_d = tmp_path / "cine4d.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((32, 32, 2, 5)).astype(np.float32), np.eye(4)), four_d)
+    nan_image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    nan_image[3, 3] = np.nan
+    inf_image = nan_image.copy()
+    inf_image[3, 3] = np.inf
+    return [
+        (str(truncated), {}, "truncated"),
+        (str(empty), {}, "empty file"),
+        (str(bad_dicom), {}, "DICOM"),
+        (str(bad_nifti), {}, "NIfTI"),
+        (str(tmp_path / "slice.txt"), {}, "unsupported file type"),
+        (str(tmp_path / "missing.png"), {}, "no such file"),
+        (str(four_d), {}, "pass frame="),
+        (str(four_d), {"frame": 9}, "out of range"),
+        (np.zeros((64, 64), dtype=np.float32), {}, "constant"),
+        (nan_image, {}, "NaN or infinite"),
+        (inf_image, {}, "NaN or infinite"),
+        (np.ones((1, 1), dtype=np.float32), {}, "too small"),
+        (np.random.default_rng(0).random((5000, 16)).astype(np.float32), {}, "exceeds the limit of 4096x4096"),
+        (np.zeros((2, 2, 2, 2)), {}, "expected \\(H, W\\) or \\(Z, H, W\\)"),
+        ("x" * 3, {}, "unsupported file type"),
+        (object(), {}, "unsupported input"),
+        (np.random.default_rng(0).random((32, 32)), {"pixel_spacing": (0, 1)}, "pixel_spacing"),
+    ]
+
+
+def test_bad_inputs_raise_input_error_naming_the_input(tiny_pipe, tmp_path):
+    for item, kwargs, match in _bad_inputs(tmp_path):
+        with pytest.raises(InputError, match=match) as info:
+            tiny_pipe(item, **kwargs)
+        if isinstance(item, str):
+            assert Path(item).name in str(info.value)
+
+
+def test_max_image_size_is_configurable(tiny_folder):
+    pipe = pipeline("cardiac-lv-segmentation", model=str(tiny_folder), trust_remote_code=False,
+                    pipeline_class=CardiacLVSegmentationPipeline)
+    pipe.image_processor.max_image_size = 100
+    with pytest.raises(InputError, match="limit of 100x100"):
+        pipe(np.random.default_rng(0).random((101, 50)).astype(np.float32))
+
+
+# ---- remote code without the package ---------------------------------------------------------
+
+REMOTE = textwrap.dedent(
+    """
+    import sys
+    sys.modules["halsr_hf"] = None
+    import numpy as np
+    from transformers import pipeline
+    folder, image_path, out = sys.argv[1:4]
+    pipe = pipeline("cardiac-lv-segmentation", model=folder, trust_remote_code=True)
+    assert "halsr_hf" not in type(pipe).__module__
+    result = pipe(image_path)
+    np.save(out, result["label_map"])
+    print(type(pipe).__name__, result["roi"], result["areas_mm2"])
+    """
+)
+
+
+def test_saved_folder_runs_with_remote_code_without_the_package(tiny_folder, tiny_pipe, sunnybrook_dir, tmp_path):
+    image_path = sunnybrook_dir / SUNNYBROOK_DICOM
+    script = tmp_path / "remote.py"
+    script.write_text(REMOTE)
+    result = subprocess.run([sys.executable, str(script), str(tiny_folder), str(image_path), str(tmp_path / "out.npy")],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "CardiacLVSegmentationPipeline" in result.stdout
+    assert np.array_equal(np.load(tmp_path / "out.npy"), tiny_pipe(str(image_path))["label_map"])
+
+
+# ---- real data ---------------------------------------------------------------------------------
+
+
+def test_sunnybrook_dicom_areas_in_mm2(tiny_pipe, sunnybrook_dir):
+    import pydicom
+
+    path = sunnybrook_dir / SUNNYBROOK_DICOM
+    spacing = tuple(float(v) for v in pydicom.dcmread(path).PixelSpacing)
+    out = tiny_pipe(str(path))
+    assert out["pixel_spacing"] == pytest.approx(spacing)
+    assert out["label_map"].shape == (256, 256)
+    for name, pixels in out["areas_px"].items():
+        assert out["areas_mm2"][name] == pytest.approx(pixels * spacing[0] * spacing[1])
+
+
+def test_acdc_slice_and_volume_end_to_end(tiny_pipe, acdc_dir):
+    with h5py.File(acdc_dir / "data" / "patient011_frame01.h5", "r") as f:
+        volume = f["image"][()]
+    out = tiny_pipe(volume, batch_size=4)
+    assert out["label_map"].shape == volume.shape
+    single = tiny_pipe(torch.from_numpy(volume[3]))
+    assert np.array_equal(single["label_map"], out["label_map"][3])
+    assert out["volumes_ml"] is None  # the SSL4MIS copy lost its spacing
+
+
+def test_default_model_dir_or_clear_error():
+    try:
+        folder = halsr_hf.default_model_dir()
+    except FileNotFoundError as error:
+        assert "no default model is bundled" in str(error)
+    else:
+        assert (folder / "config.json").is_file() and (folder / "roi" / "config.json").is_file()
+
+
+def test_normalisation_is_scale_invariant():
+    rng = np.random.default_rng(0)
+    image = rng.random((50, 60)).astype(np.float32)
+    assert np.abs(normalize_intensity(image * 1000 + 20) - normalize_intensity(image)).max() < 1e-3
