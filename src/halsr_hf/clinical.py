@@ -1,0 +1,264 @@
+"""Clinical measures from LV label maps: areas, volumes, stroke volume, ejection fraction, mass.
+
+The ONE module for physical-unit computations. Label maps use the canonical labels
+(0 background, 1 lv_cavity, 2 myocardium); any other label value is refused, which catches maps
+that were not converted from a dataset's own label order (raw ACDC uses 3 for the LV cavity).
+
+Units are in the names: ``_mm2``, ``_ml``, ``_g``, ``_percent``; ``_pixels``/``_voxels`` are counts.
+
+Volumes use slice summation (Simpson's method on the short-axis stack)::
+
+    volume_ml = voxels * row_mm * col_mm * (slice_thickness_mm + slice_gap_mm) / 1000
+
+``slice_thickness + slice_gap`` is the centre-to-centre distance between slices; if you have that
+distance directly (e.g. DICOM SpacingBetweenSlices or a NIfTI z spacing), pass it as
+``slice_thickness`` with ``slice_gap=0``.
+
+When the spacing is unknown (``pixel_spacing=None`` and ``slice_thickness=None``, as for the
+SSL4MIS ACDC copy), :func:`cardiac_function` still gives the ejection fraction, because the voxel
+volume cancels in (EDV - ESV) / EDV; volumes are then reported in voxels (``*_voxels`` keys,
+``volume_unit == "voxels"``) and the ``*_ml`` / mass entries are ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import List, Optional
+
+import numpy as np
+
+from .errors import InputError
+
+LV_CAVITY = 1
+MYOCARDIUM = 2
+#: Myocardial tissue density used for the mass, g/ml.
+MYOCARDIUM_DENSITY_G_PER_ML = 1.05
+
+__all__ = [
+    "CardiacFunction",
+    "MYOCARDIUM_DENSITY_G_PER_ML",
+    "areas",
+    "cardiac_function",
+    "ejection_fraction_percent",
+    "myocardial_mass_g",
+    "stroke_volume",
+    "volumes_ml",
+]
+
+
+def _label_map(arr, name: str, ndim: int) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim != ndim:
+        what = "(H, W) slice" if ndim == 2 else "(Z, H, W) stack of short-axis slices"
+        raise InputError(f"{name}: expected a {ndim}D label map, a {what}; got shape {a.shape}")
+    if a.size == 0:
+        raise InputError(f"{name}: empty array of shape {a.shape}")
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+    elif a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"{name}: label map contains NaN or infinite values")
+        if not np.all(a == np.round(a)):
+            raise InputError(f"{name}: label map has non-integer values (dtype {a.dtype})")
+        a = a.astype(np.int64)
+    elif a.dtype.kind not in "iu":
+        raise InputError(f"{name}: label map must hold integer labels, got dtype {a.dtype}")
+    unexpected = np.setdiff1d(np.unique(a), [0, LV_CAVITY, MYOCARDIUM])
+    if unexpected.size:
+        raise InputError(
+            f"{name}: unexpected label values {unexpected.tolist()}; expected the canonical labels "
+            "0 background, 1 lv_cavity, 2 myocardium (map the dataset's labels first)"
+        )
+    return a
+
+
+def _positive(value, name: str, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: expected a number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        need = "non-negative" if allow_zero else "positive"
+        raise InputError(f"{name}: must be {need} and finite, got {value!r}")
+    return v
+
+
+def _pixel_spacing(pixel_spacing) -> tuple:
+    try:
+        values = [float(v) for v in pixel_spacing]
+    except (TypeError, ValueError):
+        raise InputError(
+            f"pixel_spacing: expected (row_mm, col_mm), got {pixel_spacing!r}"
+        ) from None
+    if len(values) != 2:
+        raise InputError(f"pixel_spacing: expected 2 values (row_mm, col_mm), got {pixel_spacing!r}")
+    return tuple(_positive(v, "pixel_spacing") for v in values)
+
+
+def areas(label_map, pixel_spacing=None) -> dict:
+    """Pixel counts and areas of the LV cavity and myocardium on one 2D slice.
+
+    Returns ``lv_cavity_pixels``, ``myocardium_pixels`` (ints) and ``lv_cavity_mm2``,
+    ``myocardium_mm2`` (floats, ``None`` when ``pixel_spacing`` is None).
+    """
+    a = _label_map(label_map, "label_map", 2)
+    px = None if pixel_spacing is None else _pixel_spacing(pixel_spacing)
+    out = {}
+    for label, name in ((LV_CAVITY, "lv_cavity"), (MYOCARDIUM, "myocardium")):
+        n = int(np.count_nonzero(a == label))
+        out[f"{name}_pixels"] = n
+        out[f"{name}_mm2"] = None if px is None else n * px[0] * px[1]
+    return out
+
+
+def _voxel_counts(a: np.ndarray) -> dict:
+    return {
+        "lv_cavity_voxels": int(np.count_nonzero(a == LV_CAVITY)),
+        "myocardium_voxels": int(np.count_nonzero(a == MYOCARDIUM)),
+    }
+
+
+def volumes_ml(label_map_3d, pixel_spacing, slice_thickness, slice_gap: float = 0.0) -> dict:
+    """LV cavity and myocardium volumes of a (Z, H, W) short-axis stack by slice summation.
+
+    Args:
+        label_map_3d: (Z, H, W) canonical label map.
+        pixel_spacing: (row_mm, col_mm) in-plane spacing.
+        slice_thickness: slice thickness in mm.
+        slice_gap: gap between slices in mm (the slice spacing is thickness + gap).
+
+    Returns ``lv_cavity_voxels``, ``myocardium_voxels``, ``lv_cavity_ml``, ``myocardium_ml``.
+    """
+    a = _label_map(label_map_3d, "label_map_3d", 3)
+    row, col = _pixel_spacing(pixel_spacing)
+    step = _positive(slice_thickness, "slice_thickness") + _positive(
+        slice_gap, "slice_gap", allow_zero=True
+    )
+    voxel_ml = row * col * step / 1000.0
+    out = _voxel_counts(a)
+    out["lv_cavity_ml"] = out["lv_cavity_voxels"] * voxel_ml
+    out["myocardium_ml"] = out["myocardium_voxels"] * voxel_ml
+    return out
+
+
+def myocardial_mass_g(myo_volume_ml, density: float = MYOCARDIUM_DENSITY_G_PER_ML) -> float:
+    """Myocardial mass in g: volume (ml) times tissue density (g/ml, default 1.05)."""
+    return _positive(myo_volume_ml, "myo_volume_ml", allow_zero=True) * _positive(density, "density")
+
+
+def stroke_volume(edv, esv) -> float:
+    """Stroke volume EDV - ESV (same unit as the inputs; negative if ESV > EDV)."""
+    return _positive(edv, "edv", allow_zero=True) - _positive(esv, "esv", allow_zero=True)
+
+
+def ejection_fraction_percent(edv, esv) -> float:
+    """Ejection fraction in percent, 100 * (EDV - ESV) / EDV (any common unit, even voxels).
+
+    Raises InputError for negative/NaN volumes or EDV = 0; a result outside 0-100 % (ESV > EDV)
+    is returned as is: :func:`cardiac_function` reports it as a warning.
+    """
+    edv_v = _positive(edv, "edv", allow_zero=True)
+    esv_v = _positive(esv, "esv", allow_zero=True)
+    if edv_v == 0:
+        raise InputError("edv: end-diastolic volume is 0, the ejection fraction is undefined")
+    return 100.0 * (edv_v - esv_v) / edv_v
+
+
+@dataclasses.dataclass
+class CardiacFunction:
+    """LV function from an ED and an ES label stack. ``*_ml`` and mass are None when the spacing
+    is unknown; ``ef_percent`` is NaN when the ED cavity is empty (see ``warnings``)."""
+
+    ef_percent: float
+    edv_voxels: int
+    esv_voxels: int
+    sv_voxels: int
+    edv_ml: Optional[float] = None
+    esv_ml: Optional[float] = None
+    sv_ml: Optional[float] = None
+    ed_myocardium_ml: Optional[float] = None
+    myocardial_mass_g: Optional[float] = None
+    volume_unit: str = "voxels"
+    warnings: List[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def cardiac_function(
+    ed_label_map,
+    es_label_map,
+    pixel_spacing=None,
+    slice_thickness=None,
+    slice_gap: float = 0.0,
+    density: float = MYOCARDIUM_DENSITY_G_PER_ML,
+) -> dict:
+    """EDV, ESV, stroke volume, ejection fraction and ED myocardial mass from label stacks.
+
+    Args:
+        ed_label_map, es_label_map: (Z, H, W) canonical label maps of the end-diastolic and
+            end-systolic frames, same shape (same slices).
+        pixel_spacing: (row_mm, col_mm), or None together with ``slice_thickness=None`` for
+            voxel units (EF only, volumes in voxels).
+        slice_thickness, slice_gap: in mm, see :func:`volumes_ml`.
+        density: myocardial density in g/ml.
+
+    Returns the fields of :class:`CardiacFunction` as a dict. Implausible results are reported
+    in ``warnings`` (never hidden): empty ED or ES cavity, ESV > EDV, EF outside 0-100 %.
+    Invalid input (shapes, labels, spacing) raises :class:`~halsr_hf.errors.InputError`.
+    """
+    ed = _label_map(ed_label_map, "ed_label_map", 3)
+    es = _label_map(es_label_map, "es_label_map", 3)
+    if ed.shape != es.shape:
+        raise InputError(
+            f"ed_label_map/es_label_map: shape mismatch {ed.shape} vs {es.shape} "
+            "(ED and ES must cover the same slices)"
+        )
+    if (pixel_spacing is None) != (slice_thickness is None):
+        raise InputError(
+            "pixel_spacing/slice_thickness: give both for volumes in ml, or neither for voxel "
+            f"units (got pixel_spacing={pixel_spacing!r}, slice_thickness={slice_thickness!r})"
+        )
+    physical = pixel_spacing is not None
+    if physical:
+        ed_v = volumes_ml(ed, pixel_spacing, slice_thickness, slice_gap)
+        es_v = volumes_ml(es, pixel_spacing, slice_thickness, slice_gap)
+        _positive(density, "density")
+    else:
+        ed_v, es_v = _voxel_counts(ed), _voxel_counts(es)
+
+    warnings: List[str] = []
+    edv_n, esv_n = ed_v["lv_cavity_voxels"], es_v["lv_cavity_voxels"]
+    if edv_n == 0:
+        warnings.append("ED label map has no lv_cavity: EDV is 0 and the ejection fraction is undefined")
+        ef = math.nan
+    else:
+        ef = ejection_fraction_percent(edv_n, esv_n)
+    if esv_n == 0:
+        warnings.append("ES label map has no lv_cavity: ESV is 0 (EF would be 100 %)")
+    if esv_n > edv_n:
+        warnings.append(
+            f"ESV > EDV ({esv_n} > {edv_n} voxels): ED and ES frames may be swapped, or the "
+            "segmentation is wrong"
+        )
+    if not math.isnan(ef) and not 0.0 <= ef <= 100.0:
+        warnings.append(f"ejection fraction {ef:.1f} % is outside 0-100 %")
+    if ed_v["myocardium_voxels"] == 0:
+        warnings.append("ED label map has no myocardium: myocardial mass is 0")
+
+    result = CardiacFunction(
+        ef_percent=ef,
+        edv_voxels=edv_n,
+        esv_voxels=esv_n,
+        sv_voxels=edv_n - esv_n,
+        volume_unit="ml" if physical else "voxels",
+        warnings=warnings,
+    )
+    if physical:
+        result.edv_ml = ed_v["lv_cavity_ml"]
+        result.esv_ml = es_v["lv_cavity_ml"]
+        result.sv_ml = result.edv_ml - result.esv_ml
+        result.ed_myocardium_ml = ed_v["myocardium_ml"]
+        result.myocardial_mass_g = myocardial_mass_g(result.ed_myocardium_ml, density)
+    return result.to_dict()
