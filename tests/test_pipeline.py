@@ -333,3 +333,59 @@ def test_normalisation_is_scale_invariant():
     rng = np.random.default_rng(0)
     image = rng.random((50, 60)).astype(np.float32)
     assert np.abs(normalize_intensity(image * 1000 + 20) - normalize_intensity(image)).max() < 1e-3
+
+
+# ---- EF through the pipeline and the CLI ------------------------------------------------------
+
+
+def _nifti_pair(tmp_path):
+    rng = np.random.default_rng(5)
+    affine = np.diag([1.25, 1.25, 10.0, 1.0])
+    paths = []
+    for name in ("ed", "es"):
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(rng.random((70, 64, 3)).astype(np.float32), affine), path)
+        paths.append(str(path))
+    return paths
+
+
+def test_ejection_fraction_through_the_pipeline(tiny_pipe, tmp_path):
+    from halsr_hf.clinical import cardiac_function, ejection_fraction
+
+    ed, es = _nifti_pair(tmp_path)
+    result = ejection_fraction(ed, es, pipe=tiny_pipe)
+    assert result["volume_unit"] == "ml"
+    expected = cardiac_function(tiny_pipe(ed)["label_map"], tiny_pipe(es)["label_map"], (1.25, 1.25), 10.0)
+    for key in ("edv_ml", "esv_ml", "sv_ml", "myocardial_mass_g", "edv_voxels"):
+        assert result[key] == pytest.approx(expected[key])
+    voxels = int((result["ed_label_map"] == 1).sum())
+    assert result["edv_ml"] == pytest.approx(voxels * 1.25 * 1.25 * 10.0 / 1000)
+    with pytest.raises(InputError, match="single slice"):
+        ejection_fraction(np.random.default_rng(0).random((40, 40)).astype(np.float32), es, pipe=tiny_pipe)
+
+
+def test_segment_and_ef_commands(tiny_folder, sunnybrook_dir, tmp_path, capsys):
+    import json
+
+    from halsr_hf.cli import main
+
+    dicom = str(sunnybrook_dir / SUNNYBROOK_DICOM)
+    ed, es = _nifti_pair(tmp_path)
+    out_dir = tmp_path / "out"
+    assert main(["segment", dicom, ed, "--model", str(tiny_folder), "--out-dir", str(out_dir)]) == 0
+    table = capsys.readouterr().out
+    assert "| 48.dcm" not in table and "mm²" in table and "mL" in table
+    report = json.loads((out_dir / "measurements.json").read_text())
+    assert report[0]["areas_mm2"] is not None and report[1]["volumes_ml"] is not None
+    assert (out_dir / "48_overlay.png").is_file() and (out_dir / "48_mask.png").is_file()
+    assert (out_dir / "ed_mask.nii.gz").is_file() and (out_dir / "ed_overlay_z02.png").is_file()
+    overlay_png = Image.open(out_dir / "48_overlay.png")
+    assert overlay_png.mode == "RGB" and overlay_png.size == (256, 256)
+    # no silent overwrite
+    assert main(["segment", dicom, "--model", str(tiny_folder), "--out-dir", str(out_dir)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["ef", "--ed", ed, "--es", es, "--model", str(tiny_folder), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["volume_unit"] == "ml" and "ef_percent" in result
+    assert main(["segment", str(tmp_path / "nope.png"), "--model", str(tiny_folder), "--out-dir", str(out_dir)]) == 2
+    assert "no such file" in capsys.readouterr().err

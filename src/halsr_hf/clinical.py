@@ -40,6 +40,7 @@ __all__ = [
     "MYOCARDIUM_DENSITY_G_PER_ML",
     "areas",
     "cardiac_function",
+    "ejection_fraction",
     "ejection_fraction_percent",
     "myocardial_mass_g",
     "stroke_volume",
@@ -262,3 +263,49 @@ def cardiac_function(
         result.ed_myocardium_ml = ed_v["myocardium_ml"]
         result.myocardial_mass_g = myocardial_mass_g(result.ed_myocardium_ml, density)
     return result.to_dict()
+
+
+def ejection_fraction(
+    ed,
+    es,
+    pipe=None,
+    ed_frame: Optional[int] = None,
+    es_frame: Optional[int] = None,
+    pixel_spacing=None,
+    slice_thickness=None,
+    batch_size: int = 16,
+) -> dict:
+    """Segment an ED and an ES short-axis volume with the pipeline and return
+    :func:`cardiac_function` of the two label stacks (EDV, ESV, SV, EF, mass, warnings).
+
+    Args:
+        ed, es: volumes as paths (NIfTI 3D/4D, multi-frame DICOM) or (Z, H, W) arrays/tensors.
+            For one 4D NIfTI holding both phases pass the same path with ``ed_frame``/``es_frame``.
+        pipe: a ``cardiac-lv-segmentation`` pipeline; default: the bundled model.
+        pixel_spacing, slice_thickness: override (or supply) the files' spacing; without any,
+            volumes are in voxels and only the EF is meaningful.
+    """
+    if pipe is None:
+        import importlib
+
+        pipe = importlib.import_module("halsr_hf").load_pipeline()
+    results = {}
+    for phase, item, frame in (("ed", ed, ed_frame), ("es", es, es_frame)):
+        kwargs = {"batch_size": batch_size}
+        for key, value in (("frame", frame), ("pixel_spacing", pixel_spacing), ("slice_thickness", slice_thickness)):
+            if value is not None:
+                kwargs[key] = value
+        out = pipe(item, **kwargs)
+        if np.asarray(out["label_map"]).ndim != 3:
+            name = item if isinstance(item, str) else f"{phase.upper()} input"
+            raise InputError(f"{name}: the {phase.upper()} input is a single slice; EF needs a short-axis volume (Z, H, W)")
+        results[phase] = out
+    ed_out, es_out = results["ed"], results["es"]
+    spacing = ed_out["pixel_spacing"]
+    thickness = ed_out["slice_thickness"]
+    if spacing is None or thickness is None:
+        spacing = thickness = None
+    function = cardiac_function(ed_out["label_map"], es_out["label_map"], spacing, thickness)
+    function["ed_label_map"] = ed_out["label_map"]
+    function["es_label_map"] = es_out["label_map"]
+    return function
