@@ -1,0 +1,244 @@
+"""Training data: slice sources (a ``datasets`` split or a compact arrays file) and the torch
+datasets that turn them into model inputs with the package's own preprocessing.
+
+A *source* yields, per row, an intensity-normalised float32 image (``normalize_intensity`` of the
+whole slice, as at inference) and its uint8 label map with the canonical ids (0 background,
+1 lv_cavity, 2 myocardium, 255 ignore). Two sources:
+
+* :class:`DatasetSource`: rows of a ``datasets`` split (columns ``image``, ``label``, optionally
+  ``has_lv`` and ``myocardium_annotated``), normalised on the fly;
+* :class:`ArraySource`: the arrays file written by ``scripts/export_arrays.py`` (for machines
+  without ``datasets``): per slice an LV-centred native-resolution crop of the normalised slice
+  (``halsr`` kind) or the ROI-stage content (``roi`` kind), stored as uint8 (see :func:`quantize`).
+
+Both feed the same code: :class:`HalsrCropDataset` (augment the slice, LV box from the transformed
+label, random margin/jitter/side scaling, ``square_boxes`` + ``crop_and_resize``) and
+:class:`RoiDataset` (augment the whole slice, ``HalsrImageProcessor._stack_padded_square``, box
+normalised to the padded square).
+
+Policies (documented in the README's training section):
+
+* Rows without LV are skipped for HALSR-Net (its input is always an LV crop at inference, and the
+  ROI regressor's presence output decides "no LV"); the ROI regressor trains on them with
+  ``has_lv=False`` (presence loss only).
+* Rows with ``myocardium_annotated == False`` are skipped for HALSR-Net when the label set contains
+  ``myocardium`` (their ring would be taught as background); they are kept otherwise.
+"""
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..image_processing_halsr import HalsrImageProcessor, crop_and_resize, normalize_intensity, square_boxes
+from .augment import AugmentConfig, augment_slice
+
+CANONICAL_LABELS = ("background", "lv_cavity", "myocardium")
+IGNORE_INDEX = 255
+
+
+def label_lookup(label_names) -> np.ndarray:
+    """A 256-entry table mapping canonical ids to the ids of ``label_names`` (which must start with
+    ``background``); canonical classes not in the set become background, 255 stays 255."""
+    label_names = list(label_names)
+    if not label_names or label_names[0] != "background":
+        raise ValueError(f"the label set must start with 'background', got {label_names}")
+    unknown = [n for n in label_names if n not in CANONICAL_LABELS]
+    if unknown:
+        raise ValueError(f"unknown label names {unknown}; choose from {list(CANONICAL_LABELS)}")
+    table = np.zeros(256, dtype=np.uint8)
+    for canonical_id, name in enumerate(CANONICAL_LABELS):
+        table[canonical_id] = label_names.index(name) if name in label_names else 0
+    table[IGNORE_INDEX] = IGNORE_INDEX
+    return table
+
+
+def lv_box(label) -> list | None:
+    """Inclusive pixel box (x_min, y_min, x_max, y_max) of the LV (cavity + myocardium) or None."""
+    label = label.numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+    mask = (label == 1) | (label == 2)
+    if not mask.any():
+        return None
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
+
+
+# -- quantisation of the arrays file ------------------------------------------------------------
+
+
+def quantize(image: np.ndarray) -> tuple:
+    """uint8 codes and (low, high) of a normalised image: value = low + code * (high - low) / 255.
+    The step is about 0.03 standard deviations of the slice, far below MRI noise."""
+    low, high = float(image.min()), float(image.max())
+    scale = max(high - low, 1e-6)
+    return np.round((image - low) / scale * 255).astype(np.uint8), (low, high)
+
+
+def dequantize(codes: np.ndarray, low: float, high: float) -> np.ndarray:
+    return (low + codes.astype(np.float32) * ((high - low) / 255.0)).astype(np.float32)
+
+
+# -- sources ------------------------------------------------------------------------------------
+
+
+class DatasetSource:
+    """Rows of a ``datasets.Dataset`` (one split)."""
+
+    def __init__(self, dataset, clip_percentiles=(0.5, 99.5)):
+        self.dataset = dataset.with_format("numpy")
+        self.clip_percentiles = tuple(clip_percentiles)
+        columns = set(self.dataset.column_names)
+        if "has_lv" in columns:
+            self.has_lv = np.asarray(self.dataset["has_lv"], dtype=bool)
+        else:
+            self.has_lv = np.array([lv_box(row["label"]) is not None for row in self.dataset], dtype=bool)
+        if "myocardium_annotated" in columns:
+            self.myocardium_annotated = np.asarray(self.dataset["myocardium_annotated"], dtype=bool)
+        else:
+            self.myocardium_annotated = np.ones(len(self.dataset), dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def get(self, index: int) -> tuple:
+        row = self.dataset[int(index)]
+        image = normalize_intensity(np.asarray(row["image"], dtype=np.float32), self.clip_percentiles)
+        return image, np.asarray(row["label"], dtype=np.uint8)
+
+
+class ArraySource:
+    """One kind (``halsr`` or ``roi``) and split of an arrays file (see ``scripts/export_arrays.py``)."""
+
+    def __init__(self, path, split: str, kind: str):
+        prefix = f"{kind}_{split}_"
+        with np.load(path) as data:
+            if prefix + "shapes" not in data:
+                raise KeyError(f"{path} holds no {kind!r} arrays for split {split!r} (keys: {sorted(data.files)})")
+            self.images = data[prefix + "images"]
+            self.labels = data[prefix + "labels"]
+            self.shapes = data[prefix + "shapes"].astype(np.int64)
+            self.ranges = data[prefix + "ranges"].astype(np.float32)
+            self.has_lv = data[prefix + "has_lv"].astype(bool)
+        sizes = self.shapes[:, 0] * self.shapes[:, 1]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.myocardium_annotated = np.ones(len(self.shapes), dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def get(self, index: int) -> tuple:
+        start, stop = self.offsets[index], self.offsets[index + 1]
+        shape = tuple(self.shapes[index])
+        image = dequantize(self.images[start:stop].reshape(shape), *self.ranges[index])
+        return image, self.labels[start:stop].reshape(shape)
+
+
+# -- torch datasets -----------------------------------------------------------------------------
+
+
+def _sample_rng() -> np.random.Generator:
+    # torch's global RNG is seeded by set_seed in the main process and per worker by the DataLoader,
+    # so augmentations are reproducible and differ between workers and epochs.
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+
+class HalsrCropDataset(Dataset):
+    """LV crops for HALSR-Net: ``{"pixel_values": (1, size, size) float32, "labels": (size, size) long}``.
+
+    Training (``train=True``): augmentation of the slice, then the ground-truth box of the
+    transformed label with a margin uniform in ``margin_range``, its centre moved by up to
+    ``jitter`` x the side in x and y, its side scaled uniformly in ``side_scale_range`` (the model
+    learns to tolerate the ROI regressor's errors). Evaluation: the box with ``eval_margin`` (the
+    inference margin), no augmentation.
+    """
+
+    def __init__(
+        self,
+        source,
+        label_names=CANONICAL_LABELS,
+        size: int = 128,
+        train: bool = False,
+        augment: AugmentConfig | None = None,
+        margin_range=(0.10, 0.45),
+        eval_margin: float = 0.25,
+        jitter: float = 0.10,
+        side_scale_range=(0.9, 1.1),
+    ):
+        self.source = source
+        self.size = int(size)
+        self.train = train
+        self.augment = augment if augment is not None else AugmentConfig()
+        self.margin_range = tuple(margin_range)
+        self.eval_margin = float(eval_margin)
+        self.jitter = float(jitter)
+        self.side_scale_range = tuple(side_scale_range)
+        self.lut = torch.from_numpy(label_lookup(label_names).astype(np.int64))
+        keep = np.asarray(source.has_lv, dtype=bool).copy()
+        if "myocardium" in label_names:
+            keep &= np.asarray(source.myocardium_annotated, dtype=bool)
+        self.indices = np.nonzero(keep)[0]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _crop_box(self, box, rng) -> torch.Tensor:
+        box = torch.tensor([box], dtype=torch.float32)
+        if not self.train:
+            return square_boxes(box, self.eval_margin)
+        crop = square_boxes(box, float(rng.uniform(*self.margin_range)))[0]
+        side = float(crop[2] - crop[0])
+        cx = float(crop[0] + crop[2]) / 2 + rng.uniform(-self.jitter, self.jitter) * side
+        cy = float(crop[1] + crop[3]) / 2 + rng.uniform(-self.jitter, self.jitter) * side
+        side *= rng.uniform(*self.side_scale_range)
+        return torch.tensor([[cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]])
+
+    def __getitem__(self, i: int) -> dict:
+        image_np, label_np = self.source.get(int(self.indices[i]))
+        image, label = torch.from_numpy(image_np), torch.from_numpy(np.ascontiguousarray(label_np))
+        rng = _sample_rng() if self.train else None
+        box = None
+        if self.train:
+            aug_image, aug_label = augment_slice(image, label, self.augment, rng)
+            box = lv_box(aug_label)
+            if box is not None:
+                image, label = aug_image, aug_label
+        if box is None:
+            box = lv_box(label)
+        crop_box = self._crop_box(box, rng)
+        pixel_values = crop_and_resize(image[None, None], crop_box, self.size, mode="bilinear")[0]
+        crop_label = crop_and_resize(label[None, None].float(), crop_box, self.size, mode="nearest")[0, 0]
+        labels = self.lut[crop_label.long()]
+        return {"pixel_values": pixel_values.contiguous(), "labels": labels}
+
+
+class RoiDataset(Dataset):
+    """Whole slices for the ROI regressor: ``pixel_values`` (1, roi_size, roi_size) as
+    ``HalsrImageProcessor.preprocess_roi`` builds them, ``labels`` (4,) the LV box normalised to the
+    padded square (x_min / side, y_min / side, (x_max + 1) / side, (y_max + 1) / side), ``has_lv``."""
+
+    def __init__(self, source, roi_size: int = 128, train: bool = False, augment: AugmentConfig | None = None):
+        self.source = source
+        self.train = train
+        self.augment = augment if augment is not None else AugmentConfig()
+        self.processor = HalsrImageProcessor(roi_size=roi_size)
+        self.indices = np.arange(len(source))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        image_np, label_np = self.source.get(int(self.indices[i]))
+        image, label = torch.from_numpy(image_np), torch.from_numpy(np.ascontiguousarray(label_np))
+        if self.train:
+            image, label = augment_slice(image, label, self.augment, _sample_rng())
+        pixel_values, sides = self.processor.preprocess_roi([image.numpy()])
+        box = lv_box(label)
+        if box is None:
+            target = torch.zeros(4)
+        else:
+            side = float(sides[0])
+            target = torch.tensor([box[0] / side, box[1] / side, (box[2] + 1) / side, (box[3] + 1) / side])
+        return {
+            "pixel_values": pixel_values[0].contiguous(),
+            "labels": target.float(),
+            "has_lv": torch.tensor(box is not None),
+        }

@@ -1,0 +1,369 @@
+"""Train or fine-tune HALSR-Net (or the plain U-Net baseline) with ``transformers.Trainer``.
+
+``halsr-hf train`` / ``python scripts/train.py`` / ``torchrun --nproc_per_node=N scripts/train.py`` /
+``accelerate launch scripts/train.py``, all with the same arguments
+(``HfArgumentParser(ModelArguments, DataArguments, TrainingArguments)``). Example (CPU)::
+
+    halsr-hf train --dataset_dir data/acdc --preset small --output_dir runs/small
+
+Defaults differ from ``TrainingArguments``' own where the paper or this task says so (Adam with
+lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 0, cosine decay, batch 16, evaluation and
+checkpoint every epoch, best model on validation ``dice_mean``, early stopping); any of them can be
+overridden on the command line. On a CUDA GPU with bf16 support ``--bf16`` is on by default and the
+model runs channels_last.
+
+HALSR-Net trains on LV crops made as at inference (see :mod:`halsr_hf.training.data`); the output
+folder holds the model (safetensors + config), the image processor, ``train_results.json``,
+``eval_results.json``, ``all_results.json`` and ``command.txt`` (command line, seed, versions).
+"""
+
+import json
+import os
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: TrainingArguments defaults of these scripts (prepended to argv, so the command line wins).
+TRAINING_DEFAULTS = {
+    "output_dir": "runs/halsr",
+    "learning_rate": "1e-3",
+    "adam_beta1": "0.9",
+    "adam_beta2": "0.999",
+    "adam_epsilon": "1e-8",
+    "weight_decay": "0.0",
+    "optim": "adamw_torch",
+    "lr_scheduler_type": "cosine",
+    "per_device_train_batch_size": "16",
+    "per_device_eval_batch_size": "32",
+    "num_train_epochs": "100",
+    "logging_steps": "10",
+    "save_total_limit": "2",
+    "remove_unused_columns": "False",
+    "report_to": "none",
+    "batch_eval_metrics": "True",
+    "greater_is_better": "True",
+}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "checkpoint folder or Hub id to fine-tune from"})
+    preset: str = field(default="small", metadata={"help": "width preset when starting fresh: tiny, small, base, large"})
+    config_name: str | None = field(default=None, metadata={"help": "config folder/Hub id/JSON file when starting fresh"})
+    architecture: str = field(default="halsr", metadata={"help": "halsr or unet (the plain U-Net baseline, same widths)"})
+    ignore_mismatched_sizes: bool = field(default=False, metadata={"help": "fine-tune to another label set (new head)"})
+    dropout_rate: float | None = field(default=None, metadata={"help": "override the config's dropout rate"})
+    channels_last: bool = field(default=True, metadata={"help": "channels_last memory format on CUDA"})
+    early_stopping_patience: int = field(default=10, metadata={"help": "evaluations without improvement before stopping (0: off)"})
+    max_shard_size: str | None = field(default=None, metadata={"help": "re-save the final model in shards of this size (e.g. 15MB)"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "for Hub checkpoints with custom code"})
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "a datasets Hub id"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "its configuration"})
+    dataset_dir: str | None = field(default=None, metadata={"help": "a save_to_disk folder (halsr-hf prepare)"})
+    arrays_file: str | None = field(default=None, metadata={"help": ".npz from scripts/export_arrays.py (no datasets needed)"})
+    train_split: str = field(default="train")
+    eval_split: str = field(default="validation")
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+    labels: str = field(default="background,lv_cavity,myocardium", metadata={"help": "label set (comma separated, background first); missing classes become background"})
+    image_size: int = field(default=128, metadata={"help": "side of the HALSR-Net crop"})
+    eval_margin: float = field(default=0.25, metadata={"help": "crop margin at evaluation (= inference)"})
+    train_margin_min: float = field(default=0.10)
+    train_margin_max: float = field(default=0.45)
+    train_jitter: float = field(default=0.10, metadata={"help": "random crop-centre shift, fraction of the side"})
+    side_scale_min: float = field(default=0.9)
+    side_scale_max: float = field(default=1.1)
+    augment: bool = field(default=True, metadata={"help": "on-the-fly augmentation (training only)"})
+    rotation_degrees: float = field(default=30.0, metadata={"help": "free rotation on top of the 8 dihedral transforms"})
+    scale_min: float = field(default=0.85)
+    scale_max: float = field(default=1.2)
+    elastic_prob: float = field(default=0.3)
+
+
+# -- shared helpers (also used by train_roi.py) -----------------------------------------------
+
+
+def _flag_value(argv, name):
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def build_argv(argv, defaults: dict, metric: str) -> list:
+    """Prepend the scripts' defaults to ``argv`` (argparse keeps the last value, so the user's win)."""
+    argv = list(argv)
+    defaults = dict(defaults)
+    defaults["metric_for_best_model"] = metric
+    eval_strategy = _flag_value(argv, "eval_strategy") or "epoch"
+    defaults["eval_strategy"] = eval_strategy
+    defaults["save_strategy"] = _flag_value(argv, "save_strategy") or eval_strategy
+    if _flag_value(argv, "eval_steps") and not _flag_value(argv, "save_steps"):
+        defaults["save_steps"] = _flag_value(argv, "eval_steps")
+    defaults["load_best_model_at_end"] = "False" if eval_strategy == "no" else "True"
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and "--fp16" not in argv:
+        defaults["bf16"] = "True"
+    prefix = []
+    for key, value in defaults.items():
+        prefix += [f"--{key}"] + ([str(v) for v in value] if isinstance(value, list) else [str(value)])
+    return prefix + argv
+
+
+def parse(argv, model_arguments_class, defaults: dict, metric: str, prog: str):
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser((model_arguments_class, DataArguments, TrainingArguments), prog=prog)
+    if any(a in ("-h", "--help") for a in argv):
+        parser.parse_args_into_dataclasses(args=["--help"])
+    return parser.parse_args_into_dataclasses(args=build_argv(argv, defaults, metric))
+
+
+def load_split(data_args: DataArguments, split: str):
+    """A ``datasets`` split from ``--dataset_dir`` or ``--dataset_name``."""
+    if data_args.dataset_dir:
+        from datasets import load_from_disk
+
+        data = load_from_disk(data_args.dataset_dir)
+        if hasattr(data, "keys"):
+            if split not in data:
+                raise KeyError(f"{data_args.dataset_dir} has no split {split!r} (splits: {list(data.keys())})")
+            return data[split]
+        return data
+    if data_args.dataset_name:
+        from datasets import load_dataset
+
+        return load_dataset(data_args.dataset_name, data_args.dataset_config_name, split=split)
+    raise ValueError("give --dataset_dir, --dataset_name or --arrays_file")
+
+
+def load_source(data_args: DataArguments, split: str, kind: str):
+    from .data import ArraySource, DatasetSource
+
+    if data_args.arrays_file:
+        return ArraySource(data_args.arrays_file, split, kind)
+    return DatasetSource(load_split(data_args, split))
+
+
+def limit(dataset, n):
+    if n is not None and n < len(dataset.indices):
+        dataset.indices = dataset.indices[:n]
+    return dataset
+
+
+def augment_config(data_args: DataArguments):
+    from .augment import AugmentConfig
+
+    return AugmentConfig(
+        rotation_degrees=data_args.rotation_degrees,
+        scale_range=(data_args.scale_min, data_args.scale_max),
+        elastic_prob=data_args.elastic_prob,
+    )
+
+
+def make_collator(channels_last: bool):
+    from torch.utils.data import default_collate
+
+    def collate(features):
+        batch = default_collate(features)
+        if channels_last:
+            batch["pixel_values"] = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
+        return batch
+
+    return collate
+
+
+def write_run_info(output_dir, argv, prog, training_args, model_args, data_args, extra=None):
+    """``command.txt`` (the exact command, seed, versions) and ``run_args.json`` for the model card."""
+    import transformers
+
+    os.makedirs(output_dir, exist_ok=True)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node={world} " if world > 1 else ""
+    lines = [
+        f"command: {launcher}{prog} {shlex.join(list(argv))}",
+        f"seed: {training_args.seed}",
+        f"world_size: {world}",
+        f"torch: {torch.__version__}",
+        f"transformers: {transformers.__version__}",
+        f"device: {'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}",
+    ]
+    Path(output_dir, "command.txt").write_text("\n".join(lines) + "\n")
+    payload = {"model_args": asdict(model_args), "data_args": asdict(data_args), "seed": training_args.seed, "argv": list(argv)}
+    payload.update(extra or {})
+    Path(output_dir, "run_args.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def finish(trainer, training_args, model_args, train_result, start_time, num_train_samples):
+    """Save the final (best) model, processor, metrics and state as ``run_*.py`` examples do."""
+    import time
+
+    trainer.save_model()
+    metrics = dict(train_result.metrics)
+    metrics["train_samples"] = num_train_samples
+    elapsed = time.time() - start_time
+    metrics["train_wall_s"] = round(elapsed, 2)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    if training_args.eval_strategy != "no":
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+    if model_args.max_shard_size and trainer.is_world_process_zero():
+        out = Path(training_args.output_dir)
+        for old in out.glob("model*.safetensors*"):
+            old.unlink()
+        trainer.model.save_pretrained(out, max_shard_size=model_args.max_shard_size)
+
+
+# -- segmentation metrics -----------------------------------------------------------------------
+
+
+def argmax_logits(logits, labels):
+    """``preprocess_logits_for_metrics``: keep the label map, not the logits."""
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    return logits.argmax(dim=1)
+
+
+class DiceMetric:
+    """Per-class Dice over all validation crops, accumulated batch by batch (``batch_eval_metrics``):
+    ``dice_<label>`` for every non-background label and ``dice_mean``, their mean."""
+
+    def __init__(self, label_names, ignore_index: int = 255):
+        self.label_names = list(label_names)
+        self.ignore_index = ignore_index
+        self.reset()
+
+    def reset(self):
+        n = len(self.label_names)
+        self.intersection, self.pred_sum, self.label_sum = np.zeros(n), np.zeros(n), np.zeros(n)
+
+    def __call__(self, eval_pred, compute_result: bool = True):
+        preds = torch.as_tensor(eval_pred.predictions)
+        labels = torch.as_tensor(eval_pred.label_ids).to(preds.device)
+        valid = (labels != self.ignore_index) & (labels >= 0)
+        for c in range(1, len(self.label_names)):
+            p, t = (preds == c) & valid, (labels == c) & valid
+            self.intersection[c] += float((p & t).sum())
+            self.pred_sum[c] += float(p.sum())
+            self.label_sum[c] += float(t.sum())
+        if not compute_result:
+            return {}
+        result = {}
+        for c in range(1, len(self.label_names)):
+            denominator = self.pred_sum[c] + self.label_sum[c]
+            result[f"dice_{self.label_names[c]}"] = float(2 * self.intersection[c] / denominator) if denominator else 1.0
+        result["dice_mean"] = float(np.mean(list(result.values())))
+        self.reset()
+        return result
+
+
+# -- model ---------------------------------------------------------------------------------------
+
+
+def build_model(model_args: ModelArguments, data_args: DataArguments, label_names):
+    from ..configuration_halsr import HalsrConfig
+    from ..modeling_halsr import HalsrForSemanticSegmentation
+    from .unet_baseline import UnetConfig, UnetForSemanticSegmentation
+
+    id2label = {i: name for i, name in enumerate(label_names)}
+    label2id = {name: i for i, name in id2label.items()}
+    label_kwargs = {"id2label": id2label, "label2id": label2id, "num_labels": len(id2label)}
+    extra = {} if model_args.dropout_rate is None else {"dropout_rate": model_args.dropout_rate}
+    if model_args.architecture == "halsr":
+        config_class, model_class = HalsrConfig, HalsrForSemanticSegmentation
+    elif model_args.architecture == "unet":
+        config_class, model_class = UnetConfig, UnetForSemanticSegmentation
+        extra.pop("dropout_rate", None)
+    else:
+        raise ValueError(f"--architecture must be halsr or unet, got {model_args.architecture!r}")
+    if model_args.model_name_or_path:
+        model = model_class.from_pretrained(
+            model_args.model_name_or_path, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+            trust_remote_code=model_args.trust_remote_code, **label_kwargs, **extra,
+        )
+    else:
+        if model_args.config_name:
+            config = config_class.from_pretrained(model_args.config_name, **label_kwargs, **extra)
+        else:
+            config = config_class.from_preset(model_args.preset, **label_kwargs, **extra)
+        model = model_class(config)
+    model.config.image_size = data_args.image_size
+    # forward(**kwargs) makes the Trainer think the model scales the loss for gradient accumulation.
+    model.accepts_loss_kwargs = False
+    return model
+
+
+def main(argv=None) -> int:
+    import time
+
+    from transformers import EarlyStoppingCallback, Trainer, set_seed
+
+    from ..image_processing_halsr import HalsrImageProcessor
+    from .data import HalsrCropDataset
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "halsr-hf train"
+    model_args, data_args, training_args = parse(argv, ModelArguments, TRAINING_DEFAULTS, "dice_mean", prog)
+    label_names = [n.strip() for n in data_args.labels.split(",") if n.strip()]
+
+    set_seed(training_args.seed)  # before the model is built
+    model = build_model(model_args, data_args, label_names)
+    channels_last = model_args.channels_last and torch.cuda.is_available()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    common = {"label_names": label_names, "size": data_args.image_size, "eval_margin": data_args.eval_margin}
+    train_dataset = limit(
+        HalsrCropDataset(
+            load_source(data_args, data_args.train_split, "halsr"), train=data_args.augment, augment=augment_config(data_args),
+            margin_range=(data_args.train_margin_min, data_args.train_margin_max), jitter=data_args.train_jitter,
+            side_scale_range=(data_args.side_scale_min, data_args.side_scale_max), **common,
+        ),
+        data_args.max_train_samples,
+    )
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        eval_dataset = limit(HalsrCropDataset(load_source(data_args, data_args.eval_split, "halsr"), train=False, **common), data_args.max_eval_samples)
+
+    processor = HalsrImageProcessor(size=data_args.image_size, crop_margin=data_args.eval_margin)
+    callbacks = []
+    if eval_dataset is not None and model_args.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=make_collator(channels_last),
+        processing_class=processor,
+        compute_metrics=DiceMetric(label_names, model.config.semantic_loss_ignore_index) if eval_dataset is not None else None,
+        preprocess_logits_for_metrics=argmax_logits,
+        callbacks=callbacks,
+    )
+    if trainer.is_world_process_zero():
+        write_run_info(
+            training_args.output_dir, argv, prog, training_args, model_args, data_args,
+            {"architecture": model_args.architecture, "num_parameters": sum(p.numel() for p in model.parameters()),
+             "train_slices": len(train_dataset), "eval_slices": len(eval_dataset) if eval_dataset is not None else 0},
+        )
+    start = time.time()
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish(trainer, training_args, model_args, train_result, start, len(train_dataset))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

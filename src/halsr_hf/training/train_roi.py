@@ -1,0 +1,151 @@
+"""Train or fine-tune the LV ROI regressor with ``transformers.Trainer``.
+
+``halsr-hf train-roi`` / ``python scripts/train_roi.py`` (also under ``torchrun`` / ``accelerate
+launch``), with the arguments of ``halsr-hf train`` (data, augmentation, Trainer) and these model
+arguments. The regressor trains on whole slices prepared as at inference
+(``HalsrImageProcessor.preprocess_roi``: normalised slice zero-padded to a square, resized to
+``roi_size``), the target being the LV box of the (augmented) label normalised to the padded
+square; slices without LV train the presence output only. Validation metrics: ``iou_mean`` (mean
+IoU of predicted and true boxes, the model-selection metric), ``corner_rmse_px`` (RMSE of the 4
+coordinates in pixels of the ``roi_size`` input) and ``presence_accuracy``.
+"""
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .train import TRAINING_DEFAULTS, augment_config, finish, limit, load_source, make_collator, parse, write_run_info
+
+ROI_DEFAULTS = dict(TRAINING_DEFAULTS)
+ROI_DEFAULTS["output_dir"] = "runs/roi"
+ROI_DEFAULTS["label_names"] = ["labels", "has_lv"]  # has_lv reaches the metrics
+
+
+@dataclass
+class RoiModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "checkpoint folder or Hub id to fine-tune from"})
+    config_name: str | None = field(default=None, metadata={"help": "config folder/JSON when starting fresh (default: LvRoiConfig())"})
+    roi_size: int = field(default=128, metadata={"help": "input side of a fresh model"})
+    ignore_mismatched_sizes: bool = field(default=False)
+    dropout_rate: float | None = field(default=None)
+    channels_last: bool = field(default=True, metadata={"help": "channels_last memory format on CUDA"})
+    early_stopping_patience: int = field(default=10, metadata={"help": "evaluations without improvement before stopping (0: off)"})
+    max_shard_size: str | None = field(default=None)
+    trust_remote_code: bool = field(default=False)
+
+
+class BoxMetric:
+    """Mean box IoU and corner RMSE over the validation slices that show the LV, accumulated batch
+    by batch; presence accuracy over all slices (when the model predicts presence)."""
+
+    def __init__(self, roi_size: int):
+        self.roi_size = roi_size
+        self.reset()
+
+    def reset(self):
+        self.iou_sum, self.sq_sum, self.count, self.correct, self.total = 0.0, 0.0, 0, 0, 0
+
+    def __call__(self, eval_pred, compute_result: bool = True):
+        predictions = eval_pred.predictions
+        boxes, presence = (predictions[0], predictions[1]) if isinstance(predictions, (tuple, list)) else (predictions, None)
+        labels, has_lv = eval_pred.label_ids
+        boxes = torch.as_tensor(boxes).float()
+        labels = torch.as_tensor(labels).float().to(boxes.device)
+        has_lv = torch.as_tensor(has_lv).to(boxes.device).bool()
+        if presence is not None:
+            presence = torch.as_tensor(presence).to(boxes.device)
+            self.correct += int(((presence > 0) == has_lv).sum())
+            self.total += int(has_lv.numel())
+        p, t = boxes[has_lv], labels[has_lv]
+        if len(p):
+            lo, hi = torch.maximum(p[:, :2], t[:, :2]), torch.minimum(p[:, 2:], t[:, 2:])
+            inter = (hi - lo).clamp_min(0).prod(dim=1)
+            area = lambda b: (b[:, 2:] - b[:, :2]).clamp_min(0).prod(dim=1)  # noqa: E731
+            iou = inter / (area(p) + area(t) - inter).clamp_min(1e-12)
+            self.iou_sum += float(iou.sum())
+            self.sq_sum += float((((p - t) * self.roi_size) ** 2).mean(dim=1).sum())
+            self.count += len(p)
+        if not compute_result:
+            return {}
+        result = {
+            "iou_mean": self.iou_sum / self.count if self.count else 0.0,
+            "corner_rmse_px": float(np.sqrt(self.sq_sum / self.count)) if self.count else float("nan"),
+        }
+        if self.total:
+            result["presence_accuracy"] = self.correct / self.total
+        self.reset()
+        return result
+
+
+def build_model(model_args: RoiModelArguments):
+    from ..configuration_roi import LvRoiConfig
+    from ..modeling_roi import LvRoiRegressor
+
+    extra = {} if model_args.dropout_rate is None else {"dropout_rate": model_args.dropout_rate}
+    if model_args.model_name_or_path:
+        model = LvRoiRegressor.from_pretrained(
+            model_args.model_name_or_path, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+            trust_remote_code=model_args.trust_remote_code, **extra,
+        )
+    elif model_args.config_name:
+        model = LvRoiRegressor(LvRoiConfig.from_pretrained(model_args.config_name, **extra))
+    else:
+        model = LvRoiRegressor(LvRoiConfig(image_size=model_args.roi_size, **extra))
+    model.accepts_loss_kwargs = False
+    return model
+
+
+def main(argv=None) -> int:
+    from transformers import EarlyStoppingCallback, Trainer, set_seed
+
+    from ..image_processing_halsr import HalsrImageProcessor
+    from .data import RoiDataset
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "halsr-hf train-roi"
+    model_args, data_args, training_args = parse(argv, RoiModelArguments, ROI_DEFAULTS, "iou_mean", prog)
+
+    set_seed(training_args.seed)  # before the model is built
+    model = build_model(model_args)
+    roi_size = model.config.image_size
+    channels_last = model_args.channels_last and torch.cuda.is_available()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    train_dataset = limit(
+        RoiDataset(load_source(data_args, data_args.train_split, "roi"), roi_size=roi_size, train=data_args.augment, augment=augment_config(data_args)),
+        data_args.max_train_samples,
+    )
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        eval_dataset = limit(RoiDataset(load_source(data_args, data_args.eval_split, "roi"), roi_size=roi_size, train=False), data_args.max_eval_samples)
+    callbacks = []
+    if eval_dataset is not None and model_args.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=make_collator(channels_last),
+        processing_class=HalsrImageProcessor(roi_size=roi_size, size=data_args.image_size, crop_margin=data_args.eval_margin),
+        compute_metrics=BoxMetric(roi_size) if eval_dataset is not None else None,
+        callbacks=callbacks,
+    )
+    if trainer.is_world_process_zero():
+        write_run_info(
+            training_args.output_dir, argv, prog, training_args, model_args, data_args,
+            {"architecture": "lv_roi_regressor", "num_parameters": sum(p.numel() for p in model.parameters()),
+             "train_slices": len(train_dataset), "eval_slices": len(eval_dataset) if eval_dataset is not None else 0},
+        )
+    start = time.time()
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish(trainer, training_args, model_args, train_result, start, len(train_dataset))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
