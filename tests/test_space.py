@@ -1,0 +1,242 @@
+"""The Gradio Space (space/app.py), launched on 127.0.0.1 and driven through gradio_client.
+
+A tiny random-weights model keeps it fast: the masks mean nothing, but structure, units, files
+and error messages are what the app must get right whatever the model.
+"""
+
+import importlib.util
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from halsr_hf import (
+    CardiacLVSegmentationPipeline,
+    HalsrConfig,
+    HalsrForSemanticSegmentation,
+    HalsrImageProcessor,
+    LvRoiConfig,
+    LvRoiRegressor,
+)
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+SPACE_DIR = Path(__file__).resolve().parents[1] / "space"
+EXAMPLES = sorted((SPACE_DIR / "examples").glob("*.dcm"))
+
+
+def load_space_module():
+    """Import space/app.py under its own name (space/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("halsr_space_app", SPACE_DIR / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_pipe(tmp_path_factory):
+    """A tiny random HALSR-Net + ROI regressor (box near the centre, LV present), saved to a folder
+    and loaded back the way the app loads a model."""
+    torch.manual_seed(0)
+    model = HalsrForSemanticSegmentation(HalsrConfig(hidden_sizes=[4, 8, 8, 16, 16], image_size=64)).eval()
+    roi = LvRoiRegressor(LvRoiConfig(image_size=64, encoder_sizes=[4, 8, 8, 16], fc_sizes=[16, 32],
+                                     reduce_sizes=[16, 16, 8], global_channels=16, head_sizes=[8, 8])).eval()
+    with torch.no_grad():
+        roi.box.weight.zero_()
+        roi.box.bias.copy_(torch.tensor([-0.6, -0.6, 0.6, 0.6]))
+        roi.presence.weight.zero_()
+        roi.presence.bias.fill_(5.0)
+    pipe = CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(size=64, roi_size=64), roi_model=roi)
+    folder = tmp_path_factory.mktemp("space-tiny-model")
+    pipe.save_pretrained(folder)
+    import halsr_hf
+
+    return halsr_hf.load_pipeline(str(folder))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def space_module():
+    return load_space_module()
+
+
+@pytest.fixture(scope="module")
+def space_url(space_module, tmp_path_factory):
+    demo = space_module.build_demo(tiny_pipe(tmp_path_factory))
+    port = free_port()
+    space_module.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(space_url):
+    return Client(space_url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def nifti_volume(tmp_path_factory):
+    """A synthetic 10-slice short-axis-like volume (bright disc in a ring) with 1.5 x 1.25 mm
+    pixels and 8 mm slices, in a non-trivial affine."""
+    yy, xx = np.mgrid[:96, :80]
+    radius = np.hypot(yy - 48, xx - 40)
+    rng = np.random.default_rng(0)
+    slices = []
+    for k in range(10):
+        image = 200.0 * (radius < 12 + k % 3) + 80.0 * ((radius >= 14) & (radius < 20)) + rng.normal(20, 5, radius.shape)
+        slices.append(image.T)  # the app shows data[:, :, k].T: store (X, Y) = (80, 96)
+    data = np.stack(slices, axis=-1).astype(np.float32)
+    affine = np.array([[0, -1.25, 0, 30.0], [1.5, 0, 0, -12.0], [0, 0, 8.0, 5.0], [0, 0, 0, 1]])
+    path = tmp_path_factory.mktemp("space-nifti") / "volume.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+def test_dicom_example_gives_overlay_and_areas_in_mm2(client):
+    assert len(EXAMPLES) >= 3, "space/examples/ must hold the Sunnybrook DICOM examples"
+    overlay, areas, volumes, summary, masks = client.predict(
+        handle_file(str(EXAMPLES[0])), 0, 0, 0, None, 0.45, api_name="/segment"
+    )
+    image = Image.open(overlay)
+    assert image.mode == "RGB" and image.size == (256, 256)
+    pixels = np.asarray(image)
+    assert (pixels[..., 0] != pixels[..., 1]).any(), "the overlay has colour (mask or ROI box)"
+    assert areas["headers"] == ["slice", "LV found", "LV cavity area (mm²)", "myocardium area (mm²)"]
+    assert len(areas["data"]) == 1 and areas["data"][0][1] == "yes"
+    assert "1.367" in summary and "DICOM" in summary
+    names = sorted(Path(m).name for m in masks)
+    assert names == ["sunnybrook_SCD0000101_79_mask.nii.gz", "sunnybrook_SCD0000101_79_mask.png"]
+    png = np.asarray(Image.open(next(m for m in masks if m.endswith(".png"))))
+    assert png.shape == (256, 256) and set(np.unique(png)) <= {0, 1, 2}
+    # the areas in the table are the mask's pixel counts times the DICOM pixel spacing
+    spacing = 1.367188**2
+    assert areas["data"][0][2] == pytest.approx(np.count_nonzero(png == 1) * spacing, abs=0.1)
+    assert areas["data"][0][3] == pytest.approx(np.count_nonzero(png == 2) * spacing, abs=0.1)
+
+
+def test_png_without_spacing_gives_pixels_then_mm2_when_entered(client, tmp_path):
+    import pydicom
+
+    array = pydicom.dcmread(EXAMPLES[1]).pixel_array.astype(np.uint16)
+    path = tmp_path / "slice16.png"
+    Image.fromarray(array).save(path)  # 16-bit PNG, no spacing
+    _, areas, _, summary, *_ = client.predict(handle_file(str(path)), 0, 0, 0, None, 0.45, api_name="/segment")
+    assert areas["headers"][2] == "LV cavity area (pixels)" and "spacing unknown" in summary
+    _, areas_mm, *_ = client.predict(handle_file(str(path)), 2.0, 2.0, 0, None, 0.45, api_name="/segment")
+    assert areas_mm["headers"][2] == "LV cavity area (mm²)"
+    assert areas_mm["data"][0][2] == pytest.approx(4.0 * areas["data"][0][2], abs=0.5)
+
+
+def test_nifti_volume_gives_per_slice_results_volumes_and_aligned_nifti(client, nifti_volume):
+    overlay, areas, volumes, summary, masks = client.predict(
+        handle_file(str(nifti_volume)), 0, 0, 0, None, 0.3, api_name="/segment"
+    )
+    assert Image.open(overlay).size == (80, 96)  # (W, H) of a displayed slice
+    assert areas["headers"][2] == "LV cavity area (mm²)" and [row[0] for row in areas["data"]] == list(range(10))
+    table = {row[0]: (row[1], row[2]) for row in volumes["data"]}
+    assert set(table) == {"LV cavity volume", "myocardium volume", "myocardial mass"}
+    assert table["LV cavity volume"][1] == "mL" and table["myocardial mass"][1] == "g"
+    # volume = sum of slice areas x 8 mm slice thickness
+    cavity_mm3 = sum(row[2] for row in areas["data"]) * 8.0
+    assert float(table["LV cavity volume"][0]) == pytest.approx(cavity_mm3 / 1000, abs=0.05)
+    assert "10 slices" in summary and "8 mm" in summary
+    nifti = next(m for m in masks if m.endswith(".nii.gz"))
+    mask = nib.load(nifti)
+    source = nib.load(nifti_volume)
+    assert mask.shape == source.shape and np.allclose(mask.affine, source.affine)
+    assert any(m.endswith("_mask_png.zip") for m in masks)
+    # another slice of the same session's volume
+    other = client.predict(2, 0.6, api_name="/show_slice")
+    assert Image.open(other).size == (80, 96)
+
+
+def test_ed_es_pair_gives_cardiac_function(client, nifti_volume, tmp_path):
+    data = nib.load(nifti_volume)
+    smaller = data.get_fdata().astype(np.float32)
+    smaller = np.where(smaller > 150, 60.0, smaller).astype(np.float32)  # a different "ES" image
+    es_path = tmp_path / "es.nii.gz"
+    nib.save(nib.Nifti1Image(smaller, data.affine), es_path)
+    table, notes, gallery = client.predict(
+        handle_file(str(nifti_volume)), handle_file(str(es_path)), 0, 0, 0, None, None, 0.45, api_name="/cardiac_function"
+    )
+    rows = {row[0]: row[1:] for row in table["data"]}
+    assert set(rows) == {"EDV", "ESV", "stroke volume", "ejection fraction", "myocardial mass (ED)"}
+    assert rows["EDV"][1] == "mL" and rows["ejection fraction"][1] == "%" and rows["myocardial mass (ED)"][1] == "g"
+    assert len(gallery) == 2
+
+
+def test_corrupt_and_unsupported_files_show_a_readable_error(client, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    corrupt = tmp_path / "broken.dcm"
+    corrupt.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage" * 10)
+    with pytest.raises(AppError) as info:
+        client.predict(handle_file(str(corrupt)), 0, 0, 0, None, 0.45, api_name="/segment")
+    message = str(info.value)
+    assert message.startswith("broken.dcm: cannot read this file")
+    assert "Traceback" not in message and "/tmp" not in message
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(EXAMPLES[0].read_bytes()[:60000])  # a real DICOM, truncated in its pixel data
+    with pytest.raises(AppError) as info:
+        client.predict(handle_file(str(cut)), 0, 0, 0, None, 0.45, api_name="/segment")
+    message = str(info.value)
+    assert message.startswith("cut.dcm: unreadable or truncated DICOM file") and "/tmp" not in message
+    truncated = tmp_path / "cut.nii.gz"
+    truncated.write_bytes(b"\x1f\x8b\x08\x00garbage")  # a gzip header, then nothing valid
+    with pytest.raises(AppError, match="cut.nii.gz"):
+        client.predict(handle_file(str(truncated)), 0, 0, 0, None, 0.45, api_name="/segment")
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(AppError, match="unsupported file type"):
+        client.predict(handle_file(str(text)), 0, 0, 0, None, 0.45, api_name="/segment")
+    with pytest.raises(AppError, match="single slice"):
+        client.predict(handle_file(str(EXAMPLES[0])), handle_file(str(EXAMPLES[1])), 0, 0, 0, None, None, 0.45,
+                       api_name="/cardiac_function")
+
+
+def test_image_size_limit(client, space_module, tmp_path):
+    big = tmp_path / "big.png"
+    side = space_module.MAX_IMAGE_SIDE + 1
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (side, 16), dtype=np.uint8)).save(big)
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="limit"):
+        client.predict(handle_file(str(big)), 0, 0, 0, None, 0.45, api_name="/segment")
+
+
+def test_concurrent_requests_all_succeed(space_url):
+    def one(index):
+        own = Client(space_url, verbose=False)  # one session per request, like separate users
+        result = own.predict(handle_file(str(EXAMPLES[index % len(EXAMPLES)])), 0, 0, 0, None, 0.45, api_name="/segment")
+        return result[1]["headers"][2]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        headers = list(pool.map(one, range(8)))
+    assert headers == ["LV cavity area (mm²)"] * 8
+    assert time.perf_counter() - start < 60
+
+
+def test_app_source_makes_no_outside_calls_and_reads_the_model_variables(space_module):
+    source = (SPACE_DIR / "app.py").read_text()
+    assert 'os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")' in source
+    assert source.index("GRADIO_ANALYTICS_ENABLED") < source.index("import gradio")
+    assert "HALSR_MODEL" in source and "HALSR_ROI_MODEL" in source
+    readme = (SPACE_DIR / "README.md").read_text()
+    header = readme.split("---")[1]
+    for key in ("title:", "sdk: gradio", "sdk_version:", "app_file: app.py", "license:", "models:", "tags:"):
+        assert key in header
+    assert (SPACE_DIR / "examples" / "PROVENANCE.md").is_file()
