@@ -16,8 +16,9 @@ Configuration (environment variables):
   ``HALSR_QUEUE_SIZE`` (default 32 waiting requests).
 
 Without the ``halsr_hf`` package (installed or copied next to this file), the app loads
-``HALSR_MODEL`` (a Hub repo or folder written by ``pipe.save_pretrained``) with
-``trust_remote_code=True`` and uses the measurement/IO code shipped in that repository.
+``HALSR_MODEL`` (default: the first ``models:`` entry of this folder's README.md; a Hub repo or
+folder written by ``pipe.save_pretrained``) with ``trust_remote_code=True`` and uses the
+measurement/IO/overlay code shipped in that repository.
 """
 
 import os
@@ -81,12 +82,25 @@ def load_pipeline_from_env():
     package = _halsr_hf()
     if package is not None:
         return package.load_pipeline(model, roi_model=roi_model)
+    model = model or _readme_model()
     if model is None:
         raise RuntimeError("halsr_hf is not installed: set HALSR_MODEL to a model folder or Hub id saved with its code")
     from transformers import pipeline
 
     kwargs = {} if roi_model is None else {"roi_model": roi_model}
     return pipeline("cardiac-lv-segmentation", model=model, trust_remote_code=True, **kwargs)
+
+
+def _readme_model() -> str | None:
+    """The first ``models:`` entry of this Space's README front matter (the Hub model it shows)."""
+    readme = HERE / "README.md"
+    if not readme.is_file():
+        return None
+    lines = readme.read_text(encoding="utf-8").split("---")[1].splitlines() if readme.read_text().startswith("---") else []
+    for i, line in enumerate(lines):
+        if line.strip() == "models:" and i + 1 < len(lines) and lines[i + 1].strip().startswith("- "):
+            return lines[i + 1].strip()[2:].strip() or None
+    return None
 
 
 def _code_for(pipe) -> _Code:
@@ -467,7 +481,7 @@ def build_demo(pipe=None) -> gr.Blocks:
                     if examples:
                         gr.Examples(examples, inputs=[upload], label="Examples: Sunnybrook DICOM slices (CC0)")
                 with gr.Column(scale=1):
-                    image = gr.Image(label="Overlay", type="pil", format="png", interactive=False, elem_id="overlay")
+                    image = gr.Image(label="Overlay", type="pil", format="png", interactive=False, height=420, elem_id="overlay")
                     alpha = gr.Slider(0, 1, value=DEFAULT_ALPHA, step=0.05, label="opacity")
                     # the static maximum bounds API calls; the page's slider is resized per upload
                     slice_index = gr.Slider(0, MAX_SLICES - 1, value=0, step=1, label="slice", visible=False)

@@ -1,0 +1,90 @@
+"""The Space in a real browser: Playwright drives Debian's headless Chromium, uploads an example,
+clicks Segment and sees the overlay image and the areas table.
+
+Needs /usr/bin/chromium (``apt-get install -y chromium chromium-driver``; `.ci/run` installs it).
+The screenshot goes to a temp folder, or to docs/space-screenshot.png with HALSR_UPDATE_SCREENSHOT=1
+(then the app uses the bundled default model when it exists, else the test's tiny random model).
+"""
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.test_space import EXAMPLES, load_space_module, tiny_pipe
+
+CHROMIUM = os.environ.get("HALSR_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic"]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "space-screenshot.png"
+
+pytestmark = pytest.mark.browser
+
+
+def _pipe_for_screenshot(tmp_path_factory):
+    """The bundled model for the committed screenshot when it exists, else the tiny random one."""
+    import halsr_hf
+
+    if os.environ.get("HALSR_UPDATE_SCREENSHOT") == "1":
+        try:
+            return halsr_hf.load_pipeline(), "bundled default model"
+        except FileNotFoundError:
+            pass
+    return tiny_pipe(tmp_path_factory), "tiny random model"
+
+
+@pytest.fixture(scope="module")
+def browser_space(tmp_path_factory):
+    if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
+        pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium chromium-driver")
+    pytest.importorskip("playwright.sync_api")
+    space = load_space_module()
+    pipe, which = _pipe_for_screenshot(tmp_path_factory)
+    demo = space.build_demo(pipe)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    space.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", which
+    finally:
+        demo.close()
+
+
+def test_upload_example_click_and_see_overlay_and_areas(browser_space, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, which = browser_space
+    example = next(p for p in EXAMPLES if p.name == "SCD0000301_40.dcm")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(url, wait_until="domcontentloaded")
+            page.locator("#upload input[type=file]").set_input_files(str(example))
+            expect(page.locator("#upload")).to_contain_text(example.name, timeout=30_000)
+            page.locator("#segment").click()
+            overlay = page.locator("#overlay img")
+            expect(overlay).to_be_visible(timeout=60_000)
+            width = overlay.evaluate("img => img.decode().then(() => img.naturalWidth)")
+            assert width == 256
+            areas = page.locator("#areas")
+            expect(areas).to_contain_text("LV cavity area (mm²)", timeout=30_000)
+            expect(areas).to_contain_text("yes")
+            expect(page.locator("#summary")).to_contain_text("pixel spacing 1.289")
+            expect(page.locator("#masks a[href$='/SCD0000301_40_mask.png']")).to_have_count(1)
+            expect(page.locator("#masks a[href$='/SCD0000301_40_mask.nii.gz']")).to_have_count(1)
+            page.wait_for_timeout(500)  # let the table and image settle before the screenshot
+            if os.environ.get("HALSR_UPDATE_SCREENSHOT") == "1":
+                target = SCREENSHOT
+                target.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                target = tmp_path / "space-screenshot.png"
+            page.screenshot(path=str(target), full_page=True)
+            print(f"screenshot ({which}): {target}")
+            assert target.stat().st_size > 10_000
+        finally:
+            browser.close()
