@@ -1,0 +1,213 @@
+"""Dataset card (README.md) of a converted dataset, atomic saving and Hub upload."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import InputError
+from .schema import label_names_from_info
+
+#: per source: (pretty name, license id, license text, provenance)
+SOURCES = {
+    "acdc-ssl4mis": (
+        "ACDC (SSL4MIS HDF5 layout)", "cc-by-nc-sa-4.0",
+        "ACDC data is distributed for research under CC BY-NC-SA 4.0 (non-commercial). Models trained on "
+        "it inherit the non-commercial condition.",
+        "The 100 ACDC training patients (Bernard et al. 2018), preprocessed into HDF5 the way the SSL4MIS "
+        "code base does it (volumes for validation/test patients, 2D slice files for training patients). "
+        "Splits are the layout's own `train.list`/`val.list`/`test.list` (70/10/20 patients). Intensities "
+        "are per-volume min-max [0, 1]. **Voxel spacing was dropped by that preprocessing: `pixel_spacing` "
+        "and `slice_thickness` are null; report distances on this set in pixels.** `group` comes from the "
+        "patient number (the training set is ordered DCM, HCM, MINF, NOR, RV, 20 patients each); height "
+        "and weight are null. frame01 = ED, frame02 = ES.",
+    ),
+    "acdc": (
+        "ACDC (original NIfTI release)", "cc-by-nc-sa-4.0",
+        "ACDC data is distributed for research under CC BY-NC-SA 4.0 (non-commercial). Models trained on "
+        "it inherit the non-commercial condition.",
+        "ACDC (Bernard et al. 2018) in its original release layout: ED and ES frames from `Info.cfg`, "
+        "slices `data[:, :, k].T` of the NIfTI volumes, spacing from the NIfTI header, group/height/weight "
+        "from `Info.cfg`. Seeded patient-level split.",
+    ),
+    "sunnybrook": (
+        "Sunnybrook Cardiac Data", "cc0-1.0", "Sunnybrook Cardiac Data is released under CC0 1.0 (public domain).",
+        "Sunnybrook Cardiac Data (Radau et al. 2009), DICOM slices with manual endocardium (i-contour) "
+        "and epicardium (o-contour) polygons rasterised to masks. Only contoured slices are included. "
+        "Endocardium-only slices have `myocardium_annotated = false`, as has every slice of SCD0000501 "
+        "(SC-HF-I-6), whose epicardium contours are shifted (its myocardium label is kept as drawn, its "
+        "`roi` comes from the cavity). `phase` is the cine frame (`frameFF`); `slice_index`/`num_slices` "
+        "count the annotated slices of that frame. Image values are the DICOM values (RescaleSlope/"
+        "Intercept applied) as float32. Default split: every patient in `test` (a cross-dataset test set).",
+    ),
+    "lvquan": (
+        "LVQuan18/19", "other",
+        "LVQuan data is distributed by the challenge organisers for research; see https://lvquan19.github.io/ "
+        "for its terms.",
+        "LVQuan (Xue et al. 2018; LVQuan19 challenge) MATLAB files: one mid-ventricular short-axis slice "
+        "per cine frame (20 per subject), endocardium/epicardium masks, pixel spacing from the file "
+        "(times `ratio_resize_inverse` for LVQuan18's resized 80x80 images). Seeded patient-level split.",
+    ),
+}
+
+SCHEMA_TABLE = """| column | type | meaning |
+|---|---|---|
+| `image` | `Image()`: float32 TIFF (mode F, LZW, lossless) | the slice, source intensities as they are (bit-exact) |
+| `label` | `Image()`: uint8 PNG (mode L) | {labels} |
+| `patient_id` | string | patient id of the source |
+| `source` | string | `acdc-ssl4mis` / `acdc` / `sunnybrook` / `lvquan` |
+| `phase` | string | `ED`, `ES`, `frameFF` or `unknown` |
+| `slice_index` | int32 | 0-based position of the slice in its stack |
+| `num_slices` | int32 | slices in that stack |
+| `pixel_spacing` | [float64, float64] or null | (row, col) in mm; null when the source lost it |
+| `slice_thickness` | float64 or null | mm; null when unknown |
+| `roi` | [int32] x 4 or null | LV box `[x_min, y_min, x_max, y_max]`, inclusive pixel indices of labels 1-2; null without LV |
+| `has_lv` | bool | the label contains LV cavity or myocardium |
+| `myocardium_annotated` | bool | false: do not train or score myocardium on this slice |
+| `group` | string or null | ACDC diagnosis group (NOR, MINF, DCM, HCM, RV) |
+| `height`, `weight` | float32 or null | ACDC height (cm) and weight (kg) |
+"""
+
+USAGE = """```python
+from datasets import load_from_disk  # or load_dataset("REPO_ID") for the Hub copy
+
+ds = load_from_disk("PATH")["{split}"].with_format("numpy")
+row = ds[0]
+row["image"]  # float32 (H, W), bit-exact source intensities
+row["label"]  # uint8 (H, W), {labels}
+```
+With `with_format("torch")`, `datasets` adds a channel axis: float32 / uint8 tensors of shape (1, H, W).
+In numpy/torch format a null float (`slice_thickness`, `height`, `weight`) reads as nan, a null list
+(`pixel_spacing`, `roi`) as None.
+Slice sizes differ within a split (crop/resize before batching)."""
+
+
+def split_counts(dsdict) -> dict:
+    """``{split: {"slices", "patients", "with_lv", "myocardium_annotated"}}``."""
+    counts = {}
+    for split, ds in dsdict.items():
+        counts[split] = {
+            "patients": len(set(ds["patient_id"])), "slices": len(ds),
+            "with_lv": int(sum(ds["has_lv"])), "myocardium_annotated": int(sum(ds["myocardium_annotated"])),
+        }
+    return counts
+
+
+def dataset_card(dsdict, source: str | None = None) -> str:
+    """README.md text (YAML metadata, schema, provenance, license, citation, per-split counts)."""
+    first = next(iter(dsdict.values()))
+    source = source or first.select_columns(["source"])[0]["source"]
+    pretty, license_id, license_text, provenance = SOURCES.get(
+        source, (source, first.info.license or "other", first.info.license or "", first.info.description or ""))
+    names = label_names_from_info(first.info)
+    labels = ", ".join(f"{i} {n}" for i, n in enumerate(names))
+    counts = split_counts(dsdict)
+    total = sum(c["slices"] for c in counts.values())
+    size = "n<1K" if total < 1000 else "1K<n<10K" if total < 10000 else "10K<n<100K"
+    rows = "\n".join(
+        f"| {split} | {c['patients']} | {c['slices']} | {c['with_lv']} | {c['myocardium_annotated']} |"
+        for split, c in counts.items()
+    )
+    return f"""---
+license: {license_id}
+task_categories:
+- image-segmentation
+tags:
+- medical-imaging
+- cardiac-mri
+- left-ventricle
+- halsr-hf
+pretty_name: {pretty} - HALSR-Net canonical LV slices
+size_categories:
+- {size}
+---
+
+# {pretty}: 2D short-axis slices in the halsr-hf canonical schema
+
+Converted with `halsr-hf prepare {source}` for the HALSR-Net left-ventricle segmentation models.
+One row is one 2D short-axis slice. Labels: {labels}.
+
+## Splits
+
+Always by patient: no patient is in two splits, and ED and ES of a patient stay together.
+
+| split | patients | slices | slices with LV | slices with myocardium annotated |
+|---|---|---|---|---|
+{rows}
+
+## Schema
+
+{SCHEMA_TABLE.format(labels=labels)}
+Label names are also stored in the dataset info (`label_names:` line of the description).
+
+{USAGE.format(split=next(iter(counts)), labels=labels)}
+
+## Provenance
+
+{provenance}
+
+Homepage: {first.info.homepage or 'n/a'}
+
+## License
+
+{license_text}
+
+## Citation
+
+```bibtex
+{first.info.citation.strip()}
+```
+"""
+
+
+def save_dataset(dsdict, out, *, overwrite: bool = False, card: str | None = None) -> Path:
+    """``save_to_disk`` + README.md into a temporary folder beside ``out``, then rename it to
+    ``out``: nothing appears at ``out`` unless everything was written. An existing ``out`` is
+    refused (:class:`InputError`) unless ``overwrite``. ``card``: README text (default
+    :func:`dataset_card`)."""
+    out = Path(out).absolute()
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists (pass --overwrite / overwrite=True to replace it)")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = dataset_card(dsdict) if card is None else card
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+    try:
+        dsdict.save_to_disk(str(tmp))
+        (tmp / "README.md").write_text(text)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "data")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def push_dataset(dsdict, repo_id: str, *, card: str | None = None, private: bool | None = None, token=None) -> str:
+    """``DatasetDict.push_to_hub`` then the card as README.md. Offline (``HF_HUB_OFFLINE=1``) or
+    without a connection: :class:`InputError` at once."""
+    from huggingface_hub import DatasetCard, constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise InputError(f"--push-to-hub {repo_id}: the Hub is offline (HF_HUB_OFFLINE=1); unset it to upload")
+    text = dataset_card(dsdict) if card is None else card
+    try:
+        dsdict.push_to_hub(repo_id, private=private, token=token)
+        DatasetCard(text).push_to_hub(repo_id, token=token, repo_type="dataset")
+    except OfflineModeIsEnabled as error:
+        raise InputError(f"--push-to-hub {repo_id}: the Hub is offline ({error})") from None
+    except (HfHubHTTPError, OSError, ConnectionError) as error:
+        raise InputError(f"--push-to-hub {repo_id}: upload failed ({type(error).__name__}: {error})") from None
+    return f"https://huggingface.co/datasets/{repo_id}"

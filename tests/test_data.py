@@ -1,0 +1,548 @@
+"""halsr_hf.data: real ACDC (SSL4MIS) and Sunnybrook conversions, generated original-layout ACDC
+and LVQuan files, the schema, round trips, atomic saving, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+
+import datasets
+from halsr_hf.data import (
+    LABEL_NAMES,
+    bbox_from_label,
+    features,
+    label_names_from_info,
+    prepare_acdc,
+    prepare_acdc_ssl4mis,
+    prepare_lvquan,
+    prepare_sunnybrook,
+    read_acdc_volume,
+    read_dicom_slice,
+    save_dataset,
+    split_counts,
+)
+from halsr_hf.data.cli import main as prepare_main
+from halsr_hf.data.schema import COLUMNS, split_patients
+from halsr_hf.errors import InputError
+
+
+def _patients(ds):
+    return set(ds["patient_id"])
+
+
+def _assert_no_patient_overlap(dsdict):
+    splits = list(dsdict)
+    for i, a in enumerate(splits):
+        for b in splits[i + 1:]:
+            assert not (_patients(dsdict[a]) & _patients(dsdict[b])), (a, b)
+
+
+# ---------------------------------------------------------------- real ACDC (SSL4MIS layout)
+
+@pytest.fixture(scope="session")
+def acdc_saved(acdc_dir, tmp_path_factory):
+    """The real ACDC copy converted once per session and saved; (path, seconds, in-memory dict)."""
+    out = tmp_path_factory.mktemp("acdc") / "acdc-ssl4mis"
+    start = time.perf_counter()
+    dsdict = prepare_acdc_ssl4mis(acdc_dir, num_proc=2)
+    save_dataset(dsdict, out)
+    return out, time.perf_counter() - start, dsdict
+
+
+def test_acdc_real_counts_and_schema(acdc_saved):
+    out, seconds, _ = acdc_saved
+    loaded = datasets.load_from_disk(str(out))
+    assert list(loaded) == ["train", "validation", "test"]
+    counts = split_counts(loaded)
+    print(f"\nACDC SSL4MIS conversion + save: {seconds:.1f} s; counts: {json.dumps(counts)}")
+    assert {s: c["patients"] for s, c in counts.items()} == {"train": 70, "validation": 10, "test": 20}
+    # 1312 training slice files; val/test: every slice of the 20 + 40 volumes
+    assert counts["train"]["slices"] == 1312
+    assert counts["validation"]["slices"] == 210 and counts["test"]["slices"] == 380
+    _assert_no_patient_overlap(loaded)
+    for split, ds in loaded.items():
+        assert ds.column_names == COLUMNS
+        assert ds.features == features()
+        assert label_names_from_info(ds.info) == LABEL_NAMES
+        assert set(ds["pixel_spacing"]) == {None} and set(ds["slice_thickness"]) == {None}
+        assert set(ds["source"]) == {"acdc-ssl4mis"} and set(ds["phase"]) == {"ED", "ES"}
+        # ED and ES of every patient in the same split
+        pairs = {}
+        for patient, phase in zip(ds["patient_id"], ds["phase"]):
+            pairs.setdefault(patient, set()).add(phase)
+        assert all(p == {"ED", "ES"} for p in pairs.values())
+        assert all(g in {"NOR", "MINF", "DCM", "HCM", "RV"} for g in ds["group"])
+    assert (out / "README.md").read_text().startswith("---\nlicense: cc-by-nc-sa-4.0")
+
+
+def test_acdc_real_labels_roi_and_numpy_format(acdc_saved, acdc_dir):
+    out, _, _ = acdc_saved
+    ds = datasets.load_from_disk(str(out))["validation"].with_format("numpy")
+    values = set()
+    for row in ds:
+        image, label = row["image"], row["label"]
+        assert image.dtype == np.float32 and image.ndim == 2
+        assert label.dtype == np.uint8 and label.shape == image.shape
+        values |= set(np.unique(label).tolist())
+        assert row["has_lv"] == bool(((label == 1) | (label == 2)).any())
+        roi = row["roi"]
+        if row["has_lv"]:
+            x0, y0, x1, y1 = (int(v) for v in roi)
+            lv = (label == 1) | (label == 2)
+            assert lv[y0:y1 + 1, x0:x1 + 1].sum() == lv.sum()
+            assert lv[y0].any() and lv[y1].any() and lv[:, x0].any() and lv[:, x1].any()
+        else:
+            assert roi is None
+    assert values == {0, 1, 2}
+    assert not all(ds["has_lv"])  # slices without LV are kept, flagged
+    # bit-exact against the source file, canonical remapping (3 LV -> 1, 2 MYO -> 2, 1 RV -> 0)
+    first = ds.filter(lambda r: r["patient_id"] == "patient028" and r["phase"] == "ED", with_indices=False)
+    image, label = read_acdc_volume(acdc_dir / "data" / "patient028_frame01.h5")
+    assert len(first) == image.shape[0] and first[0]["num_slices"] == image.shape[0]
+    for row in first:
+        k = int(row["slice_index"])
+        assert row["image"].tobytes() == image[k].tobytes()
+        expected = np.select([label[k] == 3, label[k] == 2], [1, 2], 0).astype(np.uint8)
+        assert np.array_equal(row["label"], expected)
+
+
+def test_acdc_real_train_slice_files(acdc_saved, acdc_dir):
+    _, _, dsdict = acdc_saved
+    train = dsdict["train"].with_format("numpy")
+    names = (acdc_dir / "train_slices.list").read_text().split()
+    stacks = {}
+    for name in names:
+        stack, k = name.rsplit("_slice_", 1)
+        stacks.setdefault(stack, []).append(int(k))
+    index = {(r["patient_id"], r["phase"], int(r["slice_index"])): i
+             for i, r in enumerate(train.select_columns(["patient_id", "phase", "slice_index"]))}
+    for name in names[:20]:
+        stack, k = name.rsplit("_slice_", 1)
+        patient, frame = stack.split("_frame")
+        row = train[index[(patient, "ED" if frame == "01" else "ES", int(k) - 1)]]
+        image, _ = read_acdc_volume(acdc_dir / "data" / f"{name}.h5")
+        assert row["image"].tobytes() == image.tobytes()
+        assert row["num_slices"] == len(stacks[stack])
+
+
+def test_acdc_keep_rv_and_bad_files(tmp_path, acdc_dir):
+    # a tiny SSL4MIS-layout copy: one volume per split, keep_rv gives id 3
+    data = tmp_path / "src" / "data"
+    data.mkdir(parents=True)
+    for split, stack in (("train", "patient003_frame01"), ("val", "patient028_frame01"), ("test", "patient011_frame01")):
+        (tmp_path / "src" / f"{split}.list").write_text(stack + "\n")
+        os.symlink(acdc_dir / "data" / f"{stack}.h5" if (acdc_dir / "data" / f"{stack}.h5").exists()
+                   else acdc_dir / "data" / "patient028_frame02.h5", data / f"{stack}.h5")
+    dsdict = prepare_acdc_ssl4mis(tmp_path / "src", keep_rv=True)
+    assert label_names_from_info(dsdict["train"].info)[3] == "rv_cavity"
+    labels = set()
+    for row in dsdict["validation"].with_format("numpy"):
+        labels |= set(np.unique(row["label"]).tolist())
+    assert labels == {0, 1, 2, 3}
+    # unexpected label value, named with the file
+    with h5py.File(data / "bad.h5", "w") as f:
+        f["image"] = np.zeros((2, 8, 8), np.float32)
+        f["label"] = np.full((2, 8, 8), 7, np.uint8)
+    (data / "patient011_frame01.h5").unlink()
+    os.replace(data / "bad.h5", data / "patient011_frame01.h5")
+    with pytest.raises(InputError, match=r"patient011_frame01\.h5.*unexpected label values \[7\]"):
+        prepare_acdc_ssl4mis(tmp_path / "src")
+    (data / "patient011_frame01.h5").write_bytes(b"not hdf5")
+    with pytest.raises(InputError, match=r"patient011_frame01\.h5: unreadable HDF5"):
+        prepare_acdc_ssl4mis(tmp_path / "src")
+    (data / "patient011_frame01.h5").unlink()
+    with pytest.raises(InputError, match=r"patient011_frame01\.h5: no such file"):
+        prepare_acdc_ssl4mis(tmp_path / "src")
+    with h5py.File(data / "patient011_frame01.h5", "w") as f:
+        f["image"] = np.zeros((2, 8, 8), np.float32)
+        f["label"] = np.zeros((2, 8, 9), np.uint8)
+    with pytest.raises(InputError, match=r"patient011_frame01\.h5: image shape .* label shape .* differ"):
+        prepare_acdc_ssl4mis(tmp_path / "src")
+
+
+# ---------------------------------------------------------------- real Sunnybrook
+
+@pytest.fixture(scope="session")
+def sunnybrook_ds(sunnybrook_dir):
+    return prepare_sunnybrook(sunnybrook_dir)
+
+
+def test_sunnybrook_real(sunnybrook_ds, sunnybrook_dir):
+    assert list(sunnybrook_ds) == ["test"]
+    ds = sunnybrook_ds["test"]
+    assert len(ds) == 96 and len(_patients(ds)) == 5
+    spacing = np.array(ds["pixel_spacing"])
+    assert spacing.shape == (96, 2) and np.all((spacing > 1.0) & (spacing < 2.0))
+    assert all(t is not None and t > 0 for t in ds["slice_thickness"])
+    numpy_ds = ds.with_format("numpy")
+    with_myo = [bool((row["label"] == 2).any()) for row in numpy_ds]
+    assert sum(with_myo) == 46
+    annotated = ds["myocardium_annotated"]
+    assert sum(annotated) == 37
+    for patient, has_myo, ok in zip(ds["patient_id"], with_myo, annotated):
+        assert ok == (has_myo and patient != "SCD0000501")
+    assert all(ds["has_lv"]) and all(r is not None for r in ds["roi"])
+    # image = DICOM values exactly
+    row = numpy_ds[0]
+    path = sunnybrook_dir / "dicoms" / row["patient_id"]
+    matches = [p for p in path.glob("*.dcm") if read_dicom_slice(p)[0].tobytes() == row["image"].tobytes()]
+    assert len(matches) == 1
+    image, meta = read_dicom_slice(matches[0])
+    assert tuple(row["pixel_spacing"]) == meta["pixel_spacing"]
+    assert all(p.startswith("frame") for p in ds["phase"])
+
+
+def test_sunnybrook_ratios_split(sunnybrook_dir):
+    dsdict = prepare_sunnybrook(sunnybrook_dir, ratios=(0.6, 0.2, 0.2), split_seed=1)
+    assert {s: len(_patients(d)) for s, d in dsdict.items()} == {"train": 3, "validation": 1, "test": 1}
+    _assert_no_patient_overlap(dsdict)
+    assert sum(len(d) for d in dsdict.values()) == 96
+
+
+def test_read_dicom_slice_errors(tmp_path):
+    with pytest.raises(InputError, match="missing.dcm: no such file"):
+        read_dicom_slice(tmp_path / "missing.dcm")
+    (tmp_path / "bad.dcm").write_bytes(b"garbage" * 10)
+    with pytest.raises(InputError, match="bad.dcm: unreadable DICOM"):
+        read_dicom_slice(tmp_path / "bad.dcm")
+
+
+# ---------------------------------------------------------------- original-layout ACDC (generated)
+
+def _write_acdc_patient(root, number, ed=1, es=3, frames=4, shape=(12, 10, 3), zooms=(1.5, 1.25, 10.0),
+                        group="DCM", label_values=(0, 1, 2, 3)):
+    import nibabel as nib
+
+    folder = root / f"patient{number:03d}"
+    folder.mkdir(parents=True)
+    (folder / "Info.cfg").write_text(f"ED: {ed}\nES: {es}\nGroup: {group}\nHeight: 184.0\nNbFrame: {frames}\nWeight: 95.0\n")
+    rng = np.random.default_rng(number)
+    affine = np.diag(list(zooms) + [1.0])
+    volumes = {}
+    for frame in range(1, frames + 1):
+        image = rng.normal(300, 50, shape).astype(np.float32)
+        label = np.zeros(shape, np.uint8)
+        label[2:6, 3:5, 1] = label_values[3]  # LV
+        label[1:7, 2:3, 1] = label_values[2]  # MYO
+        label[8:11, 1:4, 1] = label_values[1]  # RV
+        for data, suffix in ((image, ""), (label, "_gt")):
+            img = nib.Nifti1Image(data, affine)
+            img.header.set_zooms(zooms)
+            nib.save(img, str(folder / f"patient{number:03d}_frame{frame:02d}{suffix}.nii.gz"))
+        volumes[frame] = (image, label)
+    return folder, volumes
+
+
+@pytest.fixture
+def acdc_original(tmp_path):
+    root = tmp_path / "ACDC" / "training"
+    volumes = {n: _write_acdc_patient(root, n, ed=1 + n % 2, es=3, group="NOR" if n % 2 else "HCM")[1]
+               for n in range(1, 11)}
+    return tmp_path / "ACDC", volumes
+
+
+def test_acdc_original_layout(acdc_original):
+    source, volumes = acdc_original
+    dsdict = prepare_acdc(source, split_seed=3)
+    assert {s: len(_patients(d)) for s, d in dsdict.items()} == {"train": 7, "validation": 1, "test": 2}
+    _assert_no_patient_overlap(dsdict)
+    for ds in dsdict.values():
+        phases = {}
+        for row in ds.with_format("numpy"):
+            patient = row["patient_id"]
+            number = int(patient[-3:])
+            phases.setdefault(patient, set()).add(row["phase"])
+            frame = (1 + number % 2) if row["phase"] == "ED" else 3  # from Info.cfg
+            image, label = volumes[number][frame]
+            k = int(row["slice_index"])
+            assert row["num_slices"] == 3
+            assert row["image"].tobytes() == np.ascontiguousarray(image[:, :, k].T).tobytes()
+            assert row["image"].shape == (10, 12)
+            expected = np.select([label[:, :, k].T == 3, label[:, :, k].T == 2], [1, 2], 0)
+            assert np.array_equal(row["label"], expected)
+            assert tuple(row["pixel_spacing"]) == (1.25, 1.5) and row["slice_thickness"] == 10.0
+            assert row["group"] == ("NOR" if number % 2 else "HCM")
+            assert row["height"] == 184.0 and row["weight"] == 95.0
+            assert row["has_lv"] == (k == 1)
+            if k == 1:
+                # LV+MYO at NIfTI x 1..6, y 2..4; slices are (y, x): columns 1..6, rows 2..4
+                    assert list(row["roi"]) == [1, 2, 6, 4]
+        assert all(p == {"ED", "ES"} for p in phases.values())
+    other = prepare_acdc(source, split_seed=4)
+    assert _patients(other["train"]) != _patients(dsdict["train"])  # the seed matters
+    assert _patients(prepare_acdc(source, split_seed=3)["test"]) == _patients(dsdict["test"])  # and is reproducible
+    rv = prepare_acdc(source, keep_rv=True, split_seed=3)["train"].with_format("numpy")
+    assert any((row["label"] == 3).any() for row in rv)
+
+
+def test_acdc_original_errors(tmp_path):
+    root = tmp_path / "a"
+    folder, _ = _write_acdc_patient(root, 1)
+    (folder / "Info.cfg").write_text("ES: 3\nGroup: DCM\n")
+    with pytest.raises(InputError, match=r"Info\.cfg: no 'ED:' line"):
+        prepare_acdc(root)
+    (folder / "Info.cfg").write_text("ED: 9\nES: 3\nNbFrame: 4\n")
+    with pytest.raises(InputError, match=r"Info\.cfg: ED frame 9 outside 1..4"):
+        prepare_acdc(root)
+    (folder / "Info.cfg").write_text("ED: 2\nES: 3\nNbFrame: 4\n")
+    (folder / "patient001_frame02_gt.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"patient001_frame02_gt\.nii\.gz: no such file"):
+        prepare_acdc(root)
+    (folder / "patient001_frame02_gt.nii.gz").write_bytes(b"\x1f\x8bcorrupt")
+    with pytest.raises(InputError, match=r"patient001_frame02_gt\.nii\.gz: unreadable NIfTI"):
+        prepare_acdc(root)
+    root2 = tmp_path / "b"
+    _write_acdc_patient(root2, 1, label_values=(0, 1, 2, 5))
+    with pytest.raises(InputError, match=r"patient001_frame01_gt\.nii\.gz: unexpected label values \[5\]"):
+        prepare_acdc(root2)
+    import nibabel as nib
+
+    folder3, _ = _write_acdc_patient(tmp_path / "c", 1)
+    nib.save(nib.Nifti1Image(np.zeros((12, 11, 3), np.uint8), np.eye(4)), str(folder3 / "patient001_frame01_gt.nii.gz"))
+    with pytest.raises(InputError, match=r"patient001_frame01_gt\.nii\.gz: label shape .* differs from image shape"):
+        prepare_acdc(tmp_path / "c")
+    with pytest.raises(InputError, match="patient folders found twice"):
+        prepare_acdc(tmp_path)  # patient001 in a/, b/ and c/
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no patientNNN/Info.cfg"):
+        prepare_acdc(tmp_path / "empty")
+    with pytest.raises(InputError, match="ratios"):
+        prepare_acdc(tmp_path / "c", ratios=(0.5, 0.5, 0.5))
+
+
+# ---------------------------------------------------------------- LVQuan (generated)
+
+def _lvquan_arrays(subjects, frames=20, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.random((size, size, subjects * frames)).astype(np.float64)
+    endo = np.zeros(image.shape, np.uint8)
+    epi = np.zeros(image.shape, np.uint8)
+    epi[3:13, 4:12, :] = 1
+    endo[5:11, 6:10, :] = 1
+    epi[:, :, 5] = 0  # a frame without LV
+    endo[:, :, 5] = 0
+    return image, endo, epi
+
+
+def test_lvquan19_v5_and_v73(tmp_path):
+    folder = tmp_path / "lvquan19"
+    folder.mkdir()
+    arrays = {}
+    for n in range(1, 6):  # v5, one subject per file, LVQuan19 field names
+        image, endo, epi = _lvquan_arrays(1, seed=n)
+        scipy.io.savemat(folder / f"patient{n}.mat", {"image": image, "endo": endo, "epi": epi, "pix_spacing": 1.5 + n / 10})
+        arrays[f"patient{n}"] = (image, endo, epi, 1.5 + n / 10)
+    for n in range(6, 11):  # v7.3 = HDF5 with MATLAB axes reversed
+        image, endo, epi = _lvquan_arrays(1, seed=n)
+        with h5py.File(folder / f"patient{n}.mat", "w") as f:
+            f["image"], f["endo"], f["epi"] = image.T, endo.T, epi.T
+            f["pix_spacing"] = np.array([[1.5 + n / 10]])
+        arrays[f"patient{n}"] = (image, endo, epi, 1.5 + n / 10)
+    dsdict = prepare_lvquan(folder, split_seed=0)
+    assert set(dsdict["train"]["slice_thickness"]) == {None}
+    assert {s: len(_patients(d)) for s, d in dsdict.items()} == {"train": 7, "validation": 1, "test": 2}
+    _assert_no_patient_overlap(dsdict)
+    for ds in dsdict.values():
+        for row in ds.with_format("numpy"):
+            image, endo, epi, spacing = arrays[row["patient_id"]]
+            t = int(row["phase"][5:]) - 1
+            assert row["image"].tobytes() == image[:, :, t].astype(np.float32).tobytes()
+            expected = np.where(endo[:, :, t] == 1, 1, np.where(epi[:, :, t] == 1, 2, 0))
+            assert np.array_equal(row["label"], expected)
+            assert np.allclose(row["pixel_spacing"], [spacing, spacing])
+            assert row["slice_index"] == 0 and row["num_slices"] == 1
+            assert np.isnan(row["slice_thickness"])  # a null float reads as nan in numpy format
+            assert row["has_lv"] == (t != 5)
+            assert (row["roi"] is None) if t == 5 else (list(row["roi"]) == [4, 3, 11, 12])
+
+
+def test_lvquan18_cardiac_dig(tmp_path):
+    image, endo, epi = _lvquan_arrays(3)
+    path = tmp_path / "cardiac-dig.mat"
+    scipy.io.savemat(path, {"images_LV": image, "endo_LV": endo, "epi_LV": epi,
+                            "pix_spa": np.array([[1.0, 1.5, 2.0]]), "ratio_resize_inverse": np.array([[2.0, 2.0, 3.0]])})
+    dsdict = prepare_lvquan(path, ratios=(1 / 3, 1 / 3, 1 / 3))
+    assert sorted(len(d) for d in dsdict.values()) == [20, 20, 20]
+    spacing = {}
+    for ds in dsdict.values():
+        for patient, s, phase in zip(ds["patient_id"], ds["pixel_spacing"], ds["phase"]):
+            spacing.setdefault(patient, set()).add(tuple(s))
+            assert phase.startswith("frame") and 1 <= int(phase[5:]) <= 20
+    assert spacing == {"cardiac-dig_subject001": {(2.0, 2.0)}, "cardiac-dig_subject002": {(3.0, 3.0)},
+                       "cardiac-dig_subject003": {(6.0, 6.0)}}
+    plain = prepare_lvquan(path, fields={"resize_ratio": None}, ratios=(1.0, 0.0, 0.0))
+    assert list(plain) == ["train"]
+    assert {tuple(s) for s in plain["train"]["pixel_spacing"]} == {(1.0, 1.0), (1.5, 1.5), (2.0, 2.0)}
+
+
+def test_lvquan_errors(tmp_path):
+    image, endo, epi = _lvquan_arrays(1)
+    path = tmp_path / "p.mat"
+    scipy.io.savemat(path, {"img": image, "endo": endo, "epi": epi, "pix_spacing": 1.0})
+    with pytest.raises(InputError, match=r"p\.mat: no image field .*the file has \['endo', 'epi', 'img', 'pix_spacing'\]"):
+        prepare_lvquan(path)
+    assert len(prepare_lvquan(path, fields={"image": "img"}, ratios=(1, 0, 0))["train"]) == 20
+    bad = endo.copy()
+    bad[0, 0, 0] = 4
+    scipy.io.savemat(path, {"image": image, "endo": bad, "epi": epi, "pix_spacing": 1.0})
+    with pytest.raises(InputError, match=r"p\.mat: endo mask has unexpected values \[0, 1, 4\]"):
+        prepare_lvquan(path)
+    scipy.io.savemat(path, {"image": image, "endo": endo[:-1], "epi": epi, "pix_spacing": 1.0})
+    with pytest.raises(InputError, match=r"p\.mat: endo mask shape .* differs from image shape"):
+        prepare_lvquan(path)
+    path.write_bytes(b"MATLAB garbage")
+    with pytest.raises(InputError, match=r"p\.mat: unreadable MATLAB file"):
+        prepare_lvquan(path)
+    with pytest.raises(InputError, match="nothing.mat: no such file"):
+        prepare_lvquan(tmp_path / "nothing.mat")
+    with pytest.raises(InputError, match="unknown role"):
+        prepare_lvquan(tmp_path, fields={"mask": "x"})
+
+
+# ---------------------------------------------------------------- schema, round trip, saving, CLI
+
+def test_bbox_from_label():
+    label = np.zeros((6, 8), np.uint8)
+    assert bbox_from_label(label) is None
+    label[0, 7] = 3  # RV is not LV
+    assert bbox_from_label(label) is None
+    label[2, 3] = 1
+    label[4, 5] = 2
+    assert bbox_from_label(label) == [3, 2, 5, 4]
+    with pytest.raises(InputError):
+        bbox_from_label(np.zeros((2, 2, 2)))
+
+
+def test_split_patients_never_overlap():
+    ids = [f"p{i:03d}" for i in range(37)]
+    for seed in range(5):
+        parts = split_patients(ids + ids, (0.7, 0.1, 0.2), seed)  # duplicates (ED/ES rows) collapse
+        assert sorted(sum(parts.values(), [])) == ids
+        assert [len(parts[s]) for s in ("train", "validation", "test")] == [26, 4, 7]
+    assert split_patients(ids, (0.7, 0.1, 0.2), 1) == split_patients(ids, (0.7, 0.1, 0.2), 1)
+    with pytest.raises(InputError):
+        split_patients(ids, (0.7, 0.2), 0)
+
+
+def test_image_round_trip_bit_exact(tmp_path):
+    from halsr_hf.data.schema import build_dataset_dict, make_row
+
+    rng = np.random.default_rng(0)
+    special = np.array([0.0, -0.0, 1e-38, 1e-45, 3.4e38, -3.4e38, np.pi, 1 / 3], np.float32)
+    images = [rng.standard_normal((7, 5)).astype(np.float32) * 1e3, rng.random((4, 9), dtype=np.float32),
+              np.resize(special, (3, 8)).astype(np.float32)]
+    labels = [np.zeros(i.shape, np.uint8) for i in images]
+    labels[1][1:3, 2:6] = 1
+    labels[1][0, 2] = 2
+    rows = [make_row(i, l, name=f"s{k}", patient_id=f"p{k}", source="test", phase="unknown", slice_index=0,
+                     num_slices=1) for k, (i, l) in enumerate(zip(images, labels))]
+    save_dataset(build_dataset_dict({"train": rows}, "test"), tmp_path / "out")
+    loaded = datasets.load_from_disk(str(tmp_path / "out"))["train"]
+    for fmt in ("numpy", None):
+        for k, row in enumerate(loaded.with_format(fmt)):
+            image = np.asarray(row["image"])
+            assert image.dtype == np.float32 and image.tobytes() == images[k].tobytes()
+            assert np.asarray(row["label"]).dtype == np.uint8
+            assert np.array_equal(np.asarray(row["label"]), labels[k])
+    torch_row = loaded.with_format("torch")[1]
+    assert torch_row["image"].dtype.is_floating_point and tuple(torch_row["image"].shape) == (1, 4, 9)
+    assert torch_row["image"][0].numpy().tobytes() == images[1].tobytes()
+    assert np.array_equal(torch_row["label"][0].numpy(), labels[1])
+    assert loaded[1]["roi"] == [2, 0, 5, 2] and loaded[0]["roi"] is None and loaded[1]["has_lv"]
+
+
+def test_save_dataset_atomic_and_overwrite(tmp_path, monkeypatch):
+    from halsr_hf.data.schema import build_dataset_dict, make_row
+
+    row = make_row(np.ones((4, 4), np.float32), np.zeros((4, 4), np.uint8), name="x", patient_id="p",
+                   source="test", phase="ED", slice_index=0, num_slices=1)
+    dsdict = build_dataset_dict({"test": [row]}, "test")
+    out = tmp_path / "out"
+    save_dataset(dsdict, out)
+    assert (out / "README.md").is_file() and (out / "dataset_dict.json").is_file()
+    with pytest.raises(InputError, match="already exists"):
+        save_dataset(dsdict, out)
+    marker = out / "marker"
+    marker.write_text("old")
+    # a failure while writing leaves the old folder and no temporary folder behind
+    monkeypatch.setattr(type(dsdict), "save_to_disk", lambda self, path: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        save_dataset(dsdict, out, overwrite=True)
+    assert marker.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    monkeypatch.undo()
+    save_dataset(dsdict, out, overwrite=True)
+    assert not marker.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with pytest.raises(InputError, match="patient p is in both"):
+        build_dataset_dict({"train": [row], "test": [row]}, "test")
+
+
+def test_cli_acdc_original(acdc_original, tmp_path, capsys):
+    source, _ = acdc_original
+    out = tmp_path / "converted"
+    assert prepare_main(["acdc", "--source", str(source), "--out", str(out), "--split-seed", "3", "--num-proc", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "train" in printed and "7 patients" in printed and "2 patients" in printed
+    loaded = datasets.load_from_disk(str(out))
+    assert loaded["train"].features == features() and set(loaded) == {"train", "validation", "test"}
+    card = (out / "README.md").read_text()
+    for text in ("license: cc-by-nc-sa-4.0", "image-segmentation", "medical-imaging", "cardiac-mri",
+                 "Bernard", "| train | 7 |", "`myocardium_annotated`"):
+        assert text in card
+    with pytest.raises(InputError, match="already exists"):
+        prepare_main(["acdc", "--source", str(source), "--out", str(out)])
+    # a failing conversion writes nothing, even with --overwrite
+    bad_out = tmp_path / "bad"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no patientNNN/Info.cfg"):
+        prepare_main(["acdc", "--source", str(tmp_path / "empty"), "--out", str(bad_out), "--num-proc", "1"])
+    assert not bad_out.exists()
+    with pytest.raises(InputError, match="no patientNNN/Info.cfg"):
+        prepare_main(["acdc", "--source", str(tmp_path / "empty"), "--out", str(out), "--overwrite"])
+    assert datasets.load_from_disk(str(out))["train"].num_rows == 7 * 6  # the old output is untouched
+    assert prepare_main(["acdc", "--source", str(source), "--out", str(out), "--overwrite", "--keep-rv",
+                         "--ratios", "0.8,0.0,0.2", "--num-proc", "1"]) == 0
+    assert set(datasets.load_from_disk(str(out))) == {"train", "test"}
+
+
+def test_cli_push_to_hub_offline_fails_fast(acdc_original, tmp_path):
+    source, _ = acdc_original
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="offline"):
+        prepare_main(["acdc", "--source", str(source), "--out", str(tmp_path / "o"), "--push-to-hub", "me/acdc"])
+    assert time.perf_counter() - start < 5 and not (tmp_path / "o").exists()
+    # the library function too, and the dispatcher turns it into one line and status 2
+    from halsr_hf.data import push_dataset
+
+    with pytest.raises(InputError, match="offline"):
+        push_dataset(None, "me/acdc")
+    result = subprocess.run(
+        [sys.executable, "-m", "halsr_hf.cli", "prepare", "acdc", "--source", str(source), "--out", str(tmp_path / "o"),
+         "--push-to-hub", "me/acdc"], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2 and result.stderr.strip().startswith("halsr-hf prepare: error:") and "offline" in result.stderr
+
+
+def test_push_dataset_calls_hub(monkeypatch, acdc_original):
+    """Online path: push_to_hub of the DatasetDict, then the card; network calls replaced."""
+    from halsr_hf.data import card as card_module
+    from huggingface_hub import DatasetCard, constants
+
+    source, _ = acdc_original
+    dsdict = prepare_acdc(source, split_seed=3)
+    calls = []
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(type(dsdict), "push_to_hub", lambda self, repo, **kw: calls.append(("data", repo)))
+    monkeypatch.setattr(DatasetCard, "push_to_hub", lambda self, repo, **kw: calls.append(("card", repo, self.text)))
+    url = card_module.push_dataset(dsdict, "me/acdc")
+    assert url.endswith("datasets/me/acdc")
+    assert calls[0] == ("data", "me/acdc") and calls[1][:2] == ("card", "me/acdc") and "Bernard" in calls[1][2]
