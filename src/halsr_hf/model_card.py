@@ -1,0 +1,479 @@
+"""Model cards for HALSR-Net repositories, rendered from evaluation outputs.
+
+The numbers in a card come from ``summary.json`` files written by ``halsr-hf evaluate``
+(``scripts/evaluate.py``), never typed by hand. The contract of that file::
+
+    {"model": str,
+     "dataset": {"name": "ACDC (SSL4MIS split)", "hf_id": str | null, "split": "test", "source": "acdc"},
+     "distance_unit": "px" | "mm",
+     "volume_metrics": {"dice_lv_cavity": {"mean": x, "sd": x, "median": x}, "hd95_myocardium": {...}, ...},
+     "slice_metrics": {...same shape...},
+     "roi": {"rmse": x, "rmse_sd": x, "unit": "px", "outlier_rate_percent": x, "outlier_definition": str},
+     "clinical": {"ef_bias": x, "ef_mae": x, "ef_r": x, ...},
+     "extra_evaluations": [{"dataset": {...}, "volume_metrics" | "slice_metrics": {...}, "distance_unit": ...}]}
+
+Metric keys are ``<metric>_<class>`` (metric: dice, iou, hd, hd95, assd, ...; class: lv_cavity,
+myocardium). Every finite ``mean`` becomes one ``model-index`` entry (task ``image-segmentation``,
+value = the mean exactly as in the file); ``roi`` and ``clinical`` scalars become entries too.
+
+Public functions: :func:`render_model_card` (-> ``huggingface_hub.ModelCard``),
+:func:`write_model_card` (writes ``README.md`` into a model folder), :func:`eval_results_from_summary`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .errors import InputError
+
+#: The one template for a HALSR-Net repository (its ROI regressor in ``roi/`` included).
+TEMPLATE_NAME = "halsr_net.md"
+LICENSE = "cc-by-nc-sa-4.0"
+TAGS = ["medical-imaging", "cardiac-mri", "image-segmentation", "left-ventricle", "halsr-net", "custom_code"]
+
+CLASS_NAMES = {"lv_cavity": "LV cavity", "myocardium": "myocardium", "lv": "LV", "rv_cavity": "RV cavity"}
+METRIC_NAMES = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "jaccard": "IoU",
+    "accuracy": "pixel accuracy",
+    "hd": "Hausdorff distance",
+    "hd95": "HD95",
+    "assd": "ASSD",
+    "precision": "precision",
+    "recall": "recall",
+}
+DISTANCE_METRICS = {"hd", "hd95", "assd", "msd", "asd"}
+LEVELS = {"volume_metrics": "3D per volume", "slice_metrics": "2D per slice"}
+ROI_METRICS = {
+    "rmse": ("ROI box RMSE", None),
+    "outlier_rate_percent": ("ROI outlier rate", "%"),
+}
+CLINICAL_METRICS = {
+    "ef_bias": ("EF bias, predicted minus reference", "percentage points"),
+    "ef_mae": ("EF mean absolute error", "percentage points"),
+    "ef_r": ("EF Pearson correlation", None),
+    "ef_loa_low": ("EF lower limit of agreement", "percentage points"),
+    "ef_loa_high": ("EF upper limit of agreement", "percentage points"),
+    "edv_bias": ("EDV bias, predicted minus reference", "volume"),
+    "esv_bias": ("ESV bias, predicted minus reference", "volume"),
+    "edv_mae": ("EDV mean absolute error", "volume"),
+    "esv_mae": ("ESV mean absolute error", "volume"),
+    "edv_r": ("EDV Pearson correlation", None),
+    "esv_r": ("ESV Pearson correlation", None),
+}
+
+
+def _clinical_label(key: str, clinical: dict) -> tuple[str, str | None]:
+    """Label and unit of a clinical scalar; volume units come from ``clinical["unit_volume"]`` (mL)."""
+    label, unit = CLINICAL_METRICS.get(key, (key, None))
+    if unit == "volume":
+        unit = str(clinical.get("unit_volume") or "mL")
+    return label, unit
+
+#: Keys of ``training_args.json`` (``TrainingArguments.to_json_string()``) shown in the card.
+TRAINING_KEYS = [
+    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "lr_scheduler_type", "warmup_ratio", "warmup_steps", "weight_decay", "optim", "adam_beta1", "adam_beta2",
+    "adam_epsilon", "seed", "fp16", "bf16", "metric_for_best_model", "load_best_model_at_end",
+]
+#: Keys of ``run_args.json`` (written by ``halsr-hf train``: ``model_args``, ``data_args``) shown in the card.
+RUN_KEYS = [
+    "architecture", "preset", "model_name_or_path", "dropout_rate", "early_stopping_patience", "labels", "image_size",
+    "eval_margin", "train_margin_min", "train_margin_max", "train_jitter", "augment", "rotation_degrees", "scale_min",
+    "scale_max", "elastic_prob", "max_train_samples", "seed",
+]
+#: Keys of the Trainer's ``trainer_state.json`` shown in the card.
+STATE_KEYS = ["epoch", "global_step", "max_steps", "num_train_epochs", "train_batch_size", "best_metric"]
+#: Provenance files copied from a model folder into the published repository when present.
+PROVENANCE_FILES = ["training_args.json", "run_args.json", "command.txt", "all_results.json", "train_results.json",
+                    "eval_results.json"]
+
+CITATION = """@article{fakhfakh2025halsrnet,
+  title   = {HALSR-Net: Improving CNN Segmentation of Cardiac Left Ventricle MRI with Hybrid Attention and Latent Space Reconstruction},
+  author  = {Fakhfakh, Mohamed and Sarry, Laurent and Clarysse, Patrick},
+  journal = {Computerized Medical Imaging and Graphics},
+  volume  = {123},
+  pages   = {102546},
+  year    = {2025},
+  doi     = {10.1016/j.compmedimag.2025.102546}
+}
+
+@article{bernard2018acdc,
+  title   = {Deep Learning Techniques for Automatic MRI Cardiac Multi-Structures Segmentation and Diagnosis: Is the Problem Solved?},
+  author  = {Bernard, Olivier and Lalande, Alain and Zotti, Clement and others},
+  journal = {IEEE Transactions on Medical Imaging},
+  volume  = {37},
+  number  = {11},
+  pages   = {2514--2525},
+  year    = {2018},
+  doi     = {10.1109/TMI.2018.2837502}
+}
+
+@article{radau2009sunnybrook,
+  title   = {Evaluation Framework for Algorithms Segmenting Short Axis Cardiac MRI},
+  author  = {Radau, Perry and Lu, Yingli and Connelly, Kim and Paul, Gideon and Dick, Alexander J. and Wright, Graham A.},
+  journal = {The MIDAS Journal - Cardiac MR Left Ventricle Segmentation Challenge},
+  year    = {2009},
+  doi     = {10.54294/g80ruo}
+}"""
+
+
+# ---- templates ---------------------------------------------------------------------------------
+
+
+def template_dir() -> Path:
+    """``model_cards/`` of the source checkout (the templates are not part of the wheel)."""
+    return Path(__file__).resolve().parents[2] / "model_cards"
+
+
+def default_template_path() -> Path:
+    path = template_dir() / TEMPLATE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model card template not found at {path} (the templates live in the source checkout's model_cards/); "
+            "pass template_path= (CLI: --template)"
+        )
+    return path
+
+
+# ---- evaluation summaries ----------------------------------------------------------------------
+
+
+def load_summary(path) -> dict:
+    """Read and check one ``summary.json`` (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: evaluation summary not found (expected the summary.json of halsr-hf evaluate)")
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("dataset"), dict) or not summary["dataset"].get("name"):
+        raise InputError(f"{path}: not an evaluation summary (needs a 'dataset' object with a 'name')")
+    if not any(isinstance(summary.get(k), dict) for k in ("volume_metrics", "slice_metrics", "roi", "clinical")):
+        raise InputError(f"{path}: no volume_metrics, slice_metrics, roi or clinical results in it")
+    return summary
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def split_metric_key(key: str) -> tuple[str, str | None]:
+    """``"hd95_lv_cavity"`` -> ``("hd95", "lv_cavity")``; a key without a known class -> ``(key, None)``."""
+    for class_key in sorted(CLASS_NAMES, key=len, reverse=True):
+        if key.endswith("_" + class_key):
+            return key[: -len(class_key) - 1], class_key
+    return key, None
+
+
+def _metric_unit(metric: str, distance_unit: str | None) -> str | None:
+    return (distance_unit or "px") if metric in DISTANCE_METRICS else None
+
+
+def _metric_label(metric: str, class_key: str | None, level: str, unit: str | None) -> str:
+    parts = [CLASS_NAMES.get(class_key, class_key)] if class_key else []
+    parts.append(level)
+    if unit:
+        parts.append(unit)
+    return f"{METRIC_NAMES.get(metric, metric)} ({', '.join(parts)})"
+
+
+def _dataset_fields(dataset: dict) -> dict:
+    name = str(dataset.get("name"))
+    return {
+        "dataset_name": name,
+        "dataset_type": str(dataset.get("hf_id") or dataset.get("source") or name),
+        "dataset_split": dataset.get("split"),
+    }
+
+
+def _segmentation_rows(block: dict, distance_unit: str | None) -> list[dict]:
+    rows = []
+    for key, stats in block.items():
+        if not isinstance(stats, dict):
+            continue
+        metric, class_key = split_metric_key(key)
+        unit = _metric_unit(metric, distance_unit)
+        rows.append({
+            "key": key, "metric": metric, "metric_label": METRIC_NAMES.get(metric, metric),
+            "class_key": class_key, "class_label": CLASS_NAMES.get(class_key, class_key or "-"),
+            "unit": unit, "mean": stats.get("mean"), "sd": stats.get("sd"), "median": stats.get("median"),
+        })
+    return rows
+
+
+def eval_results_from_summary(summary: dict) -> list:
+    """``model-index`` entries (``huggingface_hub.EvalResult``) for one summary and its
+    ``extra_evaluations``. Values are the summary's numbers unchanged; non-finite ones are left out."""
+    from huggingface_hub import EvalResult
+
+    results = []
+
+    def add(task_type, task_name, dataset, metric_type, metric_name, value, args=None):
+        if not _finite(value):
+            return
+        results.append(EvalResult(task_type=task_type, task_name=task_name, metric_type=metric_type,
+                                  metric_name=metric_name, metric_value=value, metric_args=args or None,
+                                  **_dataset_fields(dataset)))
+
+    evaluations = [summary] + [e for e in summary.get("extra_evaluations") or [] if isinstance(e, dict)]
+    for evaluation in evaluations:
+        dataset = evaluation.get("dataset") or summary["dataset"]
+        distance_unit = evaluation.get("distance_unit") or summary.get("distance_unit")
+        for block_key, level in LEVELS.items():
+            block = evaluation.get(block_key)
+            if not isinstance(block, dict):
+                continue
+            for row in _segmentation_rows(block, distance_unit):
+                args = {"statistic": "mean", "level": level}
+                if row["class_key"]:
+                    args["class"] = row["class_key"]
+                if row["unit"]:
+                    args["unit"] = row["unit"]
+                add("image-segmentation", "Cardiac LV segmentation", dataset, row["metric"],
+                    _metric_label(row["metric"], row["class_key"], level, row["unit"]), row["mean"], args)
+    for evaluation in evaluations:
+        roi = evaluation.get("roi")
+        if isinstance(roi, dict):
+            for key, (label, unit) in ROI_METRICS.items():
+                unit = roi.get("unit", "px") if key == "rmse" else unit
+                add("object-detection", "LV ROI localisation", evaluation.get("dataset") or summary["dataset"],
+                    f"roi_{key}", f"{label} ({unit})" if unit else label, roi.get(key), {"unit": unit} if unit else None)
+    clinical = summary.get("clinical")
+    if isinstance(clinical, dict):
+        for key, value in clinical.items():
+            label, unit = _clinical_label(key, clinical)
+            add("image-segmentation", "Cardiac LV segmentation", summary["dataset"], key,
+                f"{label} ({unit})" if unit else label, value, {"unit": unit} if unit else None)
+    return results
+
+
+def _summary_view(summary: dict, source: str) -> dict:
+    """The structure the template renders as tables."""
+    sections = []
+    evaluations = [summary] + [e for e in summary.get("extra_evaluations") or [] if isinstance(e, dict)]
+    for evaluation in evaluations:
+        dataset = evaluation.get("dataset") or summary["dataset"]
+        distance_unit = evaluation.get("distance_unit") or summary.get("distance_unit") or "px"
+        levels = []
+        for block_key, level in LEVELS.items():
+            block = evaluation.get(block_key)
+            if isinstance(block, dict) and block:
+                levels.append({"title": level, "rows": _segmentation_rows(block, distance_unit)})
+        roi = evaluation.get("roi") if isinstance(evaluation.get("roi"), dict) else None
+        sections.append({"dataset": dataset, "distance_unit": distance_unit, "levels": levels, "roi": roi})
+    clinical_block = summary.get("clinical") if isinstance(summary.get("clinical"), dict) else {}
+    clinical = []
+    for key, value in clinical_block.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) or value is None and key in CLINICAL_METRICS:
+            label, unit = _clinical_label(key, clinical_block)
+            clinical.append({"key": key, "label": label, "unit": unit or "", "value": value})
+    return {"source": source, "model": summary.get("model"), "sections": sections, "clinical": clinical}
+
+
+# ---- the model folder --------------------------------------------------------------------------
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format_value(v) for v in value)
+    return str(value)
+
+
+def training_view(model_dir: Path) -> dict:
+    """Hyperparameters and results recorded by ``halsr-hf train`` in the model folder
+    (``training_args.json``, ``run_args.json``, ``trainer_state.json``, ``command.txt``,
+    ``all_results.json``); any of them may be absent."""
+    hyper, seen = [], set()
+
+    def add(key, value):
+        if key not in seen and value not in (None, "", []) and not isinstance(value, dict):
+            seen.add(key)
+            hyper.append({"name": key, "value": _format_value(value)})
+
+    args = _read_json(model_dir / "training_args.json")
+    if isinstance(args, dict):
+        for key in TRAINING_KEYS:
+            add(key, args.get(key))
+    run = _read_json(model_dir / "run_args.json")
+    if isinstance(run, dict):
+        flat = {**(run.get("model_args") or {}), **(run.get("data_args") or {}), "seed": run.get("seed")}
+        for key in RUN_KEYS:
+            add(key, flat.get(key))
+    state = _read_json(model_dir / "trainer_state.json")
+    if isinstance(state, dict):
+        for key in STATE_KEYS:
+            add(key, state.get(key))
+    results = _read_json(model_dir / "all_results.json") or _read_json(model_dir / "train_results.json")
+    result_rows = []
+    if isinstance(results, dict):
+        result_rows = [{"name": k, "value": _format_value(v)} for k, v in results.items()
+                       if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    command_path = model_dir / "command.txt"
+    command = command_path.read_text().strip() if command_path.is_file() else None
+    return {"hyperparameters": hyper, "results": result_rows, "command": command,
+            "recorded": bool(hyper or result_rows or command)}
+
+
+def model_view(model_dir: Path) -> dict:
+    """Architecture facts computed from the saved models (parameter counts, preset, processor settings)."""
+    from transformers import AutoImageProcessor
+
+    from .configuration_halsr import PRESETS
+    from .modeling_halsr import HalsrForSemanticSegmentation
+    from .modeling_roi import LvRoiRegressor
+
+    try:
+        model = HalsrForSemanticSegmentation.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as error:
+        raise InputError(f"{model_dir}: cannot load a HALSR-Net model there ({error})") from None
+    config = model.config
+    preset = next((name for name, values in PRESETS.items() if values["hidden_sizes"] == list(config.hidden_sizes)), None)
+    view = {
+        "preset": preset or "custom",
+        "hidden_sizes": list(config.hidden_sizes),
+        "image_size": config.image_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "labels": [{"id": int(k), "name": v} for k, v in sorted(config.id2label.items(), key=lambda kv: int(kv[0]))],
+        "ablations": [name for name, on in (("HAPM", config.use_hapm), ("attention gates", config.use_attention_gates),
+                                            ("latent-space reconstruction", config.use_reconstruction)) if not on],
+        "roi": None,
+        "processor": None,
+    }
+    roi_dir = model_dir / getattr(config, "roi_subfolder", "roi")
+    if (roi_dir / "config.json").is_file():
+        roi = LvRoiRegressor.from_pretrained(str(roi_dir))
+        view["roi"] = {"subfolder": roi_dir.name, "parameters": sum(p.numel() for p in roi.parameters()),
+                       "image_size": roi.config.image_size, "predict_presence": bool(roi.config.predict_presence)}
+    if (model_dir / "preprocessor_config.json").is_file():
+        processor = AutoImageProcessor.from_pretrained(str(model_dir), trust_remote_code=False)
+        view["processor"] = {"size": processor.size, "roi_size": processor.roi_size, "crop_margin": processor.crop_margin,
+                             "clip_percentiles": list(processor.clip_percentiles)}
+    return view
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f}M ({count:,} parameters)"
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+
+
+def render_model_card(model_dir, eval_summaries=(), repo_id: str | None = None, template_path=None,
+                      datasets=None, model_name: str | None = None):
+    """Render the card of a HALSR-Net model folder.
+
+    Args:
+        model_dir: a folder saved by ``CardiacLVSegmentationPipeline.save_pretrained`` (or by the
+            Trainer; the ROI part of the card is left out when there is no ``roi/``).
+        eval_summaries: paths of ``summary.json`` files from ``halsr-hf evaluate`` (the first is the
+            main evaluation); or already-loaded dicts.
+        repo_id: the Hub id used in the usage snippets (default: a placeholder).
+        template_path: a Jinja template (default ``model_cards/halsr_net.md``).
+        datasets: Hub dataset ids for the ``datasets`` metadata (default: the ``hf_id`` of the
+            evaluated datasets that have one).
+
+    Returns:
+        ``huggingface_hub.ModelCard``; its ``data.eval_results`` hold the ``model-index`` entries.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    model_dir = Path(model_dir)
+    summaries, sources = [], []
+    for item in eval_summaries or ():
+        if isinstance(item, dict):
+            summaries.append(item)
+            sources.append("(in memory)")
+        else:
+            summaries.append(load_summary(item))
+            sources.append(Path(item).name)
+    eval_results = [r for s in summaries for r in eval_results_from_summary(s)]
+    if datasets is None:
+        datasets = []
+        for s in summaries:
+            for evaluation in [s] + list(s.get("extra_evaluations") or []):
+                hf_id = (evaluation.get("dataset") or {}).get("hf_id")
+                if hf_id and hf_id not in datasets:
+                    datasets.append(hf_id)
+    repo_id = repo_id or "<user>/halsr-net"
+    model = model_view(model_dir)
+    model_name = model_name or f"HALSR-Net ({model['preset']}) + LV ROI regressor"
+    card_data = ModelCardData(
+        model_name=model_name,
+        license=LICENSE,
+        library_name="transformers",
+        pipeline_tag="image-segmentation",
+        tags=list(TAGS),
+        datasets=list(datasets) or None,
+        metrics=sorted({r.metric_type for r in eval_results}) or None,
+        eval_results=eval_results or None,
+    )
+    template = Path(template_path) if template_path else default_template_path()
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(template),
+        repo_id=repo_id,
+        model=model,
+        seg_parameters=_millions(model["parameters"]),
+        roi_parameters=_millions(model["roi"]["parameters"]) if model["roi"] else None,
+        evaluations=[_summary_view(s, src) for s, src in zip(summaries, sources)],
+        training=training_view(model_dir),
+        citation=CITATION,
+        model_name=model_name,
+        fmt=format_number,
+        package_version=_package_version(),
+    )
+    return card
+
+
+def format_number(value, digits: int = 4) -> str:
+    """Table formatting: fixed decimals, ``n/a`` for missing or non-finite values."""
+    return f"{value:.{digits}f}" if _finite(value) else "n/a"
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("halsr-hf")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        return "0.1.0"
+
+
+def write_model_card(model_dir, eval_summaries=(), repo_id: str | None = None, out_path=None, **kwargs) -> Path:
+    """Render the card and write it to ``out_path`` (default ``model_dir/README.md``); returns the path."""
+    card = render_model_card(model_dir, eval_summaries, repo_id=repo_id, **kwargs)
+    out = Path(out_path) if out_path else Path(model_dir) / "README.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(str(card), encoding="utf-8")
+    return out
+
+
+def check_model_card(path) -> list:
+    """Load a written card with ``ModelCard.load`` and re-parse its ``model-index``; returns the
+    ``EvalResult`` list (raises ``ValueError`` when the metadata does not validate)."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    card = ModelCard.load(path)
+    model_index = card.data.to_dict().get("model-index")
+    if card.data.eval_results and not model_index:
+        raise ValueError(f"{path}: eval_results without a model-index")
+    if model_index:
+        _, parsed = model_index_to_eval_results(model_index)
+        if len(parsed) != len(card.data.eval_results or []):
+            raise ValueError(f"{path}: model-index does not round-trip")
+    return list(card.data.eval_results or [])
