@@ -1,0 +1,436 @@
+"""``halsr-hf push-to-hub {model,dataset,space}``: publish to the Hugging Face Hub.
+
+- ``model --model-dir DIR --repo-id ID [--eval-results summary.json ...] [--roi-model DIR]``: a
+  repository that loads anywhere with ``trust_remote_code=True``: ``model.safetensors``,
+  ``config.json`` (``auto_map``, ``custom_pipelines``), ``preprocessor_config.json``, the code files
+  (relative imports only), the ROI regressor in ``roi/``, the training provenance files found in
+  DIR, the evaluation summaries in ``evaluation/`` and the model card (``README.md``) rendered from
+  them. The folder is always re-saved through the installed package's pipeline, so a Trainer
+  checkpoint (weights + config only) gets code, ``custom_pipelines`` and ``roi/`` too.
+- ``dataset --dataset-dir DIR --repo-id ID``: a ``save_to_disk`` ``DatasetDict`` pushed with
+  ``DatasetDict.push_to_hub``, with ``DIR/README.md`` (the dataset card of ``halsr-hf prepare``).
+- ``space --repo-id ID [--space-dir space/]``: the Gradio demo as a Space.
+
+Every command takes ``--dry-run OUT``: write the folder that would be uploaded to OUT and upload
+nothing (OUT must not exist or be empty, unless ``--overwrite``). The token comes from ``HF_TOKEN``
+or ``hf auth login``. Offline (``HF_HUB_OFFLINE=1``), without a token, unauthorised or without
+network, the command prints one line saying so and exits with status 2, within seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import InputError
+
+#: Files never uploaded from a Space folder (also left out of its dry-run copy).
+SPACE_IGNORE = ["__pycache__", "*.pyc", ".DS_Store", ".gradio", "flagged", ".ipynb_checkpoints", "*.egg-info"]
+_SELF_IMPORT = re.compile(r"^\s*(from\s+halsr_hf(\s|\.)|import\s+halsr_hf\b)", re.MULTILINE)
+
+
+class PublishError(RuntimeError):
+    """The Hub cannot be used (offline, no token, unauthorised, unreachable): one-line message."""
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+
+def _check_online() -> None:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise PublishError(
+            "the Hugging Face Hub is disabled here (HF_HUB_OFFLINE=1): nothing was uploaded; "
+            "unset HF_HUB_OFFLINE to publish, or pass --dry-run OUT to only build the folder"
+        )
+
+
+def _get_token() -> str:
+    from huggingface_hub import get_token
+
+    token = os.environ.get("HF_TOKEN") or get_token()
+    if not token:
+        raise PublishError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access)")
+    return token
+
+
+def _transport_errors() -> tuple:
+    errors = [ConnectionError, TimeoutError]
+    for module_name, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
+                               ("requests", ("ConnectionError", "Timeout"))):
+        try:
+            module = __import__(module_name)
+        except ImportError:
+            continue
+        errors += [getattr(module, n) for n in names if isinstance(getattr(module, n, None), type)]
+    return tuple(errors)
+
+
+def _network(action: str, repo_id: str, call):
+    """Run one Hub call, turning its failures into a one-line :class:`PublishError`."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        return call()
+    except OfflineModeIsEnabled:
+        raise PublishError("the Hugging Face Hub is disabled here (HF_HUB_OFFLINE=1): nothing was uploaded") from None
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        if status == 401:
+            raise PublishError(f"{action} {repo_id}: unauthorised (HTTP 401): the token was rejected; "
+                               "set HF_TOKEN to a valid token or run `hf auth login`") from None
+        if status == 403:
+            raise PublishError(f"{action} {repo_id}: forbidden (HTTP 403): the token has no write access "
+                               "to this namespace") from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PublishError(f"{action} {repo_id}: the Hub answered HTTP {status}: {first_line}") from None
+    except _transport_errors() as error:
+        raise PublishError(f"{action} {repo_id}: cannot reach {constants.ENDPOINT} ({type(error).__name__}: {error}); "
+                           "check the network, or pass --dry-run OUT to only build the folder") from None
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"--dry-run {out}: exists and is not a folder")
+        if any(out.iterdir()) and not overwrite:
+            raise InputError(f"--dry-run {out}: folder exists and is not empty; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _staging_dir(out: Path | None) -> Path:
+    """A fresh temporary folder beside OUT (same file system, for the final rename) or in /tmp."""
+    if out is None:
+        return Path(tempfile.mkdtemp(prefix="halsr-hf-upload-"))
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+
+def _finish(staged: Path, out: Path) -> Path:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staged, 0o777 & ~umask)  # mkdtemp made it 0700
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staged, out)
+    return out
+
+
+def list_files(folder) -> list[str]:
+    """Relative POSIX paths of the files under ``folder``, sorted."""
+    folder = Path(folder)
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def check_self_contained(folder) -> None:
+    """Raise if a ``.py`` file in the folder imports ``halsr_hf`` (remote code must use relative imports)."""
+    bad = [p.relative_to(folder).as_posix() for p in Path(folder).rglob("*.py") if _SELF_IMPORT.search(p.read_text())]
+    if bad:
+        raise RuntimeError(f"code files import halsr_hf (not loadable without the package): {', '.join(bad)}")
+
+
+# ---- model -----------------------------------------------------------------------------------------
+
+
+def _load_for_saving(model_dir: Path, roi_model):
+    from . import CardiacLVSegmentationPipeline, HalsrForSemanticSegmentation, HalsrImageProcessor, LvRoiRegressor
+
+    if not (model_dir / "config.json").is_file():
+        raise InputError(f"--model-dir {model_dir}: no config.json there (expected a HALSR-Net model folder)")
+    try:
+        model = HalsrForSemanticSegmentation.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as error:
+        raise InputError(f"--model-dir {model_dir}: cannot load a HALSR-Net model ({error})") from None
+    roi_source = Path(roi_model) if roi_model else model_dir / (getattr(model.config, "roi_subfolder", None) or "roi")
+    if not (roi_source / "config.json").is_file():
+        raise InputError(
+            f"--model-dir {model_dir}: no ROI regressor in {roi_source} (a repository needs both stages); "
+            "pass --roi-model FOLDER"
+        )
+    try:
+        roi = LvRoiRegressor.from_pretrained(str(roi_source))
+    except (OSError, ValueError) as error:
+        raise InputError(f"--roi-model {roi_source}: cannot load an LV ROI regressor ({error})") from None
+    if (model_dir / "preprocessor_config.json").is_file():
+        processor = HalsrImageProcessor.from_pretrained(str(model_dir))
+    else:  # a Trainer checkpoint: the processor of the training crop sizes
+        processor = HalsrImageProcessor(size=model.config.image_size, roi_size=roi.config.image_size)
+    return CardiacLVSegmentationPipeline(model=model.eval(), image_processor=processor, roi_model=roi.eval())
+
+
+def _point_pipeline_default_at(config_path: Path, repo_id: str) -> None:
+    """``custom_pipelines`` records the task's registered default model, a local folder of this
+    installation; in a published repository the default is the repository itself."""
+    import json
+
+    config = json.loads(config_path.read_text())
+    for spec in (config.get("custom_pipelines") or {}).values():
+        if isinstance(spec, dict) and "default" in spec:
+            spec["default"] = {"model": {"pt": [repo_id, "main"]}}
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def build_model_folder(model_dir, out, repo_id: str, eval_summaries=(), roi_model=None, template=None,
+                       overwrite: bool = False) -> Path:
+    """Build the model repository folder in ``out`` (temporary folder + rename); returns ``out``.
+
+    ``out=None`` builds it in a new temporary folder (the caller removes it)."""
+    from .model_card import PROVENANCE_FILES, check_model_card, load_summary, write_model_card
+
+    model_dir = Path(model_dir)
+    summaries = [load_summary(p) for p in eval_summaries]  # fail on a bad summary before any work
+    out = Path(out) if out is not None else None
+    if out is not None:
+        _prepare_out(out, overwrite)
+    pipe = _load_for_saving(model_dir, roi_model)
+    staged = _staging_dir(out)
+    try:
+        pipe.save_pretrained(str(staged))
+        _point_pipeline_default_at(staged / "config.json", repo_id)
+        for name in PROVENANCE_FILES:
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, staged / name)
+        if eval_summaries:
+            (staged / "evaluation").mkdir()
+            for index, path in enumerate(eval_summaries):
+                name = "summary.json" if index == 0 else f"summary_{index + 1}.json"
+                shutil.copy2(path, staged / "evaluation" / name)
+        check_self_contained(staged)
+        if not (staged / "model.safetensors").is_file():
+            raise RuntimeError(f"{staged}: no model.safetensors was written")
+        card = write_model_card(staged, summaries, repo_id=repo_id, template_path=template)
+        check_model_card(card)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged if out is None else _finish(staged, out)
+
+
+def create_repo(repo_id: str, repo_type: str, token: str, private: bool, space_sdk: str | None = None):
+    """``HfApi.create_repo(exist_ok=True)``: also checks the token and the namespace before any work."""
+    from huggingface_hub import HfApi
+
+    kwargs = {"repo_type": repo_type, "private": private, "exist_ok": True}
+    if space_sdk:
+        kwargs["space_sdk"] = space_sdk
+    api = HfApi(token=token)
+    return _network("creating", repo_id, lambda: api.create_repo(repo_id, **kwargs))
+
+
+def upload_folder(folder, repo_id: str, repo_type: str, token: str, commit_message: str):
+    """``HfApi.upload_folder``: one commit with every file of ``folder``."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    return _network("uploading to", repo_id, lambda: api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, commit_message=commit_message))
+
+
+def push_model(args) -> int:
+    from .model_card import load_summary
+
+    if not (Path(args.model_dir) / "config.json").is_file():
+        raise InputError(f"--model-dir {args.model_dir}: no config.json there (expected a HALSR-Net model folder)")
+    for path in args.eval_results or []:
+        load_summary(path)
+    if args.dry_run is not None:
+        folder = build_model_folder(args.model_dir, args.dry_run, args.repo_id, args.eval_results or [],
+                                    roi_model=args.roi_model, template=args.template, overwrite=args.overwrite)
+        print(f"dry run: the model repository {args.repo_id} would hold ({folder}):")
+        for name in list_files(folder):
+            print(f"  {name}")
+        return 0
+    _check_online()
+    token = _get_token()
+    create_repo(args.repo_id, "model", token, args.private)
+    folder = build_model_folder(args.model_dir, None, args.repo_id, args.eval_results or [],
+                                roi_model=args.roi_model, template=args.template)
+    try:
+        message = args.commit_message or f"Upload HALSR-Net with its ROI regressor and model card (halsr-hf {_version()})"
+        upload_folder(folder, args.repo_id, "model", token, message)
+        print(f"uploaded {len(list_files(folder))} files to https://huggingface.co/{args.repo_id}")
+        return 0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- dataset ---------------------------------------------------------------------------------------
+
+
+def _load_dataset_dict(dataset_dir: Path):
+    from datasets import DatasetDict
+
+    if not (dataset_dir / "dataset_dict.json").is_file():
+        raise InputError(f"--dataset-dir {dataset_dir}: not a DatasetDict saved with save_to_disk (no dataset_dict.json)")
+    return DatasetDict.load_from_disk(str(dataset_dir))
+
+
+def build_dataset_folder(dataset_dir, out, overwrite: bool = False) -> Path:
+    """What ``push_to_hub`` uploads: the card and one Parquet file per split (``data/SPLIT-00000-of-00001.parquet``)."""
+    dataset_dir, out = Path(dataset_dir), Path(out)
+    dataset = _load_dataset_dict(dataset_dir)
+    _prepare_out(out, overwrite)
+    staged = _staging_dir(out)
+    try:
+        if (dataset_dir / "README.md").is_file():
+            shutil.copy2(dataset_dir / "README.md", staged / "README.md")
+        (staged / "data").mkdir()
+        for split, part in dataset.items():
+            part.to_parquet(str(staged / "data" / f"{split}-00000-of-00001.parquet"))
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return _finish(staged, out)
+
+
+def push_dataset(args) -> int:
+    dataset_dir = Path(args.dataset_dir)
+    card = dataset_dir / "README.md"
+    if args.dry_run is not None:
+        folder = build_dataset_folder(dataset_dir, args.dry_run, overwrite=args.overwrite)
+        print(f"dry run: the dataset repository {args.repo_id} would hold ({folder}):")
+        for name in list_files(folder):
+            print(f"  {name}")
+        if not card.is_file():
+            print(f"warning: {card} not found: the repository would get an automatic card without license or description")
+        return 0
+    _check_online()
+    token = _get_token()
+    dataset = _load_dataset_dict(dataset_dir)
+    message = args.commit_message or f"Upload dataset with halsr-hf {_version()}"
+    from huggingface_hub import HfApi
+
+    create_repo(args.repo_id, "dataset", token, args.private)
+    api = HfApi(token=token)
+    if card.is_file():
+        # the card first: push_to_hub then adds its dataset_info/configs to this card's metadata
+        _network("uploading the dataset card to", args.repo_id, lambda: api.upload_file(
+            path_or_fileobj=str(card), path_in_repo="README.md", repo_id=args.repo_id, repo_type="dataset",
+            commit_message=f"{message}: dataset card"))
+    else:
+        print(f"warning: {card} not found: the repository gets an automatic card without license or description")
+    _network("pushing the dataset to", args.repo_id, lambda: dataset.push_to_hub(
+        args.repo_id, private=args.private, token=token, commit_message=message))
+    print(f"uploaded {', '.join(f'{k} ({len(v)} rows)' for k, v in dataset.items())} to "
+          f"https://huggingface.co/datasets/{args.repo_id}")
+    return 0
+
+
+# ---- space -----------------------------------------------------------------------------------------
+
+
+def _default_space_dir() -> Path:
+    here = Path("space")
+    return here if here.is_dir() else Path(__file__).resolve().parents[2] / "space"
+
+
+def _ignored(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in SPACE_IGNORE)
+
+
+def build_space_folder(space_dir, out, overwrite: bool = False) -> Path:
+    """Copy the Space folder without caches (``SPACE_IGNORE``); ``out=None``: a temporary folder."""
+    space_dir = Path(space_dir)
+    if not (space_dir / "app.py").is_file():
+        raise InputError(f"--space-dir {space_dir}: no app.py there (expected the Gradio demo folder)")
+    readme = space_dir / "README.md"
+    if not readme.is_file() or not re.search(r"^sdk:\s*gradio\s*$", readme.read_text(), re.MULTILINE):
+        raise InputError(f"--space-dir {space_dir}: README.md with 'sdk: gradio' in its front matter is required by Spaces")
+    out = Path(out) if out is not None else None
+    if out is not None:
+        _prepare_out(out, overwrite)
+    staged = _staging_dir(out)
+    try:
+        shutil.copytree(space_dir, staged, dirs_exist_ok=True,
+                        ignore=lambda _dir, names: [n for n in names if _ignored(n)])
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged if out is None else _finish(staged, out)
+
+
+def push_space(args) -> int:
+    space_dir = Path(args.space_dir) if args.space_dir else _default_space_dir()
+    if args.dry_run is not None:
+        folder = build_space_folder(space_dir, args.dry_run, overwrite=args.overwrite)
+        print(f"dry run: the Space {args.repo_id} would hold ({folder}):")
+        for name in list_files(folder):
+            print(f"  {name}")
+        return 0
+    _check_online()
+    token = _get_token()
+    folder = build_space_folder(space_dir, None)  # checks the folder before the repository is created
+    try:
+        create_repo(args.repo_id, "space", token, args.private, space_sdk="gradio")
+        message = args.commit_message or f"Upload the HALSR-Net Gradio demo (halsr-hf {_version()})"
+        upload_folder(folder, args.repo_id, "space", token, message)
+        print(f"uploaded {len(list_files(folder))} files to https://huggingface.co/spaces/{args.repo_id}")
+        return 0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- command line ------------------------------------------------------------------------------------
+
+
+def _version() -> str:
+    from .model_card import _package_version
+
+    return _package_version()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="halsr-hf push-to-hub", description=__doc__.splitlines()[0],
+                                     epilog="Token: HF_TOKEN or `hf auth login`. See docs/hub.md.")
+    sub = parser.add_subparsers(dest="kind", required=True)
+
+    def common(p):
+        p.add_argument("--repo-id", required=True, help="the Hub repository, user/name or org/name")
+        p.add_argument("--private", action="store_true", help="create the repository as private")
+        p.add_argument("--dry-run", metavar="OUT", type=Path, default=None,
+                       help="write the folder that would be uploaded to OUT, upload nothing")
+        p.add_argument("--overwrite", action="store_true", help="with --dry-run: replace a non-empty OUT")
+        p.add_argument("--commit-message", default=None)
+
+    model = sub.add_parser("model", help="a HALSR-Net model folder (+ roi/) with its model card")
+    model.add_argument("--model-dir", required=True, type=Path, help="folder saved by the pipeline or by halsr-hf train")
+    model.add_argument("--roi-model", type=Path, default=None, help="ROI regressor folder (default: MODEL_DIR/roi)")
+    model.add_argument("--eval-results", action="append", type=Path, default=[], metavar="SUMMARY_JSON",
+                       help="summary.json of halsr-hf evaluate (repeatable; the first is the main evaluation)")
+    model.add_argument("--template", type=Path, default=None, help="model card template (default model_cards/halsr_net.md)")
+    common(model)
+    model.set_defaults(func=push_model)
+
+    dataset = sub.add_parser("dataset", help="a DatasetDict folder (save_to_disk) with its README.md card")
+    dataset.add_argument("--dataset-dir", required=True, type=Path)
+    common(dataset)
+    dataset.set_defaults(func=push_dataset)
+
+    space = sub.add_parser("space", help="the Gradio demo folder as a Space")
+    space.add_argument("--space-dir", type=Path, default=None, help="default: ./space, else the checkout's space/")
+    common(space)
+    space.set_defaults(func=push_space)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.overwrite and args.dry_run is None:
+        print("halsr-hf push-to-hub: error: --overwrite only applies to --dry-run OUT", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (PublishError, InputError) as error:
+        print(f"halsr-hf push-to-hub: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
