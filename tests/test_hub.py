@@ -1,0 +1,499 @@
+"""``halsr-hf push-to-hub`` and the model card: dry-run folders that load without the package,
+fine-tuning from them, cards whose ``model-index`` round-trips the evaluation numbers, and the
+upload code path with only the network calls replaced (offline, no token, unauthorised)."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from huggingface_hub import HfApi, ModelCard, constants
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from halsr_hf import CardiacLVSegmentationPipeline, HalsrConfig, HalsrForSemanticSegmentation, HalsrImageProcessor
+from halsr_hf import LvRoiConfig, LvRoiRegressor, load_pipeline
+from halsr_hf import hub
+from halsr_hf.model_card import check_model_card, load_summary, render_model_card, write_model_card
+
+from .conftest import load_acdc_slices
+
+REPO_ID = "someone/halsr-net-tiny-test"
+ACDC_SLICE = "patient003_frame01_slice_5"
+CODE_FILES = {"configuration_halsr.py", "modeling_halsr.py", "image_processing_halsr.py", "pipeline_halsr.py",
+              "image_io.py", "clinical.py", "errors.py", "configuration_roi.py", "modeling_roi.py"}
+MODEL_REPO_FILES = CODE_FILES | {
+    "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "evaluation/summary.json",
+    "roi/config.json", "roi/model.safetensors", "roi/configuration_roi.py", "roi/modeling_roi.py", "roi/errors.py",
+}
+
+#: A FIXTURE, not a result: the shape of ``halsr-hf evaluate``'s summary.json with made-up numbers
+#: (values with many digits, to check that they reach the card's metadata unchanged).
+FAKE_SUMMARY = {
+    "model": "fixture-model",
+    "dataset": {"name": "ACDC (SSL4MIS split)", "hf_id": None, "split": "test", "source": "acdc"},
+    "distance_unit": "px",
+    "volume_metrics": {
+        "dice_lv_cavity": {"mean": 0.9512345678901234, "sd": 0.0311, "median": 0.9601},
+        "dice_myocardium": {"mean": 0.8876543, "sd": 0.041, "median": 0.89},
+        "hd95_lv_cavity": {"mean": 3.2512, "sd": 1.5, "median": 2.9},
+        "hd95_myocardium": {"mean": 4.125, "sd": 2.0, "median": 3.7},
+        "assd_lv_cavity": {"mean": 0.8751, "sd": 0.3, "median": 0.8},
+        "hd_myocardium": {"mean": float("nan"), "sd": None, "median": None},  # non-finite: left out of model-index
+    },
+    "slice_metrics": {"dice_lv_cavity": {"mean": 0.9033, "sd": 0.1, "median": 0.93},
+                      "iou_myocardium": {"mean": 0.7712, "sd": 0.1, "median": 0.78}},
+    "roi": {"rmse": 2.4567, "rmse_sd": 1.25, "unit": "px", "outlier_rate_percent": 1.5,
+            "outlier_definition": "IoU with the reference box < 0.5"},
+    "clinical": {"ef_bias": -1.2345, "ef_mae": 3.5, "ef_r": 0.9712, "edv_bias": 2.5, "edv_mae": None,
+                 "unit_volume": "px^3"},
+    "extra_evaluations": [{
+        "dataset": {"name": "Sunnybrook Cardiac Data (subset)", "hf_id": "someone/sunnybrook-lv", "split": "all",
+                    "source": "sunnybrook"},
+        "distance_unit": "mm",
+        "volume_metrics": None,
+        "roi": {"rmse": 3.75, "rmse_sd": 1.0, "unit": "mm", "outlier_rate_percent": 4.0, "outlier_definition": "x"},
+        "slice_metrics": {"dice_lv_cavity": {"mean": 0.8523, "sd": 0.1, "median": 0.88},
+                          "hd95_lv_cavity": {"mean": 5.4321, "sd": 2.0, "median": 5.0}},
+    }],
+    "baseline": {"model": "a second model evaluated side by side: not part of this card's model-index"},
+}
+
+
+def tiny_models(seed=0):
+    torch.manual_seed(seed)
+    model = HalsrForSemanticSegmentation(HalsrConfig(hidden_sizes=[4, 8, 8, 16, 16], image_size=64)).eval()
+    roi = LvRoiRegressor(LvRoiConfig(image_size=64, encoder_sizes=[4, 8, 8, 16], fc_sizes=[16, 32],
+                                     reduce_sizes=[16, 16, 8], global_channels=16, head_sizes=[8, 8])).eval()
+    with torch.no_grad():  # a box near the centre, LV present
+        roi.box.weight.zero_()
+        roi.box.bias.copy_(torch.tensor([-0.6, -0.6, 0.6, 0.6]))
+        roi.presence.weight.zero_()
+        roi.presence.bias.fill_(5.0)
+    return model, roi
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    model, roi = tiny_models()
+    pipe = CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(size=64, roi_size=64),
+                                         roi_model=roi)
+    folder = tmp_path_factory.mktemp("tiny-model")
+    pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def summary_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("eval") / "summary.json"
+    path.write_text(json.dumps(FAKE_SUMMARY, indent=2))  # NaN written as JSON NaN, as json.dump does
+    return path
+
+
+@pytest.fixture(scope="module")
+def dry_run(tiny_folder, summary_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dry") / "repo"
+    code = hub.main(["model", "--model-dir", str(tiny_folder), "--repo-id", REPO_ID,
+                     "--eval-results", str(summary_path), "--dry-run", str(out)])
+    assert code == 0
+    return out
+
+
+def expected_metrics(summary):
+    """(dataset name, metric name) -> value for every finite mean/scalar of a summary."""
+    from halsr_hf.model_card import eval_results_from_summary
+
+    return {(r.dataset_name, r.metric_name): r.metric_value for r in eval_results_from_summary(summary)}
+
+
+# ---- the dry-run model folder ------------------------------------------------------------------
+
+
+def test_dry_run_model_folder_is_the_repository(dry_run, summary_path, capsys):
+    assert set(hub.list_files(dry_run)) == MODEL_REPO_FILES
+    config = json.loads((dry_run / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForSemanticSegmentation"] == "modeling_halsr.HalsrForSemanticSegmentation"
+    assert config["auto_map"]["AutoConfig"] == "configuration_halsr.HalsrConfig"
+    pipeline_spec = config["custom_pipelines"]["cardiac-lv-segmentation"]
+    assert pipeline_spec["impl"] == "pipeline_halsr.CardiacLVSegmentationPipeline"
+    assert pipeline_spec["default"] == {"model": {"pt": [REPO_ID, "main"]}}  # no local path of this machine
+    processor = json.loads((dry_run / "preprocessor_config.json").read_text())
+    assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_halsr.HalsrImageProcessor"
+    roi_config = json.loads((dry_run / "roi" / "config.json").read_text())
+    assert roi_config["auto_map"]["AutoModel"] == "modeling_roi.LvRoiRegressor"
+    # code is self-contained: relative imports only
+    for path in dry_run.rglob("*.py"):
+        text = path.read_text()
+        assert "import halsr_hf" not in text and "from halsr_hf" not in text, path
+    hub.check_self_contained(dry_run)
+    # weights only as safetensors, nothing pickled
+    assert not [p for p in dry_run.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+    assert json.loads((dry_run / "evaluation" / "summary.json").read_text())["model"] == "fixture-model"
+    assert not list(dry_run.parent.glob(".repo.tmp-*"))  # the temporary folder was renamed
+
+
+def test_self_contained_check_catches_package_imports(tmp_path):
+    (tmp_path / "modeling_x.py").write_text("from halsr_hf.errors import InputError\n")
+    with pytest.raises(RuntimeError, match="modeling_x.py"):
+        hub.check_self_contained(tmp_path)
+
+
+def test_dry_run_refuses_a_non_empty_folder_unless_overwrite(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    args = ["model", "--model-dir", str(tiny_folder), "--repo-id", REPO_ID, "--dry-run", str(out)]
+    assert hub.main(args) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "keep.txt").is_file()
+    assert hub.main(args + ["--overwrite"]) == 0
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert "evaluation/summary.json" not in hub.list_files(out)  # no --eval-results: no evaluation
+    assert "No evaluation results were supplied" in (out / "README.md").read_text()
+
+
+REMOTE = textwrap.dedent(
+    """
+    import sys
+    sys.modules["halsr_hf"] = None  # the package cannot be imported in this process
+    import numpy as np
+    from transformers import AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation, pipeline
+    folder, image_path, out = sys.argv[1:4]
+    pipe = pipeline("cardiac-lv-segmentation", model=folder, trust_remote_code=True)
+    assert "halsr_hf" not in type(pipe).__module__ and pipe.roi_model is not None
+    np.save(out, pipe(np.load(image_path))["label_map"])
+    model = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True)
+    processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+    roi = AutoModel.from_pretrained(folder, subfolder="roi", trust_remote_code=True)
+    print(type(pipe).__name__, type(model).__name__, type(processor).__name__, type(roi).__name__)
+    """
+)
+
+
+def test_dry_run_folder_loads_where_halsr_hf_is_not_importable(dry_run, acdc_dir, tmp_path):
+    fresh = tmp_path / "copied-repo"
+    shutil.copytree(dry_run, fresh)
+    image, _ = load_acdc_slices(acdc_dir, [ACDC_SLICE])[0]
+    np.save(tmp_path / "slice.npy", image)
+    (tmp_path / "remote.py").write_text(REMOTE)
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "remote.py"), str(fresh), str(tmp_path / "slice.npy"), str(tmp_path / "out.npy")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["CardiacLVSegmentationPipeline", "HalsrForSemanticSegmentation",
+                                     "HalsrImageProcessor", "LvRoiRegressor"]
+    installed = load_pipeline(model=str(fresh))(image)["label_map"]
+    remote = np.load(tmp_path / "out.npy")
+    assert remote.shape == image.shape and np.array_equal(remote, installed)
+
+
+def test_trainer_checkpoint_is_resaved_with_code_processor_and_roi(tmp_path, summary_path):
+    """A folder with only weights + config (as a Trainer saves it) and a separate ROI folder."""
+    model, roi = tiny_models(seed=1)
+    checkpoint, roi_dir = tmp_path / "checkpoint", tmp_path / "roi-model"
+    model.save_pretrained(checkpoint)
+    roi.save_pretrained(roi_dir)
+    for path in checkpoint.glob("*.py"):
+        path.unlink()
+    (checkpoint / "training_args.json").write_text(json.dumps({"learning_rate": 0.001, "max_steps": 7, "seed": 42,
+                                                               "per_device_train_batch_size": 16}))
+    (checkpoint / "command.txt").write_text("command: halsr-hf train --preset tiny\nseed: 42\n")
+    (checkpoint / "all_results.json").write_text(json.dumps({"train_loss": 0.4321, "epoch": 1.0}))
+    (checkpoint / "training_args.bin").write_bytes(b"pickle")
+    out = tmp_path / "repo"
+    assert hub.main(["model", "--model-dir", str(checkpoint), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 2
+    assert hub.main(["model", "--model-dir", str(checkpoint), "--roi-model", str(roi_dir), "--repo-id", REPO_ID,
+                     "--eval-results", str(summary_path), "--dry-run", str(out)]) == 0
+    files = set(hub.list_files(out))
+    assert {"pipeline_halsr.py", "preprocessor_config.json", "roi/model.safetensors", "training_args.json",
+            "command.txt", "all_results.json"} <= files
+    assert "training_args.bin" not in files
+    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == 64  # the model's image_size
+    card = (out / "README.md").read_text()
+    assert "| `learning_rate` | 0.001 |" in card and "| `max_steps` | 7 |" in card
+    assert "command: halsr-hf train --preset tiny" in card and "| `train_loss` | 0.4321 |" in card
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, tiny_folder, capsys):
+    bad = tmp_path / "summary.json"
+    bad.write_text(json.dumps({"model": "x"}))
+    assert hub.main(["model", "--model-dir", str(tiny_folder), "--repo-id", REPO_ID, "--eval-results", str(bad),
+                     "--dry-run", str(tmp_path / "o")]) == 2
+    assert "not an evaluation summary" in capsys.readouterr().err
+    assert hub.main(["model", "--model-dir", str(tmp_path), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "o")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+# ---- fine-tuning from a published folder ---------------------------------------------------------
+
+
+@pytest.mark.skipif(find_spec("halsr_hf.training.train") is None or find_spec("halsr_hf.data.schema") is None,
+                    reason="halsr-hf train (halsr_hf.training.train) or the dataset schema has not landed yet")
+def test_fine_tuning_starts_from_a_dry_run_folder(dry_run, acdc_dir, tmp_path):
+    from halsr_hf.cli import main as cli_main
+    from halsr_hf.data.schema import build_dataset_dict, make_row
+
+    names = {"train": ["patient003_frame01_slice_4", "patient003_frame01_slice_5"],
+             "validation": ["patient099_frame01_slice_5"]}
+    rows = {}
+    for split, split_names in names.items():
+        rows[split] = [make_row(image, label, name=name, patient_id=name[:10], source="acdc", phase="ED",
+                                slice_index=i, num_slices=10)
+                       for i, (name, (image, label)) in enumerate(zip(split_names, load_acdc_slices(acdc_dir, split_names)))]
+    build_dataset_dict(rows, source="acdc").save_to_disk(str(tmp_path / "data"))
+    out = tmp_path / "finetuned"
+    code = cli_main(["train", "--dataset_dir", str(tmp_path / "data"), "--model_name_or_path", str(dry_run),
+                     "--max_steps", "2", "--per_device_train_batch_size", "2", "--image_size", "64",
+                     "--eval_strategy", "no", "--save_strategy", "no", "--output_dir", str(out)])
+    assert code == 0
+    tuned = HalsrForSemanticSegmentation.from_pretrained(out)
+    assert tuned.config.hidden_sizes == [4, 8, 8, 16, 16]
+    start = HalsrForSemanticSegmentation.from_pretrained(dry_run)
+    changed = [not torch.equal(a, b) for a, b in zip(start.state_dict().values(), tuned.state_dict().values())]
+    assert any(changed)  # it trained, from the published weights
+
+
+# ---- the model card ----------------------------------------------------------------------------------
+
+
+def test_model_card_metadata_validates_and_round_trips_the_numbers(dry_run):
+    card = ModelCard.load(dry_run / "README.md")
+    data = card.data
+    assert data.license == "cc-by-nc-sa-4.0" and data.library_name == "transformers"
+    assert {"medical-imaging", "cardiac-mri", "image-segmentation"} <= set(data.tags)
+    assert data.datasets == ["someone/sunnybrook-lv"]
+    # model-index parses with huggingface_hub's own parser, to the same entries
+    metadata = yaml.safe_load((dry_run / "README.md").read_text().split("---")[1])
+    name, parsed = model_index_to_eval_results(metadata["model-index"])
+    assert name.startswith("HALSR-Net (tiny)")
+    assert len(parsed) == len(data.eval_results) == len(check_model_card(dry_run / "README.md"))
+    got = {(r.dataset_name, r.metric_name): r.metric_value for r in parsed}
+    expected = expected_metrics(FAKE_SUMMARY)
+    assert got == expected  # exactly, no rounding
+    assert got[("ACDC (SSL4MIS split)", "Dice (LV cavity, 3D per volume)")] == 0.9512345678901234
+    assert got[("ACDC (SSL4MIS split)", "HD95 (myocardium, 3D per volume, px)")] == 4.125
+    assert got[("Sunnybrook Cardiac Data (subset)", "HD95 (LV cavity, 2D per slice, mm)")] == 5.4321
+    assert got[("ACDC (SSL4MIS split)", "ROI box RMSE (px)")] == 2.4567
+    assert got[("ACDC (SSL4MIS split)", "EF Pearson correlation")] == 0.9712
+    assert got[("ACDC (SSL4MIS split)", "EDV bias, predicted minus reference (px^3)")] == 2.5
+    assert got[("Sunnybrook Cardiac Data (subset)", "ROI box RMSE (mm)")] == 3.75
+    assert not [n for d, n in got if "EDV mean absolute" in n or "unit_volume" in n]  # None / text: left out
+    # every finite mean of the fixture is there, the NaN is not
+    for level, suffix in (("volume_metrics", "3D per volume"), ("slice_metrics", "2D per slice")):
+        for key, stats in FAKE_SUMMARY[level].items():
+            values = [v for (d, n), v in got.items() if d.startswith("ACDC") and suffix in n and
+                      n.startswith({"dice": "Dice", "hd95": "HD95", "assd": "ASSD", "hd": "Hausdorff", "iou": "IoU"}[key.split("_")[0]])
+                      and ("LV cavity" in n) == key.endswith("lv_cavity")]
+            assert values == ([] if np.isnan(stats["mean"]) else [stats["mean"]]), key
+    by_type = {(r.dataset_name, r.metric_name): (r.task_type, r.dataset_type, r.dataset_split, r.metric_type) for r in parsed}
+    assert by_type[("ACDC (SSL4MIS split)", "Dice (LV cavity, 3D per volume)")] == ("image-segmentation", "acdc", "test", "dice")
+    assert by_type[("Sunnybrook Cardiac Data (subset)", "Dice (LV cavity, 2D per slice)")][1:3] == ("someone/sunnybrook-lv", "all")
+
+
+def test_model_card_text(dry_run):
+    text = ModelCard.load(dry_run / "README.md").text
+    for needle in ("not a medical device", "2D short-axis cine", "Siemens", "Dijon", "non-commercial",
+                   "10.1016/j.compmedimag.2025.102546", "Bernard", "Radau", f'model="{REPO_ID}", trust_remote_code=True',
+                   f"halsr-hf segment", f"--model_name_or_path {REPO_ID}", "34,634 parameters", "roi/",
+                   "| Dice | LV cavity | 0.9512 | 0.0311 | 0.9601 |", "| Hausdorff distance (px) | myocardium | n/a |"):
+        assert needle in text, needle
+
+
+def test_render_and_write_model_card_api(tiny_folder, summary_path, tmp_path):
+    card = render_model_card(tiny_folder, [summary_path], repo_id="me/x")
+    assert isinstance(card, ModelCard) and 'model="me/x"' in card.text
+    assert len(card.data.eval_results) == len(expected_metrics(FAKE_SUMMARY))
+    written = write_model_card(tiny_folder, [summary_path], repo_id="me/x", out_path=tmp_path / "card.md")
+    assert ModelCard.load(written).data.eval_results[0].metric_value == 0.9512345678901234
+    no_eval = render_model_card(tiny_folder, [], repo_id="me/x")
+    assert not no_eval.data.eval_results and "No evaluation results" in no_eval.text
+    assert load_summary(summary_path)["model"] == "fixture-model"
+
+
+# ---- upload code paths with only the network calls replaced -------------------------------------------
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """Replace HfApi.create_repo / upload_folder / upload_file (the network) and turn the offline
+    switch off for this test only; records every call with the uploaded folder's files."""
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs, self.token))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, folder_path, repo_id, **kwargs):
+        calls.append(("upload_folder", repo_id, dict(kwargs, files=hub.list_files(folder_path)), self.token))
+        return "commit"
+
+    def upload_file(self, *, path_or_fileobj, path_in_repo, repo_id, **kwargs):
+        calls.append(("upload_file", repo_id, dict(kwargs, path_in_repo=path_in_repo,
+                                                    content=Path(path_or_fileobj).read_text()), self.token))
+        return "commit"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(HfApi, "upload_file", upload_file)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_test_token")
+    return calls
+
+
+def test_upload_model(fake_hub, tiny_folder, summary_path, dry_run, monkeypatch):
+    staged = []
+    real_build = hub.build_model_folder
+    monkeypatch.setattr(hub, "build_model_folder", lambda *a, **k: staged.append(real_build(*a, **k)) or staged[-1])
+    code = hub.main(["model", "--model-dir", str(tiny_folder), "--repo-id", REPO_ID, "--private",
+                     "--eval-results", str(summary_path), "--commit-message", "Publish tiny test model"])
+    assert code == 0
+    assert [c[0] for c in fake_hub] == ["create_repo", "upload_folder"]
+    (_, repo_id, create, token), (_, repo_id2, upload, _) = fake_hub
+    assert repo_id == repo_id2 == REPO_ID and token == "hf_fake_test_token"
+    assert create == {"repo_type": "model", "private": True, "exist_ok": True}
+    assert upload["repo_type"] == "model" and upload["commit_message"] == "Publish tiny test model"
+    assert upload["files"] == hub.list_files(dry_run)  # exactly the dry-run folder
+    assert not staged[0].exists()  # the temporary folder is removed after the upload
+
+
+def test_upload_space(fake_hub, tmp_path):
+    space = tmp_path / "space"
+    (space / "__pycache__").mkdir(parents=True)
+    (space / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"x")
+    (space / "app.py").write_text("import gradio as gr\n")
+    (space / "requirements.txt").write_text("halsr-hf\n")
+    (space / "examples").mkdir()
+    (space / "examples" / "slice.png").write_bytes(b"png")
+    (space / "README.md").write_text("---\ntitle: HALSR-Net\nsdk: gradio\napp_file: app.py\n---\n")
+    assert hub.main(["space", "--repo-id", "someone/halsr-demo", "--space-dir", str(space)]) == 0
+    (_, _, create, _), (_, _, upload, _) = fake_hub
+    assert create == {"repo_type": "space", "private": False, "exist_ok": True, "space_sdk": "gradio"}
+    assert upload["repo_type"] == "space" and "demo" in upload["commit_message"]
+    assert upload["files"] == ["README.md", "app.py", "examples/slice.png", "requirements.txt"]
+    out = tmp_path / "space-dry"
+    assert hub.main(["space", "--repo-id", "someone/halsr-demo", "--space-dir", str(space), "--dry-run", str(out)]) == 0
+    assert hub.list_files(out) == upload["files"]
+    (space / "README.md").write_text("# no front matter\n")
+    assert hub.main(["space", "--repo-id", "x/y", "--space-dir", str(space), "--dry-run", str(tmp_path / "o2")]) == 2
+
+
+@pytest.fixture
+def tiny_dataset_dir(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    folder = tmp_path / "dataset"
+    DatasetDict({
+        "train": Dataset.from_dict({"patient_id": ["p1", "p2", "p3"], "slice_index": [0, 1, 2]}),
+        "test": Dataset.from_dict({"patient_id": ["p9"], "slice_index": [0]}),
+    }).save_to_disk(str(folder))
+    (folder / "README.md").write_text("---\nlicense: cc-by-nc-sa-4.0\n---\n# Fixture dataset card\n")
+    return folder
+
+
+def test_upload_dataset(fake_hub, tiny_dataset_dir, monkeypatch):
+    from datasets import DatasetDict
+
+    def push_to_hub(self, repo_id, **kwargs):
+        fake_hub.append(("push_to_hub", repo_id, dict(kwargs, splits={k: len(v) for k, v in self.items()}), kwargs["token"]))
+
+    monkeypatch.setattr(DatasetDict, "push_to_hub", push_to_hub)
+    assert hub.main(["dataset", "--dataset-dir", str(tiny_dataset_dir), "--repo-id", "someone/acdc-lv"]) == 0
+    assert [c[0] for c in fake_hub] == ["create_repo", "upload_file", "push_to_hub"]
+    create, card, push = (c[2] for c in fake_hub)
+    assert create == {"repo_type": "dataset", "private": False, "exist_ok": True}
+    assert card["repo_type"] == "dataset" and card["path_in_repo"] == "README.md"
+    assert "# Fixture dataset card" in card["content"]
+    assert push["splits"] == {"train": 3, "test": 1} and push["token"] == "hf_fake_test_token"
+    assert push["private"] is False and push["commit_message"].startswith("Upload dataset")
+
+
+def test_dataset_dry_run(tiny_dataset_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "dataset-dry"
+    assert hub.main(["dataset", "--dataset-dir", str(tiny_dataset_dir), "--repo-id", "someone/acdc-lv",
+                     "--dry-run", str(out)]) == 0
+    assert hub.list_files(out) == ["README.md", "data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet"]
+    assert pq.read_table(out / "data" / "train-00000-of-00001.parquet").num_rows == 3
+    assert hub.main(["dataset", "--dataset-dir", str(tmp_path), "--repo-id", "x/y", "--dry-run", str(tmp_path / "o")]) == 2
+
+
+# ---- offline, no token, unauthorised, unreachable ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["model", "dataset", "space"])
+def test_offline_fails_fast_with_a_clear_message(kind, tiny_folder, tmp_path, monkeypatch, capsys):
+    assert constants.HF_HUB_OFFLINE  # conftest's HF_HUB_OFFLINE=1
+    monkeypatch.setattr(HfApi, "create_repo", lambda *a, **k: pytest.fail("no network call may happen offline"))
+    args = {"model": ["--model-dir", str(tiny_folder)], "dataset": ["--dataset-dir", str(tmp_path)],
+            "space": ["--space-dir", str(tmp_path)]}[kind]
+    start = time.perf_counter()
+    code = hub.main([kind, "--repo-id", "someone/x", *args])
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and elapsed < 5
+    assert len(err.splitlines()) == 1 and "HF_HUB_OFFLINE=1" in err and "nothing was uploaded" in err
+
+
+def test_offline_error_raised_by_the_hub_is_translated(fake_hub, tiny_folder, monkeypatch, capsys):
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    def offline(self, *a, **k):
+        raise OfflineModeIsEnabled("offline")
+
+    monkeypatch.setattr(HfApi, "create_repo", offline)
+    assert hub.main(["model", "--model-dir", str(tiny_folder), "--repo-id", REPO_ID]) == 2
+    assert "HF_HUB_OFFLINE=1" in capsys.readouterr().err
+
+
+def test_no_token(fake_hub, tiny_folder, monkeypatch, capsys):
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    start = time.perf_counter()
+    assert hub.main(["model", "--model-dir", str(tiny_folder), "--repo-id", REPO_ID]) == 2
+    assert time.perf_counter() - start < 5
+    assert "no Hugging Face token: set HF_TOKEN" in capsys.readouterr().err
+    assert fake_hub == []
+
+
+def test_unauthorised_and_unreachable(fake_hub, tiny_folder, monkeypatch, capsys):
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
+    for status, expected in ((401, "unauthorised (HTTP 401)"), (403, "forbidden (HTTP 403)")):
+        def rejected(self, *a, **k):
+            raise HfHubHTTPError(f"{status} Client Error", response=httpx2.Response(status, request=request))
+
+        monkeypatch.setattr(HfApi, "create_repo", rejected)
+        assert hub.main(["model", "--model-dir", str(tiny_folder), "--repo-id", REPO_ID]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1  # fails before any model is loaded
+
+    def unreachable(self, *a, **k):
+        raise httpx2.ConnectError("[Errno -2] Name or service not known", request=request)
+
+    monkeypatch.setattr(HfApi, "create_repo", unreachable)
+    assert hub.main(["model", "--model-dir", str(tiny_folder), "--repo-id", REPO_ID]) == 2
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def test_cli_and_script_dispatch(tmp_path):
+    from halsr_hf.cli import COMMANDS
+    from halsr_hf.cli import main as cli_main
+
+    assert COMMANDS["push-to-hub"][0] == "halsr_hf.hub"
+    assert cli_main(["push-to-hub", "space", "--repo-id", "x/y", "--space-dir", str(tmp_path),
+                     "--dry-run", str(tmp_path / "o")]) == 2
+    script = Path(__file__).resolve().parents[1] / "scripts" / "push_to_hub.py"
+    assert "from halsr_hf.hub import main" in script.read_text()
