@@ -86,6 +86,7 @@ class DataArguments:
     scale_min: float = field(default=0.85)
     scale_max: float = field(default=1.2)
     elastic_prob: float = field(default=0.3)
+    time_limit_minutes: float | None = field(default=None, metadata={"help": "stop (after an evaluation and a checkpoint) once training has run this long"})
 
 
 # -- shared helpers (also used by train_roi.py) -----------------------------------------------
@@ -169,6 +170,19 @@ def augment_config(data_args: DataArguments):
         scale_range=(data_args.scale_min, data_args.scale_max),
         elastic_prob=data_args.elastic_prob,
     )
+
+
+def make_callbacks(model_args, data_args, training_args, has_eval: bool) -> list:
+    from transformers import EarlyStoppingCallback
+
+    from .callbacks import TimeLimitCallback
+
+    callbacks = []
+    if has_eval and model_args.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+    if data_args.time_limit_minutes:
+        callbacks.append(TimeLimitCallback(60 * data_args.time_limit_minutes))
+    return callbacks
 
 
 def make_collator(channels_last: bool):
@@ -309,7 +323,7 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, label_name
 def main(argv=None) -> int:
     import time
 
-    from transformers import EarlyStoppingCallback, Trainer, set_seed
+    from transformers import Trainer, set_seed
 
     from ..image_processing_halsr import HalsrImageProcessor
     from .data import HalsrCropDataset
@@ -339,9 +353,7 @@ def main(argv=None) -> int:
         eval_dataset = limit(HalsrCropDataset(load_source(data_args, data_args.eval_split, "halsr"), train=False, **common), data_args.max_eval_samples)
 
     processor = HalsrImageProcessor(size=data_args.image_size, crop_margin=data_args.eval_margin)
-    callbacks = []
-    if eval_dataset is not None and model_args.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+    callbacks = make_callbacks(model_args, data_args, training_args, eval_dataset is not None)
     trainer = Trainer(
         model=model,
         args=training_args,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .train import TRAINING_DEFAULTS, augment_config, finish, limit, load_source, make_collator, parse, write_run_info
+from .train import TRAINING_DEFAULTS, augment_config, finish, limit, load_source, make_callbacks, make_collator, parse, write_run_info
 
 ROI_DEFAULTS = dict(TRAINING_DEFAULTS)
 ROI_DEFAULTS["output_dir"] = "runs/roi"
@@ -99,7 +99,7 @@ def build_model(model_args: RoiModelArguments):
 
 
 def main(argv=None) -> int:
-    from transformers import EarlyStoppingCallback, Trainer, set_seed
+    from transformers import Trainer, set_seed
 
     from ..image_processing_halsr import HalsrImageProcessor
     from .data import RoiDataset
@@ -122,9 +122,7 @@ def main(argv=None) -> int:
     eval_dataset = None
     if training_args.eval_strategy != "no":
         eval_dataset = limit(RoiDataset(load_source(data_args, data_args.eval_split, "roi"), roi_size=roi_size, train=False), data_args.max_eval_samples)
-    callbacks = []
-    if eval_dataset is not None and model_args.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+    callbacks = make_callbacks(model_args, data_args, training_args, eval_dataset is not None)
     trainer = Trainer(
         model=model,
         args=training_args,
