@@ -1,0 +1,243 @@
+"""Reading an evaluation split written by ``halsr-hf prepare`` (a ``datasets.save_to_disk`` folder)
+and rebuilding short-axis stacks from its 2D slice rows.
+
+Rows are 2D slices (schema: ``halsr_hf.data.schema``). Columns used (only ``image``, ``label`` and ``patient_id`` are required):
+``image`` (2D float; an ``Image()`` feature or nested lists), ``label`` (2D uint8, 0 background / 1 lv_cavity / 2 myocardium),
+``patient_id``, ``phase`` (ED/ES/...), ``slice_index``, ``num_slices``, ``pixel_spacing``
+([row_mm, col_mm] or None), ``slice_thickness`` (mm or None), ``roi``, ``myocardium_annotated``
+(False: myocardium is not scored), ``group``, ``source``.
+
+A group is the rows of one ``(patient_id, phase)`` sorted by ``slice_index``. It is a complete
+volume (scored in 3D, usable for EDV/ESV/EF) when it has ``num_slices`` rows with distinct
+consecutive slice indices and equal slice shapes; otherwise (e.g. Sunnybrook, where only the
+contoured slices exist) its slices are scored in 2D only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from ..errors import InputError
+
+REQUIRED_COLUMNS = ("image", "label", "patient_id")
+OPTIONAL_COLUMNS = ("phase", "slice_index", "num_slices", "pixel_spacing", "slice_thickness", "roi",
+                    "myocardium_annotated", "group", "source")
+
+
+@dataclass
+class SliceRecord:
+    image: np.ndarray
+    label: np.ndarray
+    patient_id: str
+    phase: str
+    slice_index: int
+    row: int
+    pixel_spacing: Optional[tuple] = None
+    slice_thickness: Optional[float] = None
+    roi: Optional[list] = None
+    myocardium_annotated: bool = True
+    group: Optional[str] = None
+    source: Optional[str] = None
+    num_slices: Optional[int] = None
+
+
+@dataclass
+class SliceGroup:
+    """The slices of one (patient_id, phase), sorted by slice index."""
+
+    patient_id: str
+    phase: str
+    slices: List[SliceRecord] = field(default_factory=list)
+    complete: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.patient_id}_{self.phase}"
+
+    @property
+    def group(self) -> Optional[str]:
+        return self.slices[0].group
+
+    @property
+    def myocardium_annotated(self) -> bool:
+        return all(s.myocardium_annotated for s in self.slices)
+
+    @property
+    def spacing_3d(self) -> Optional[tuple]:
+        """(slice_thickness, row_mm, col_mm) when all are known and equal over the stack, else None."""
+        first = self.slices[0]
+        if first.pixel_spacing is None or first.slice_thickness is None:
+            return None
+        for s in self.slices[1:]:
+            if s.pixel_spacing != first.pixel_spacing or s.slice_thickness != first.slice_thickness:
+                return None
+        return (first.slice_thickness, *first.pixel_spacing)
+
+
+@dataclass
+class EvalDataset:
+    name: str
+    split: str
+    path: str
+    source: str
+    hf_id: Optional[str]
+    groups: List[SliceGroup]
+
+    @property
+    def slices(self) -> List[SliceRecord]:
+        return [s for g in self.groups for s in g.slices]
+
+    @property
+    def volumes(self) -> List[SliceGroup]:
+        return [g for g in self.groups if g.complete]
+
+
+def _spacing(value) -> Optional[tuple]:
+    if value is None:
+        return None
+    try:
+        values = tuple(float(v) for v in np.asarray(value, dtype=np.float64).reshape(-1))
+    except (TypeError, ValueError):
+        return None
+    if len(values) != 2 or not all(math.isfinite(v) and v > 0 for v in values):
+        return None
+    return values
+
+
+def _positive_or_none(value) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def _roi(value) -> Optional[list]:
+    if value is None:
+        return None
+    try:
+        box = [float(v) for v in np.asarray(value, dtype=np.float64).reshape(-1)]
+    except (TypeError, ValueError):
+        return None
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        return None
+    return box
+
+
+def load_split(dataset_dir, split: str):
+    """The ``datasets.Dataset`` of ``split`` in a ``save_to_disk`` folder.
+
+    Accepts a ``DatasetDict`` folder (picks ``split``), a folder holding ``split/`` as a dataset, or
+    a plain ``Dataset`` folder (with a ``split`` column it is filtered on it; without, it is used
+    as a whole)."""
+    import datasets
+
+    path = Path(dataset_dir)
+    if not path.exists():
+        raise InputError(f"--dataset-dir {path}: no such folder")
+    if not path.is_dir():
+        raise InputError(f"--dataset-dir {path}: not a folder (expected a datasets.save_to_disk folder)")
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError, OSError) as error:
+        sub = path / split
+        if sub.is_dir():
+            try:
+                return datasets.load_from_disk(str(sub))
+            except (FileNotFoundError, ValueError, OSError):
+                pass
+        raise InputError(
+            f"--dataset-dir {path}: not a datasets.save_to_disk folder ({type(error).__name__}: {error}); "
+            "write one with `halsr-hf prepare`"
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise InputError(f"--dataset-dir {path}: no split {split!r}; available: {sorted(loaded)}")
+        return loaded[split]
+    if "split" in loaded.column_names:
+        values = set(loaded.unique("split"))
+        if split not in values:
+            raise InputError(f"--dataset-dir {path}: no rows with split == {split!r}; available: {sorted(map(str, values))}")
+        return loaded.filter(lambda s: s == split, input_columns="split")
+    return loaded
+
+
+def build_groups(ds, name: str = "dataset", limit: Optional[int] = None) -> List[SliceGroup]:
+    """Group the rows of a slice dataset per (patient_id, phase), sorted by slice index.
+
+    ``limit``: keep only the first ``limit`` groups (quick checks)."""
+    columns = set(ds.column_names)
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise InputError(f"{name}: missing column(s) {missing}; found {sorted(columns)}")
+    if len(ds) == 0:
+        raise InputError(f"{name}: the split has no rows")
+    meta_cols = [c for c in ("patient_id",) + OPTIONAL_COLUMNS if c in columns]
+    meta = ds.select_columns(meta_cols).to_dict()
+    order: dict = {}
+    for row in range(len(ds)):
+        key = (str(meta["patient_id"][row]), str(meta["phase"][row]) if "phase" in meta and meta["phase"][row] is not None else "NA")
+        order.setdefault(key, []).append(row)
+    keys = list(order)
+    if limit is not None:
+        keys = keys[: max(0, int(limit))]
+    wanted = sorted(r for k in keys for r in order[k])
+    arrays = ds.select_columns(["image", "label"]).select(wanted).with_format("numpy")
+    position = {r: i for i, r in enumerate(wanted)}
+
+    groups = []
+    for key in keys:
+        group = SliceGroup(patient_id=key[0], phase=key[1])
+        for row in order[key]:
+            item = arrays[position[row]]
+            image = np.asarray(item["image"], dtype=np.float32)
+            label = np.asarray(item["label"])
+            if image.ndim != 2 or label.shape != image.shape:
+                raise InputError(
+                    f"{name}: row {row} ({key[0]} {key[1]}): expected a 2D image and a label of the same shape, "
+                    f"got {image.shape} and {label.shape}"
+                )
+            bad = np.setdiff1d(np.unique(label), [0, 1, 2])
+            if bad.size:
+                raise InputError(f"{name}: row {row} ({key[0]} {key[1]}): label values {bad.tolist()} outside 0/1/2")
+            get = lambda c: meta[c][row] if c in meta else None  # noqa: E731
+            index = get("slice_index")
+            annotated = get("myocardium_annotated")
+            num = get("num_slices")
+            group.slices.append(SliceRecord(
+                image=image, label=label.astype(np.uint8), patient_id=key[0], phase=key[1],
+                slice_index=int(index) if index is not None else len(group.slices), row=row,
+                pixel_spacing=_spacing(get("pixel_spacing")), slice_thickness=_positive_or_none(get("slice_thickness")),
+                roi=_roi(get("roi")), myocardium_annotated=True if annotated is None else bool(annotated),
+                group=None if get("group") is None else str(get("group")),
+                source=None if get("source") is None else str(get("source")),
+                num_slices=None if num is None else int(num),
+            ))
+        group.slices.sort(key=lambda s: s.slice_index)
+        indices = [s.slice_index for s in group.slices]
+        num = group.slices[0].num_slices
+        group.complete = (
+            num is not None and len(indices) == num and len(set(indices)) == num
+            and indices[-1] - indices[0] == num - 1
+            and len({s.image.shape for s in group.slices}) == 1
+        )
+        groups.append(group)
+    return groups
+
+
+def load_eval_dataset(dataset_dir, split: str, name: Optional[str] = None, hf_id: Optional[str] = None,
+                      limit: Optional[int] = None) -> EvalDataset:
+    ds = load_split(dataset_dir, split)
+    label = name or getattr(ds.info, "dataset_name", None) or Path(dataset_dir).resolve().name
+    groups = build_groups(ds, f"{label} ({split})", limit=limit)
+    sources = sorted({s.source for g in groups for s in g.slices if s.source})
+    return EvalDataset(name=label, split=split, path=str(Path(dataset_dir).resolve()),
+                       source=", ".join(sources) if sources else str(Path(dataset_dir).resolve()),
+                       hf_id=hf_id, groups=groups)
