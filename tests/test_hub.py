@@ -206,7 +206,11 @@ def test_trainer_checkpoint_is_resaved_with_code_processor_and_roi(tmp_path, sum
                                                                "per_device_train_batch_size": 16}))
     (checkpoint / "command.txt").write_text("command: halsr-hf train --preset tiny\nseed: 42\n")
     (checkpoint / "all_results.json").write_text(json.dumps({"train_loss": 0.4321, "epoch": 1.0}))
+    (checkpoint / "run_args.json").write_text(json.dumps({"model_args": {"preset": "tiny", "architecture": "halsr"},
+                                                          "data_args": {"image_size": 64, "augment": True}, "seed": 42}))
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 7, "train_batch_size": 16, "log_history": []}))
     (checkpoint / "training_args.bin").write_bytes(b"pickle")
+    (checkpoint / "checkpoint-7").mkdir()
     out = tmp_path / "repo"
     assert hub.main(["model", "--model-dir", str(checkpoint), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 2
     assert hub.main(["model", "--model-dir", str(checkpoint), "--roi-model", str(roi_dir), "--repo-id", REPO_ID,
@@ -214,11 +218,13 @@ def test_trainer_checkpoint_is_resaved_with_code_processor_and_roi(tmp_path, sum
     files = set(hub.list_files(out))
     assert {"pipeline_halsr.py", "preprocessor_config.json", "roi/model.safetensors", "training_args.json",
             "command.txt", "all_results.json"} <= files
-    assert "training_args.bin" not in files
+    assert "training_args.bin" not in files and "trainer_state.json" in files
+    assert not [f for f in files if f.startswith("checkpoint-")]
     assert json.loads((out / "preprocessor_config.json").read_text())["size"] == 64  # the model's image_size
     card = (out / "README.md").read_text()
     assert "| `learning_rate` | 0.001 |" in card and "| `max_steps` | 7 |" in card
     assert "command: halsr-hf train --preset tiny" in card and "| `train_loss` | 0.4321 |" in card
+    assert "| `preset` | tiny |" in card and "| `global_step` | 7 |" in card and "| `augment` | True |" in card
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path, tiny_folder, capsys):

@@ -387,7 +387,8 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="halsr-hf push-to-hub", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="halsr-hf push-to-hub",
+                                     description="Publish a HALSR-Net model, a dataset or the Gradio Space to the Hugging Face Hub.",
                                      epilog="Token: HF_TOKEN or `hf auth login`. See docs/hub.md.")
     sub = parser.add_subparsers(dest="kind", required=True)
 

@@ -89,7 +89,7 @@ RUN_KEYS = [
 STATE_KEYS = ["epoch", "global_step", "max_steps", "num_train_epochs", "train_batch_size", "best_metric"]
 #: Provenance files copied from a model folder into the published repository when present.
 PROVENANCE_FILES = ["training_args.json", "run_args.json", "command.txt", "all_results.json", "train_results.json",
-                    "eval_results.json"]
+                    "eval_results.json", "trainer_state.json"]
 
 CITATION = """@article{fakhfakh2025halsrnet,
   title   = {HALSR-Net: Improving CNN Segmentation of Cardiac Left Ventricle MRI with Hybrid Attention and Latent Space Reconstruction},
@@ -311,6 +311,8 @@ def training_view(model_dir: Path) -> dict:
     run = _read_json(model_dir / "run_args.json")
     if isinstance(run, dict):
         flat = {**(run.get("model_args") or {}), **(run.get("data_args") or {}), "seed": run.get("seed")}
+        if flat.get("model_name_or_path"):
+            flat.pop("preset", None)  # ignored when fine-tuning: the architecture comes from the checkpoint
         for key in RUN_KEYS:
             add(key, flat.get(key))
     state = _read_json(model_dir / "trainer_state.json")
