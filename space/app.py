@@ -539,5 +539,11 @@ def launch(demo: gr.Blocks, **kwargs):
 
 
 if __name__ == "__main__":
+    import sys
+
     logging.basicConfig(level=logging.INFO)
-    launch(build_demo())
+    try:
+        demo = build_demo()
+    except (FileNotFoundError, RuntimeError, OSError) as error:
+        sys.exit(f"space/app.py: cannot load the model: {error}")
+    launch(demo)
