@@ -111,7 +111,8 @@ def read_dicom_file(path: Path) -> LoadedInput:
     try:
         dataset = pydicom.dcmread(str(path))
         array = dataset.pixel_array.astype(np.float32)
-    except (InvalidDicomError, AttributeError, OSError, ValueError, KeyError, TypeError, EOFError) as error:
+    except (InvalidDicomError, AttributeError, OSError, ValueError, KeyError, TypeError, EOFError,
+            NotImplementedError, RuntimeError) as error:  # the last two: unsupported transfer syntax / no decoder
         raise InputError(f"{path}: unreadable or truncated DICOM file ({type(error).__name__}: {error})") from None
     slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
     intercept = float(getattr(dataset, "RescaleIntercept", 0) or 0)

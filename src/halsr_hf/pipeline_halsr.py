@@ -226,6 +226,20 @@ class CardiacLVSegmentationPipeline(Pipeline):
             output["mask_path"] = str(save_mask_file(output["label_map"], save_mask, loaded, overwrite))
         return output
 
+    # -- display -------------------------------------------------------------------------------
+
+    @staticmethod
+    def overlay(image, result: dict, slice_index: int | None = None, alpha: float = 0.45):
+        """The paper's figure style for one result: the slice in gray, LV cavity red, myocardium
+        blue, ROI box yellow (a PIL RGB image). ``image`` is the 2D slice (or the volume, with
+        ``slice_index``) that was segmented."""
+        from .visualize import overlay
+
+        if slice_index is None:
+            return overlay(np.asarray(image), result["label_map"], result.get("roi"), alpha=alpha)
+        return overlay(np.asarray(image)[slice_index], result["label_map"][slice_index],
+                       result["slices"][slice_index]["roi"], alpha=alpha)
+
     # -- batching across inputs ---------------------------------------------------------------
 
     def __call__(self, inputs, **kwargs):
