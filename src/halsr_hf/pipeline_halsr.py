@@ -67,10 +67,28 @@ class CardiacLVSegmentationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_processor = False
 
-    def __init__(self, *args, roi_model=None, **kwargs):
+    def __init__(self, *args, roi_model=None, backend="torch", **kwargs):
         super().__init__(*args, **kwargs)
         self.model.eval()
         self.roi_model = self._resolve_roi_model(roi_model)
+        self.set_backend(backend)
+
+    # -- inference backend (issue 8; see docs/performance.md) -- begin
+    def set_backend(self, backend="torch", onnx_dir=None):
+        """Run the two networks with ``"torch"`` (default) or ``"onnx"`` (onnxruntime, CPU; the
+        models are exported once, or read from ``onnx_dir`` written by ``halsr-hf export-onnx``)."""
+        if backend == "onnx":
+            from .onnx_backend import OnnxRunner
+
+            runner = OnnxRunner(self.model, self.roi_model, self.image_processor.size, onnx_dir)
+            self._run_segmentation, self._run_roi = runner.segment, runner.roi
+        elif backend == "torch":
+            self._run_segmentation = lambda pixel_values: self.model(pixel_values=pixel_values).logits
+            self._run_roi = lambda pixel_values: self.roi_model(pixel_values)
+        else:
+            raise InputError(f"backend={backend!r}: expected 'torch' or 'onnx'")
+        self.backend = backend
+    # -- inference backend -- end
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -147,7 +165,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
             for start in range(0, count, batch_size):
                 chunk = normalized[start : start + batch_size]
                 roi_inputs, sides = processor.preprocess_roi(chunk)
-                out = self.roi_model(roi_inputs.to(self.device, dtype=self.roi_model.dtype))
+                out = self._run_roi(roi_inputs.to(self.device, dtype=self.roi_model.dtype))
                 chunk_boxes = processor.boxes_from_roi_output(out.pred_boxes, sides, sizes[start : start + batch_size])
                 for j in range(len(chunk)):
                     box = chunk_boxes[j]
@@ -164,9 +182,9 @@ class CardiacLVSegmentationPipeline(Pipeline):
             crops, crop_boxes = processor.crop([normalized[i] for i in indices], [boxes[i] for i in indices])
             crops = crops.to(self.device, dtype=self.model.dtype)
             if tta:
-                logits = sum(_dihedral_inverse(self.model(pixel_values=_dihedral(crops, k)).logits, k) for k in range(8)) / 8
+                logits = sum(_dihedral_inverse(self._run_segmentation(_dihedral(crops, k)), k) for k in range(8)) / 8
             else:
-                logits = self.model(pixel_values=crops).logits
+                logits = self._run_segmentation(crops)
             logits = logits.float().cpu()
             pasted = processor.paste(logits, crop_boxes, [sizes[i] for i in indices])
             probs = torch.softmax(logits, dim=1)
