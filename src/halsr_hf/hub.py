@@ -185,7 +185,8 @@ def build_model_folder(model_dir, out, repo_id: str, eval_summaries=(), roi_mode
     from .model_card import PROVENANCE_FILES, check_model_card, load_summary, write_model_card
 
     model_dir = Path(model_dir)
-    summaries = [load_summary(p) for p in eval_summaries]  # fail on a bad summary before any work
+    for path in eval_summaries:  # fail on a bad summary before any work
+        load_summary(path)
     out = Path(out) if out is not None else None
     if out is not None:
         _prepare_out(out, overwrite)
@@ -197,15 +198,16 @@ def build_model_folder(model_dir, out, repo_id: str, eval_summaries=(), roi_mode
         for name in PROVENANCE_FILES:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, staged / name)
+        copies = []
         if eval_summaries:
             (staged / "evaluation").mkdir()
             for index, path in enumerate(eval_summaries):
                 name = "summary.json" if index == 0 else f"summary_{index + 1}.json"
-                shutil.copy2(path, staged / "evaluation" / name)
+                copies.append(shutil.copy2(path, staged / "evaluation" / name))
         check_self_contained(staged)
         if not (staged / "model.safetensors").is_file():
             raise RuntimeError(f"{staged}: no model.safetensors was written")
-        card = write_model_card(staged, summaries, repo_id=repo_id, template_path=template)
+        card = write_model_card(staged, copies, repo_id=repo_id, template_path=template)
         check_model_card(card)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)

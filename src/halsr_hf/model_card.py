@@ -202,6 +202,7 @@ def _segmentation_rows(block: dict, distance_unit: str | None) -> list[dict]:
             "key": key, "metric": metric, "metric_label": METRIC_NAMES.get(metric, metric),
             "class_key": class_key, "class_label": CLASS_NAMES.get(class_key, class_key or "-"),
             "unit": unit, "mean": stats.get("mean"), "sd": stats.get("sd"), "median": stats.get("median"),
+            "n": stats.get("n"),
         })
     return rows
 
@@ -401,7 +402,9 @@ def render_model_card(model_dir, eval_summaries=(), repo_id: str | None = None, 
             sources.append("(in memory)")
         else:
             summaries.append(load_summary(item))
-            sources.append(Path(item).name)
+            item = Path(item)
+            inside = item.resolve().parent == (model_dir / "evaluation").resolve()
+            sources.append(f"evaluation/{item.name}" if inside else item.name)
     eval_results = [r for s in summaries for r in eval_results_from_summary(s)]
     if datasets is None:
         datasets = []
