@@ -9,8 +9,9 @@ Rows are 2D slices (schema: ``halsr_hf.data.schema``). Columns used (only ``imag
 
 A group is the rows of one ``(patient_id, phase)`` sorted by ``slice_index``. It is a complete
 volume (scored in 3D, usable for EDV/ESV/EF) when it has ``num_slices`` rows with distinct
-consecutive slice indices and equal slice shapes; otherwise (e.g. Sunnybrook, where only the
-contoured slices exist) its slices are scored in 2D only.
+consecutive slice indices and equal slice shapes, and its source is not in
+:data:`PARTIAL_STACK_SOURCES`; otherwise (e.g. Sunnybrook, where only the contoured slices exist)
+its slices are scored in 2D only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import numpy as np
 
 from ..errors import InputError
 
+#: Sources whose (patient, phase) groups hold only the annotated slices of a stack (Sunnybrook:
+#: ``num_slices`` counts the contoured slices, see ``halsr_hf.data.sunnybrook``): never scored in 3D.
+PARTIAL_STACK_SOURCES = frozenset({"sunnybrook"})
 REQUIRED_COLUMNS = ("image", "label", "patient_id")
 OPTIONAL_COLUMNS = ("phase", "slice_index", "num_slices", "pixel_spacing", "slice_thickness", "roi",
                     "myocardium_annotated", "group", "source")
@@ -169,6 +173,17 @@ def load_split(dataset_dir, split: str):
     return loaded
 
 
+def _rv_label(ds) -> Optional[int]:
+    """The id of ``rv_cavity`` in a dataset prepared with ``--keep-rv`` (scored as background), else None."""
+    try:
+        from ..data.schema import label_names_from_info
+
+        names = label_names_from_info(ds.info)
+    except (ImportError, InputError, AttributeError, TypeError, ValueError):
+        return None
+    return names.index("rv_cavity") if "rv_cavity" in names else None
+
+
 def build_groups(ds, name: str = "dataset", limit: Optional[int] = None) -> List[SliceGroup]:
     """Group the rows of a slice dataset per (patient_id, phase), sorted by slice index.
 
@@ -180,6 +195,7 @@ def build_groups(ds, name: str = "dataset", limit: Optional[int] = None) -> List
     if len(ds) == 0:
         raise InputError(f"{name}: the split has no rows")
     meta_cols = [c for c in ("patient_id",) + OPTIONAL_COLUMNS if c in columns]
+    rv_label = _rv_label(ds)
     meta = ds.select_columns(meta_cols).to_dict()
     order: dict = {}
     for row in range(len(ds)):
@@ -204,6 +220,8 @@ def build_groups(ds, name: str = "dataset", limit: Optional[int] = None) -> List
                     f"{name}: row {row} ({key[0]} {key[1]}): expected a 2D image and a label of the same shape, "
                     f"got {image.shape} and {label.shape}"
                 )
+            if rv_label is not None:
+                label = np.where(label == rv_label, 0, label)
             bad = np.setdiff1d(np.unique(label), [0, 1, 2])
             if bad.size:
                 raise InputError(f"{name}: row {row} ({key[0]} {key[1]}): label values {bad.tolist()} outside 0/1/2")
@@ -224,7 +242,8 @@ def build_groups(ds, name: str = "dataset", limit: Optional[int] = None) -> List
         indices = [s.slice_index for s in group.slices]
         num = group.slices[0].num_slices
         group.complete = (
-            num is not None and len(indices) == num and len(set(indices)) == num
+            group.slices[0].source not in PARTIAL_STACK_SOURCES
+            and num is not None and len(indices) == num and len(set(indices)) == num
             and indices[-1] - indices[0] == num - 1
             and len({s.image.shape for s in group.slices}) == 1
         )
