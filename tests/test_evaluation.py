@@ -1,0 +1,396 @@
+"""``halsr-hf evaluate`` tests: every output on a tiny ACDC split (2 patients, ED + ES) plus a
+slice-only dataset with mm spacing, a tiny random model and a baseline; numbers checked against an
+independent numpy computation from the saved masks; a perfect "model" (returns the ground truth)
+gives Dice 1, distances 0, EF bias 0, ROI RMSE 0."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from halsr_hf import (
+    CardiacLVSegmentationPipeline,
+    HalsrConfig,
+    HalsrForSemanticSegmentation,
+    HalsrImageProcessor,
+    InputError,
+    LvRoiConfig,
+    LvRoiRegressor,
+)
+from halsr_hf.cli import main as cli_main
+from halsr_hf.evaluation import agreement, box_iou, build_groups, corner_rmse, describe, label_box
+from halsr_hf.evaluation import run as eval_run
+
+PATIENTS = ["patient001", "patient011"]  # ACDC test-list patients, 10 and 9 slices (001 has an empty slice)
+ACDC_LABELS = np.array([0, 0, 2, 1], dtype=np.uint8)  # 1 RV -> 0, 2 MYO -> 2, 3 LV -> 1
+METRIC_KEYS = [f"{m}_{c}" for m in ("dice", "hd95", "assd", "hd") for c in ("lv_cavity", "myocardium")]
+
+
+# ---- fixtures: tiny models and datasets ----------------------------------------------------------
+
+
+def tiny_models(seed=0):
+    """As tests/test_pipeline.py: a tiny HALSR-Net and a ROI regressor whose box is near the centre."""
+    torch.manual_seed(seed)
+    model = HalsrForSemanticSegmentation(HalsrConfig(hidden_sizes=[4, 8, 8, 16, 16], image_size=64)).eval()
+    roi = LvRoiRegressor(LvRoiConfig(image_size=64, encoder_sizes=[4, 8, 8, 16], fc_sizes=[16, 32],
+                                     reduce_sizes=[16, 16, 8], global_channels=16, head_sizes=[8, 8])).eval()
+    with torch.no_grad():
+        roi.box.weight.zero_()
+        roi.box.bias.copy_(torch.tensor([-0.6, -0.6, 0.6, 0.6]))
+        roi.presence.weight.zero_()
+        roi.presence.bias.fill_(5.0)
+    return model, roi
+
+
+@pytest.fixture(scope="module")
+def model_folders(tmp_path_factory):
+    model, roi = tiny_models(0)
+    processor = HalsrImageProcessor(size=64, roi_size=64)
+    main = tmp_path_factory.mktemp("tiny-model")
+    CardiacLVSegmentationPipeline(model=model, image_processor=processor, roi_model=roi).save_pretrained(main)
+    baseline_model, _ = tiny_models(1)  # a segmentation model without ROI stage
+    baseline = tmp_path_factory.mktemp("tiny-baseline")
+    CardiacLVSegmentationPipeline(model=baseline_model, image_processor=processor).save_pretrained(baseline)
+    return main, baseline
+
+
+def _rows_to_dataset(rows, split):
+    """Rows -> DatasetDict with the data module's features when it is there, else plain arrays."""
+    from datasets import Dataset, DatasetDict
+
+    try:
+        from halsr_hf.data.schema import build_dataset_dict, make_row
+    except ImportError:
+        columns = {k: [r[k] for r in rows] for k in rows[0]}
+        for key in ("image", "label"):
+            columns[key] = [a.tolist() for a in columns[key]]
+        return DatasetDict({split: Dataset.from_dict(columns)})
+    made = [make_row(r["image"], r["label"], name=f"{r['patient_id']} {r['phase']} {r['slice_index']}",
+                     **{k: v for k, v in r.items() if k not in ("image", "label", "roi", "has_lv")}) for r in rows]
+    return build_dataset_dict({split: made}, source=rows[0]["source"])
+
+
+def _row(image, label, **meta):
+    return {"image": image.astype(np.float32), "label": label.astype(np.uint8), "roi": label_box(label),
+            "has_lv": bool(label.any()), **meta}
+
+
+def crop_box(labels, margin=24):
+    """The LV's bounding box over all the given stacks plus a margin (small slices keep the test fast)."""
+    _, ys, xs = np.nonzero(np.concatenate(labels))
+    return slice(max(ys.min() - margin, 0), ys.max() + margin), slice(max(xs.min() - margin, 0), xs.max() + margin)
+
+
+def read_acdc(acdc_dir, name):
+    with h5py.File(acdc_dir / "data" / f"{name}.h5", "r") as f:
+        return f["image"][()], ACDC_LABELS[f["label"][()]]
+
+
+def acdc_rows(acdc_dir, patients):
+    rows = []
+    for pid in patients:
+        stacks = {phase: read_acdc(acdc_dir, f"{pid}_frame{frame}") for frame, phase in (("01", "ED"), ("02", "ES"))}
+        ys, xs = crop_box([label for _, label in stacks.values()])  # one box: ED and ES keep one shape
+        for phase, (image, label) in stacks.items():
+            image, label = image[:, ys, xs], label[:, ys, xs]
+            for k in range(image.shape[0]):
+                rows.append(_row(image[k], label[k], patient_id=pid, source="acdc-ssl4mis", phase=phase, slice_index=k,
+                                 num_slices=image.shape[0], pixel_spacing=None, slice_thickness=None,
+                                 myocardium_annotated=True, group="DCM"))
+    return rows
+
+
+def slice_only_rows(acdc_dir):
+    """A Sunnybrook-like set: isolated slices of one stack, real mm spacing, two of them
+    cavity-only (myocardium not annotated). Built from ACDC slices (patient 013)."""
+    image, label = read_acdc(acdc_dir, "patient013_frame01")
+    ys, xs = crop_box([label])
+    image, label = image[:, ys, xs], label[:, ys, xs]
+    rows = []
+    for k, annotated in ((2, True), (4, True), (5, False), (6, False)):
+        lab = label[k].copy()
+        if not annotated:
+            lab[lab == 2] = 0
+        rows.append(_row(image[k], lab, patient_id="SCD-fake", source="sunnybrook-like", phase="unknown", slice_index=k,
+                         num_slices=image.shape[0], pixel_spacing=[1.3, 1.25], slice_thickness=8.0,
+                         myocardium_annotated=annotated, group=None))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def datasets_dirs(acdc_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval-data")
+    main_rows = acdc_rows(acdc_dir, PATIENTS)
+    _rows_to_dataset(main_rows, "test").save_to_disk(str(root / "acdc"))
+    extra_rows = slice_only_rows(acdc_dir)
+    _rows_to_dataset(extra_rows, "test").save_to_disk(str(root / "sb"))
+    return root / "acdc", root / "sb", main_rows, extra_rows
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def num(value):
+    return math.nan if value == "" else float(value)
+
+
+def check_stats(block, allow_none=False):
+    assert set(block) == set(METRIC_KEYS)
+    for key, stats in block.items():
+        assert set(stats) == {"mean", "sd", "median", "n"}, key
+        assert isinstance(stats["n"], int)
+        for k in ("mean", "sd", "median"):
+            assert stats[k] is None and stats["n"] == 0 if stats[k] is None else isinstance(stats[k], float)
+
+
+def check_schema(s, with_baseline=False):
+    assert isinstance(s["model"], str)
+    assert set(s["dataset"]) == {"name", "hf_id", "split", "source"}
+    assert s["distance_unit"] in ("px", "mm")
+    check_stats(s["volume_metrics"])
+    check_stats(s["slice_metrics"])
+    if s["roi"] is not None:
+        assert set(s["roi"]) == {"rmse", "rmse_sd", "unit", "outlier_rate_percent", "outlier_definition"}
+        assert s["roi"]["unit"] in ("px", "mm") and isinstance(s["roi"]["outlier_definition"], str)
+    assert set(s["clinical"]) == {f"{q}_{k}" for q in ("ef", "edv", "esv") for k in ("bias", "mae", "r")} | {"unit_volume"}
+    assert s["clinical"]["unit_volume"] in ("ml", "voxels")
+    for extra in s["extra_evaluations"]:
+        assert {"dataset", "distance_unit", "slice_metrics", "roi"} <= set(extra)
+        check_stats(extra["slice_metrics"])
+    assert ("baseline" in s) == with_baseline
+    allowed = {"model", "dataset", "distance_unit", "volume_metrics", "slice_metrics", "roi", "clinical",
+               "extra_evaluations", "baseline"}
+    assert set(s) <= allowed
+
+
+# ---- the full run --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full_run(model_folders, datasets_dirs, tmp_path_factory):
+    main, baseline = model_folders
+    acdc, sb, _, _ = datasets_dirs
+    out = tmp_path_factory.mktemp("runs") / "R"
+    code = cli_main(["evaluate", "--model", str(main), "--dataset-dir", str(acdc), "--split", "test",
+                     "--extra-dataset-dir", str(sb), "--extra-split", "test", "--baseline", str(baseline),
+                     "--out-dir", str(out), "--save-predictions", "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_every_output_file_and_row_counts(full_run, datasets_dirs):
+    _, _, main_rows, extra_rows = datasets_dirs
+    out = full_run
+    expected = {"slices.csv", "volumes.csv", "roi.csv", "clinical.csv", "summary.md", "summary.json",
+                "bland_altman_ef.png", "bland_altman_edv.png", "bland_altman_esv.png"}
+    expected |= {f"boxplot_{m}.png" for m in ("dice", "iou", "hd", "hd95", "assd")}
+    names = {p.name for p in out.iterdir()}
+    assert expected <= names
+    assert any(n.startswith("boxplot_dice_") for n in names)  # the extra dataset's boxplots
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".R.")]  # no temp folder left
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(png) as image:
+            image.verify()
+    slices = read_csv(out / "slices.csv")
+    assert len(slices) == 2 * (len(main_rows) + len(extra_rows))  # main + baseline
+    assert len({r["model"] for r in slices}) == 2 and len({r["dataset"] for r in slices}) == 2
+    assert len(read_csv(out / "volumes.csv")) == 2 * 2 * len(PATIENTS)  # ED + ES, 2 models
+    assert len(read_csv(out / "roi.csv")) == len(main_rows) + len(extra_rows)  # one ROI model
+    assert len(read_csv(out / "clinical.csv")) == 2 * len(PATIENTS)
+
+
+def test_summary_json_follows_the_contract(full_run, datasets_dirs, model_folders):
+    s = json.loads((full_run / "summary.json").read_text())
+    check_schema(s, with_baseline=True)
+    check_schema(s["baseline"])
+    assert s["model"] == str(model_folders[0]) and s["baseline"]["model"] == str(model_folders[1])
+    assert s["dataset"]["split"] == "test" and s["distance_unit"] == "px" and s["clinical"]["unit_volume"] == "voxels"
+    assert s["volume_metrics"]["dice_lv_cavity"]["n"] == 2 * len(PATIENTS)
+    (extra,) = s["extra_evaluations"]
+    assert extra["distance_unit"] == "mm" and extra["roi"]["unit"] == "mm"
+    assert "volume_metrics" not in extra  # isolated slices: 2D only
+    assert extra["slice_metrics"]["dice_myocardium"]["n"] <= 2  # two cavity-only slices not scored
+    # the baseline used the main model's ROI stage: same boxes, so the same ROI summary
+    assert s["baseline"]["roi"] == s["roi"]
+    md = (full_run / "summary.md").read_text()
+    assert "baseline: mean ± sd" in md and "Cross-dataset" in md
+    assert "Per volume (3D)" in md and "ROI regressor" in md and "Clinical agreement" in md
+
+
+def test_numbers_match_an_independent_computation(full_run, datasets_dirs):
+    """Dice, EF and ROI corners recomputed with plain numpy from the saved predictions."""
+    _, _, main_rows, _ = datasets_dirs
+    out = full_run
+    (npz_path,) = [p for p in (out / "predictions").glob("main_*test.npz") if "sunnybrook" not in p.name and "sb" not in p.name]
+    preds = np.load(npz_path)
+    ref = {(pid, ph): np.stack([r["label"] for r in main_rows if r["patient_id"] == pid and r["phase"] == ph])
+           for pid in PATIENTS for ph in ("ED", "ES")}
+    volumes = [r for r in read_csv(out / "volumes.csv") if r["model"] != json.loads((out / "summary.json").read_text())["baseline"]["model"]]
+    checked = 0
+    for row in volumes:
+        pred = preds[f"{row['patient_id']}_{row['phase']}"]
+        gt = ref[(row["patient_id"], row["phase"])]
+        for cid, name in ((1, "lv_cavity"), (2, "myocardium")):
+            a, b = pred == cid, gt == cid
+            if a.sum() + b.sum() == 0:
+                assert math.isnan(num(row[f"dice_{name}"]))
+                continue
+            assert num(row[f"dice_{name}"]) == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()), abs=1e-9)
+            checked += 1
+    assert checked >= 4
+    # EF from voxel counts
+    clinical = [r for r in read_csv(out / "clinical.csv") if r["model"] == volumes[0]["model"]]
+    for row in clinical:
+        ed, es = preds[f"{row['patient_id']}_ED"], preds[f"{row['patient_id']}_ES"]
+        edv, esv = (ed == 1).sum(), (es == 1).sum()
+        assert num(row["edv_pred"]) == edv and num(row["esv_pred"]) == esv
+        if edv:
+            assert num(row["ef_pred"]) == pytest.approx(100 * (edv - esv) / edv)
+        gt_ed, gt_es = (ref[(row["patient_id"], "ED")] == 1).sum(), (ref[(row["patient_id"], "ES")] == 1).sum()
+        assert num(row["ef_ref"]) == pytest.approx(100 * (gt_ed - gt_es) / gt_ed)
+    # ROI: reference corners from the label, RMSE from the saved corners
+    roi_rows = [r for r in read_csv(out / "roi.csv") if r["dataset"] == volumes[0]["dataset"]]
+    for r in roi_rows:
+        lab = ref[(r["patient_id"], r["phase"])][int(r["slice_index"])]
+        ys, xs = np.nonzero(lab)
+        if ys.size == 0:
+            assert r["scored"] == "False"
+            continue
+        assert [num(r[k]) for k in ("ref_x_min", "ref_y_min", "ref_x_max", "ref_y_max")] == [xs.min(), ys.min(), xs.max(), ys.max()]
+        if r["pred_x_min"]:
+            p = np.array([num(r[k]) for k in ("pred_x_min", "pred_y_min", "pred_x_max", "pred_y_max")])
+            g = np.array([xs.min(), ys.min(), xs.max(), ys.max()])
+            assert num(r["rmse_px"]) == pytest.approx(np.sqrt(np.mean((p - g) ** 2)))
+    s = json.loads((out / "summary.json").read_text())
+    rmses = [num(r["rmse"]) for r in roi_rows if r["scored"] == "True" and r["rmse"]]
+    assert s["roi"]["rmse"] == pytest.approx(np.mean(rmses))
+    outliers = [r["outlier"] == "True" for r in roi_rows if r["scored"] == "True"]
+    assert s["roi"]["outlier_rate_percent"] == pytest.approx(100 * np.mean(outliers))
+
+
+class PerfectPipe:
+    """A stand-in for the pipeline that returns the reference label of each slice it is given."""
+
+    roi_model = object()
+
+    def __init__(self, rows):
+        self.table = {r["image"].astype(np.float32).tobytes(): r["label"] for r in rows}
+
+    def _slice(self, image):
+        label = self.table[np.asarray(image, dtype=np.float32).tobytes()]
+        box = label_box(label)
+        return label, {"roi": None if box is None else [int(v) for v in box], "lv_found": box is not None,
+                       "lv_probability": 1.0 if box is not None else 0.0}
+
+    def __call__(self, inputs, batch_size=16, use_roi=True, tta=False):
+        out = []
+        for item in inputs:
+            if item.ndim == 3:
+                pairs = [self._slice(s) for s in item]
+                out.append({"label_map": np.stack([p[0] for p in pairs]), "slices": [p[1] for p in pairs]})
+            else:
+                label, info = self._slice(item)
+                out.append({"label_map": label, **info})
+        return out
+
+
+def test_perfect_prediction_gives_dice_1_and_ef_bias_0(datasets_dirs, tmp_path, monkeypatch):
+    acdc, sb, main_rows, extra_rows = datasets_dirs
+    pipe = PerfectPipe(main_rows + extra_rows)
+    monkeypatch.setattr(eval_run, "_load", lambda model, roi_model, device: (pipe, "perfect"))
+    out = tmp_path / "perfect"
+    assert eval_run.main(["--dataset-dir", str(acdc), "--extra-dataset-dir", str(sb), "--out-dir", str(out), "--quiet", "--no-plots"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    check_schema(s)
+    for block in (s["volume_metrics"], s["slice_metrics"], s["extra_evaluations"][0]["slice_metrics"]):
+        for c in ("lv_cavity", "myocardium"):
+            assert block[f"dice_{c}"]["mean"] == 1.0 and block[f"dice_{c}"]["sd"] == 0.0
+            assert block[f"hd_{c}"]["mean"] == 0.0 and block[f"hd95_{c}"]["median"] == 0.0
+    clinical = s["clinical"]
+    assert clinical["ef_bias"] == 0.0 and clinical["ef_mae"] == 0.0 and clinical["edv_bias"] == 0.0 and clinical["esv_mae"] == 0.0
+    assert s["roi"]["rmse"] == 0.0 and s["roi"]["outlier_rate_percent"] == 0.0
+    assert s["extra_evaluations"][0]["roi"]["rmse"] == 0.0
+    # slices with neither class in reference nor prediction are not scored (default --both-empty nan)
+    n_lv = sum(bool((r["label"] == 1).any()) for r in main_rows)
+    assert s["slice_metrics"]["dice_lv_cavity"]["n"] == n_lv < len(main_rows)
+
+
+def test_refuses_a_non_empty_out_dir_then_overwrites_in_no_roi_mode(model_folders, datasets_dirs, tmp_path, capsys):
+    acdc = datasets_dirs[0]
+    out = tmp_path / "R"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me")
+    args = ["evaluate", "--model", str(model_folders[0]), "--dataset-dir", str(acdc), "--out-dir", str(out),
+            "--limit", "2", "--quiet", "--no-plots"]
+    assert cli_main(args) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "old.txt").exists()
+    assert cli_main(args + ["--overwrite", "--no-roi"]) == 0
+    assert not (out / "old.txt").exists()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["roi"] is None and s["volume_metrics"]["dice_lv_cavity"]["n"] == 2
+    assert read_csv(out / "roi.csv") == [] and "ROI stage not evaluated" in (out / "summary.md").read_text()
+    assert len(read_csv(out / "clinical.csv")) == 1  # --limit 2: one patient, ED + ES
+    assert not list(out.glob("*.png"))  # --no-plots
+
+
+def test_bad_inputs_are_input_errors(datasets_dirs, tmp_path, capsys):
+    acdc = datasets_dirs[0]
+    assert cli_main(["evaluate", "--dataset-dir", str(tmp_path / "nope"), "--out-dir", str(tmp_path / "o")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert cli_main(["evaluate", "--dataset-dir", str(acdc), "--split", "validation", "--out-dir", str(tmp_path / "o")]) == 2
+    assert "no split 'validation'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+# ---- pieces --------------------------------------------------------------------------------------
+
+
+def test_groups_from_plain_array_columns_and_completeness():
+    from datasets import Dataset
+
+    label = np.zeros((12, 10), dtype=np.uint8)
+    label[3:7, 2:6] = 1
+    rows = {"image": [np.ones((12, 10)).tolist()] * 4, "label": [label.tolist()] * 4,
+            "patient_id": ["a", "a", "a", "b"], "phase": ["ED", "ED", "ED", "ED"], "slice_index": [2, 0, 1, 0],
+            "num_slices": [3, 3, 3, 5]}
+    groups = build_groups(Dataset.from_dict(rows))
+    assert [g.key for g in groups] == ["a_ED", "b_ED"]
+    assert [s.slice_index for s in groups[0].slices] == [0, 1, 2] and groups[0].complete
+    assert not groups[1].complete  # 1 of 5 slices: scored in 2D only
+    assert groups[0].slices[0].image.dtype == np.float32 and groups[0].spacing_3d is None
+    # Sunnybrook groups hold only the contoured slices (num_slices counts those): 2D only
+    sunnybrook = build_groups(Dataset.from_dict(dict(rows, source=["sunnybrook"] * 4)))
+    assert not sunnybrook[0].complete
+    with pytest.raises(InputError, match="missing column"):
+        build_groups(Dataset.from_dict({"image": rows["image"], "label": rows["label"]}))
+    bad = dict(rows, label=[(label * 3).tolist()] * 4)
+    with pytest.raises(InputError, match="outside 0/1/2"):
+        build_groups(Dataset.from_dict(bad))
+
+
+def test_box_and_statistics_helpers():
+    assert box_iou([0, 0, 9, 9], [0, 0, 9, 9]) == 1.0
+    assert box_iou([0, 0, 9, 9], [5, 0, 14, 9]) == pytest.approx(50 / 150)
+    assert box_iou([0, 0, 1, 1], [5, 5, 6, 6]) == 0.0
+    # x errors scaled by the column spacing, y by the row spacing
+    assert corner_rmse([1, 0, 1, 0], [0, 0, 0, 0], pixel_spacing=(2.0, 3.0)) == pytest.approx(math.sqrt((9 + 9) / 4))
+    assert corner_rmse([0, 2, 0, 2], [0, 0, 0, 0], pixel_spacing=(2.0, 3.0)) == pytest.approx(math.sqrt((16 + 16) / 4))
+    label = np.zeros((8, 9), dtype=np.uint8)
+    label[2:5, 3:8] = 2
+    assert label_box(label) == [3, 2, 7, 4] and label_box(np.zeros((4, 4))) is None
+    assert describe([1.0, float("nan"), 3.0, None]) == {"mean": 2.0, "sd": pytest.approx(math.sqrt(2)), "median": 2.0, "n": 2}
+    assert describe([]) == {"mean": None, "sd": None, "median": None, "n": 0}
+    a = agreement([50, 60, 40, 55], [52, 59, 45, 55])
+    assert a["bias"] == pytest.approx(1.5) and a["mae"] == pytest.approx(2.0) and a["n"] == 4
+    assert a["r"] == pytest.approx(np.corrcoef([50, 60, 40, 55], [52, 59, 45, 55])[0, 1])
+    assert a["loa_high"] - a["bias"] == pytest.approx(1.96 * np.std([2, -1, 5, 0], ddof=1))
