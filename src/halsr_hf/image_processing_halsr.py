@@ -241,7 +241,8 @@ class HalsrImageProcessor(BaseImageProcessor):
             ys = ((torch.arange(r0, r1, dtype=torch.float32) + 0.5) - y0) / (y1 - y0) * 2 - 1
             grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]
             sampled = F.grid_sample(logits[i : i + 1].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-            label_map[r0:r1, c0:c1] = sampled[0].argmax(0).to(torch.uint8).numpy()
+            # argmax over a contiguous last axis: ~10x faster than over the strided first axis, same result
+            label_map[r0:r1, c0:c1] = sampled[0].permute(1, 2, 0).contiguous().argmax(-1).to(torch.uint8).numpy()
             label_maps.append(label_map)
         return label_maps
 
