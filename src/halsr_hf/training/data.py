@@ -22,7 +22,8 @@ Policies (documented in the README's training section):
   ROI regressor's presence output decides "no LV"); the ROI regressor trains on them with
   ``has_lv=False`` (presence loss only).
 * Rows with ``myocardium_annotated == False`` are skipped for HALSR-Net when the label set contains
-  ``myocardium`` (their ring would be taught as background); they are kept otherwise.
+  ``myocardium`` (their ring would be taught as background); they are kept otherwise. The ROI
+  regressor skips them too when they show the LV (the whole-LV box is unknown).
 """
 
 import numpy as np
@@ -102,7 +103,7 @@ class DatasetSource:
     def get(self, index: int) -> tuple:
         row = self.dataset[int(index)]
         image = normalize_intensity(np.asarray(row["image"], dtype=np.float32), self.clip_percentiles)
-        return image, np.asarray(row["label"], dtype=np.uint8)
+        return image, np.array(row["label"], dtype=np.uint8)  # a writable copy
 
 
 class ArraySource:
@@ -220,7 +221,9 @@ class RoiDataset(Dataset):
         self.train = train
         self.augment = augment if augment is not None else AugmentConfig()
         self.processor = HalsrImageProcessor(roi_size=roi_size)
-        self.indices = np.arange(len(source))
+        # an LV whose myocardium is not annotated has no reliable LV box: skip it (no-LV rows stay)
+        unknown_box = np.asarray(source.has_lv, dtype=bool) & ~np.asarray(source.myocardium_annotated, dtype=bool)
+        self.indices = np.nonzero(~unknown_box)[0]
 
     def __len__(self) -> int:
         return len(self.indices)

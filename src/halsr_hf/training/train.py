@@ -115,6 +115,8 @@ def build_argv(argv, defaults: dict, metric: str) -> list:
     defaults["load_best_model_at_end"] = "False" if eval_strategy == "no" else "True"
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and "--fp16" not in argv:
         defaults["bf16"] = "True"
+    if not torch.cuda.is_available():
+        defaults["dataloader_pin_memory"] = "False"
     prefix = []
     for key, value in defaults.items():
         prefix += [f"--{key}"] + ([str(v) for v in value] if isinstance(value, list) else [str(value)])
@@ -198,7 +200,8 @@ def make_collator(channels_last: bool):
 
 
 def write_run_info(output_dir, argv, prog, training_args, model_args, data_args, extra=None):
-    """``command.txt`` (the exact command, seed, versions) and ``run_args.json`` for the model card."""
+    """``command.txt`` (the exact command, seed, versions), ``run_args.json`` (model and data
+    arguments) and ``training_args.json`` (``TrainingArguments.to_json_string()``) for the model card."""
     import transformers
 
     os.makedirs(output_dir, exist_ok=True)
@@ -216,6 +219,7 @@ def write_run_info(output_dir, argv, prog, training_args, model_args, data_args,
     payload = {"model_args": asdict(model_args), "data_args": asdict(data_args), "seed": training_args.seed, "argv": list(argv)}
     payload.update(extra or {})
     Path(output_dir, "run_args.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    Path(output_dir, "training_args.json").write_text(training_args.to_json_string())
 
 
 def finish(trainer, training_args, model_args, train_result, start_time, num_train_samples):
