@@ -9,8 +9,8 @@
 # Test (here, CPU): QUICK=1 OUT=/tmp/gpu_out bash scripts/gpu_train.sh
 # Run (GPU):        bash scripts/gpu_train.sh        (carry .gpu; $OUT set by the device tool)
 #
-# Results under $OUT (<= 8 files, each < 16 MB): roi.tar, small.tar, unet.tar, base.tar.part_aa..
-# (cat base.tar.part_* | tar -x; base is saved in 15MB safetensors shards), summary.json, logs.txt.
+# Results under $OUT (<= 8 files, each < 16 MB): NAME.tar.part_00.. per model, packed as soon as it is
+# trained (cat NAME.tar.part_* | tar -x; base is saved in 15MB safetensors shards), summary.json, logs.txt.
 # Environment: QUICK=1 (2 steps each, CPU test), ARRAYS (arrays file), WORK (training folders),
 # WORKERS (default 8), BATCH (default 32), EPOCHS_ROI/EPOCHS_SMALL/EPOCHS_BASE/EPOCHS_UNET,
 # MINUTES_ROI/MINUTES_SMALL/MINUTES_BASE/MINUTES_UNET (wall-clock limits), PYTHON, ONLY (e.g.
@@ -54,12 +54,19 @@ else
   COMMON=(--eval_strategy epoch --per_device_train_batch_size "$BATCH" --per_device_eval_batch_size 64
           --dataloader_num_workers "$WORKERS" --dataloader_persistent_workers True --dataloader_prefetch_factor 4
           --logging_steps 50 --early_stopping_patience 15 --save_total_limit 1 --tf32 True)
-  E_ROI=(--num_train_epochs "${EPOCHS_ROI:-50}" --time_limit_minutes "${MINUTES_ROI:-1.2}")
-  E_SMALL=(--num_train_epochs "${EPOCHS_SMALL:-60}" --time_limit_minutes "${MINUTES_SMALL:-1.5}")
-  E_BASE=(--num_train_epochs "${EPOCHS_BASE:-40}" --time_limit_minutes "${MINUTES_BASE:-1.6}")
-  E_UNET=(--num_train_epochs "${EPOCHS_UNET:-60}" --time_limit_minutes "${MINUTES_UNET:-1.2}")
+  E_ROI=(--num_train_epochs "${EPOCHS_ROI:-50}" --time_limit_minutes "${MINUTES_ROI:-1.0}")
+  E_SMALL=(--num_train_epochs "${EPOCHS_SMALL:-60}" --time_limit_minutes "${MINUTES_SMALL:-1.4}")
+  E_BASE=(--num_train_epochs "${EPOCHS_BASE:-40}" --time_limit_minutes "${MINUTES_BASE:-1.5}")
+  E_UNET=(--num_train_epochs "${EPOCHS_UNET:-60}" --time_limit_minutes "${MINUTES_UNET:-1.0}")
 fi
 COMMON+=(--arrays_file "$ARRAYS" --disable_tqdm True --seed 42)
+
+pack() {  # the final folder (no checkpoint-* folders) into <= 16 MB files, right after training,
+          # so that what finished comes back even if a later model runs past the time limit
+  local name=$1
+  [ -f "$WORK/$name/config.json" ] || return 0
+  tar -cf - -C "$WORK" --exclude='checkpoint-*' "$name" | split -b 15m -d - "$OUT/$name.tar.part_"
+}
 
 run() {  # name, script, args...
   local name=$1 script=$2; shift 2
@@ -70,6 +77,7 @@ run() {  # name, script, args...
   rm -rf "${WORK:?}/$name"
   if "$PYTHON" "$script" "$@" --output_dir "$WORK/$name" >> "$LOG" 2>&1; then
     echo "== $name done in $(( $(date +%s) - t0 )) s" >> "$LOG"
+    pack "$name"
   else
     FAILED="$FAILED $name"
     echo "== $name FAILED after $(( $(date +%s) - t0 )) s" >> "$LOG"
@@ -78,18 +86,8 @@ run() {  # name, script, args...
 
 run roi scripts/train_roi.py "${COMMON[@]}" "${E_ROI[@]}"
 run small scripts/train.py --preset small "${COMMON[@]}" "${E_SMALL[@]}"
-run base scripts/train.py --preset base --max_shard_size 15MB "${COMMON[@]}" "${E_BASE[@]}"
 run unet scripts/train.py --architecture unet --preset small "${COMMON[@]}" "${E_UNET[@]}"
-
-# Pack the final folders (no checkpoint-* folders) into <= 16 MB files.
-for name in roi small unet base; do
-  [ -f "$WORK/$name/config.json" ] || continue
-  if [ "$name" = base ]; then
-    tar -cf - -C "$WORK" --exclude='checkpoint-*' "$name" | split -b 15m - "$OUT/base.tar.part_"
-  else
-    tar -cf "$OUT/$name.tar" -C "$WORK" --exclude='checkpoint-*' "$name"
-  fi
-done
+run base scripts/train.py --preset base --max_shard_size 15MB "${COMMON[@]}" "${E_BASE[@]}"
 
 "$PYTHON" - "$WORK" "$OUT/summary.json" "$START" <<'EOF' >> "$LOG" 2>&1
 import json, sys, time
