@@ -561,6 +561,7 @@ def render_markdown(results: dict, gpu: dict | None = None) -> str:
         lines += [f"## 3. Training throughput ({label}{', ' + s['gpu'] if s.get('gpu') else ''})", "",
                   f"Batch {s['batch']}, {s['size']}x{s['size']}, {s['optimizer']}, {s['precision']}, {s['data']}."
                   + (f" From `{gpu['meta']['command']}` on {gpu['meta']['date']}, torch {gpu['meta']['torch']}."
+                     + (f" Note: {gpu['meta']['note']}" if gpu["meta"].get("note") else "")
                      if train is (gpu or {}).get("training") else ""), "",
                   "| network | params (M) | slices/s | step time / plain U-Net of the same widths |", "|---|---|---|---|"]
         for row in train["networks"]:
@@ -593,6 +594,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the machine's cores)")
     parser.add_argument("--parts", default="1,2,3,4", help="comma-separated parts to run (default 1,2,3,4)")
     parser.add_argument("--backends", default="torch,onnx", help="pipeline backends to time in part 2 (default torch,onnx)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="only rewrite README.md from the results.json (and results_cuda.json) already in --out")
     parser.add_argument("--json-name", default=None, help="results file name (default results.json, results_cuda.json on cuda)")
     args = parser.parse_args(argv)
     import torch
@@ -600,6 +603,14 @@ def main(argv=None) -> int:
 
     from ..errors import InputError
 
+    if args.render_only:
+        out = Path(args.out)
+        if not (out / "results.json").is_file():
+            raise InputError(f"--render-only: no results.json in {out}")
+        results = json.loads((out / "results.json").read_text())
+        gpu = json.loads((out / "results_cuda.json").read_text()) if (out / "results_cuda.json").is_file() else None
+        (out / "README.md").write_text(render_markdown(results, gpu))
+        return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available")
     parts = {int(p) for p in args.parts.split(",") if p.strip()}
