@@ -1,0 +1,116 @@
+"""HALSR-Net configuration.
+
+HALSR-Net (Hybrid Attention and Latent-Space Reconstruction Network) is the second stage of the
+two-stage method of the paper: it segments the LV cavity and the myocardium inside the ROI that
+the regressor (:mod:`configuration_roi`) found. See ``modeling_halsr.py`` for the architecture
+and the choices made where the paper is vague.
+"""
+
+from transformers import PretrainedConfig
+
+DEFAULT_ID2LABEL = {0: "background", 1: "lv_cavity", 2: "myocardium"}
+
+#: Named presets. The paper lists 64-128-256-512-1024 filters (``large``) yet reports 10.7M
+#: parameters (Table 9), which only a half-width network reaches (``base``). ``small`` is a
+#: CPU-friendly width. Parameter counts (measured by ``halsr-hf info --presets``) are in the README.
+PRESETS = {
+    "tiny": {"hidden_sizes": [4, 8, 8, 16, 16], "dropout_rate": 0.0},
+    "small": {"hidden_sizes": [16, 32, 64, 128, 192]},
+    "base": {"hidden_sizes": [32, 64, 128, 256, 448]},
+    "large": {"hidden_sizes": [64, 128, 256, 512, 1024]},
+}
+
+
+class HalsrConfig(PretrainedConfig):
+    r"""Configuration of :class:`HalsrForSemanticSegmentation`.
+
+    Args:
+        num_channels (`int`, defaults to 1): input channels (grayscale cine MRI).
+        hidden_sizes (`list[int]`, defaults to ``[16, 32, 64, 128, 192]``, the ``small`` preset):
+            filters of the 5 encoder stages; the last one is the bottleneck (latent space). The
+            decoder mirrors the first four. Inputs are padded internally to a multiple of
+            ``2 ** (len(hidden_sizes) - 1)``.
+        dropout_rate (`float`, defaults to 0.3): spatial dropout after the conv block of the
+            ``num_dropout_stages`` deepest encoder stages (the paper uses 0.30-0.50).
+        num_dropout_stages (`int`, defaults to 2): how many of the deepest encoder stages get dropout.
+        use_hapm (`bool`, defaults to True): Hybrid Attention Pooling Module at the bottleneck and in
+            every decoder block. Off = the ablation "without HAPM".
+        use_attention_gates (`bool`, defaults to True): attention gates (eqs. 2-5) on the skips.
+            Off = plain concatenation.
+        use_reconstruction (`bool`, defaults to True): latent-space reconstruction branch whose map is
+            added to the decoder's output. Off = the ablation "without reconstruction".
+        aspp_dilations (`list[int]`, defaults to ``[1, 2, 4]``): dilation rates of the 3x3 ASPP
+            branches (plus a 1x1 branch). Small rates because HAPM runs on small feature maps.
+        spp_bins (`list[int]`, defaults to ``[1, 2, 4]``): output grid sizes of the SPP poolings.
+        hapm_branch_ratio (`int`, defaults to 4): ASPP and SPP produce ``channels // ratio`` maps each.
+        attention_reduction (`int`, defaults to 8): reduction of the channel-attention MLP and of the
+            squeeze-and-excite block.
+        spatial_attention_kernel (`int`, defaults to 7): kernel of the spatial-attention conv.
+        loss_alpha (`float`, defaults to 0.5): weight of BCE in the loss (eq. 8).
+        loss_beta (`float`, defaults to 0.5): weight of Dice in the loss (eq. 8).
+        dice_smooth (`float`, defaults to 1.0): the epsilon of eq. 7.
+        semantic_loss_ignore_index (`int`, defaults to 255): label value excluded from the loss
+            (e.g. myocardium not annotated on a slice).
+        image_size (`int`, defaults to 128): the crop size the model was trained at; used by the image
+            processor, not a constraint of the network (any size works).
+        id2label / label2id: defaults to background, lv_cavity, myocardium. Pass both (transformers 5
+            does not derive one from the other).
+    """
+
+    model_type = "halsr"
+
+    def __init__(
+        self,
+        num_channels: int = 1,
+        hidden_sizes: list | None = None,
+        dropout_rate: float = 0.3,
+        num_dropout_stages: int = 2,
+        use_hapm: bool = True,
+        use_attention_gates: bool = True,
+        use_reconstruction: bool = True,
+        aspp_dilations: list | None = None,
+        spp_bins: list | None = None,
+        hapm_branch_ratio: int = 4,
+        attention_reduction: int = 8,
+        spatial_attention_kernel: int = 7,
+        loss_alpha: float = 0.5,
+        loss_beta: float = 0.5,
+        dice_smooth: float = 1.0,
+        semantic_loss_ignore_index: int = 255,
+        image_size: int = 128,
+        **kwargs,
+    ):
+        if "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["id2label"] = dict(DEFAULT_ID2LABEL)
+        if "id2label" in kwargs and "label2id" not in kwargs:
+            kwargs["label2id"] = {v: int(k) for k, v in kwargs["id2label"].items()}
+        super().__init__(**kwargs)
+        self.num_channels = num_channels
+        self.hidden_sizes = list(hidden_sizes) if hidden_sizes is not None else list(PRESETS["small"]["hidden_sizes"])
+        if len(self.hidden_sizes) < 2:
+            raise ValueError(f"hidden_sizes needs at least 2 stages, got {self.hidden_sizes}")
+        self.dropout_rate = dropout_rate
+        self.num_dropout_stages = num_dropout_stages
+        self.use_hapm = use_hapm
+        self.use_attention_gates = use_attention_gates
+        self.use_reconstruction = use_reconstruction
+        self.aspp_dilations = list(aspp_dilations) if aspp_dilations is not None else [1, 2, 4]
+        self.spp_bins = list(spp_bins) if spp_bins is not None else [1, 2, 4]
+        self.hapm_branch_ratio = hapm_branch_ratio
+        self.attention_reduction = attention_reduction
+        self.spatial_attention_kernel = spatial_attention_kernel
+        self.loss_alpha = loss_alpha
+        self.loss_beta = loss_beta
+        self.dice_smooth = dice_smooth
+        self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self.image_size = image_size
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs) -> "HalsrConfig":
+        """Build a config from a named preset (``tiny``, ``small``, ``base``, ``large``);
+        keyword arguments override the preset's values."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        values = dict(PRESETS[name])
+        values.update(kwargs)
+        return cls(**values)
