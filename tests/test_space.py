@@ -186,7 +186,7 @@ def test_corrupt_and_unsupported_files_show_a_readable_error(client, tmp_path):
     with pytest.raises(AppError) as info:
         client.predict(handle_file(str(corrupt)), 0, 0, 0, None, 0.45, api_name="/segment")
     message = str(info.value)
-    assert message.startswith("broken.dcm: cannot read this file")
+    assert message.startswith("broken.dcm: unreadable or truncated DICOM file")
     assert "Traceback" not in message and "/tmp" not in message
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(EXAMPLES[0].read_bytes()[:60000])  # a real DICOM, truncated in its pixel data
