@@ -28,6 +28,7 @@ Policies (documented in the README's training section):
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..image_processing_halsr import HalsrImageProcessor, crop_and_resize, normalize_intensity, square_boxes
@@ -245,3 +246,69 @@ class RoiDataset(Dataset):
             "labels": target.float(),
             "has_lv": torch.tensor(box is not None),
         }
+
+
+class LocalizerDataset(Dataset):
+    """Whole slices for the coarse LV localiser (the default ROI stage, see ``pipeline_halsr``):
+    ``pixel_values`` (1, roi_size, roi_size) as ``HalsrImageProcessor.preprocess_roi`` builds them and
+    ``labels`` (roi_size, roi_size) long: 1 where the LV is (cavity or myocardium), 0 elsewhere, 255
+    outside the label's annotation (ignored by the loss).
+
+    The slice is first brought to the ROI grid (longer side = ``roi_size``, antialiased; the
+    ``roi`` arrays of ``scripts/export_arrays.py`` are stored at that scale already), then, in
+    training, augmented there (intensity, 8 rotations/flips, rotation/scale, elastic), zero-padded
+    to a square (``pad_scale_range`` times the longer side) at a random position, so the LV can be
+    anywhere and smaller than in ACDC, and resized back to ``roi_size``. Evaluation pads
+    bottom/right to a square exactly as inference does.
+    """
+
+    def __init__(self, source, roi_size: int = 128, train: bool = False, augment: AugmentConfig | None = None,
+                 pad_scale_range=(1.0, 1.5), pad_prob: float = 0.5):
+        self.source = source
+        self.roi_size = int(roi_size)
+        self.train = train
+        self.augment = augment if augment is not None else AugmentConfig(scale_range=(0.7, 1.4))
+        self.pad_scale_range = tuple(pad_scale_range)
+        self.pad_prob = float(pad_prob)
+        unknown_box = np.asarray(source.has_lv, dtype=bool) & ~np.asarray(source.myocardium_annotated, dtype=bool)
+        self.indices = np.nonzero(~unknown_box)[0]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _to_roi_grid(self, image: torch.Tensor, label: torch.Tensor) -> tuple:
+        height, width = image.shape
+        side = max(height, width)
+        if side <= self.roi_size:
+            return image, label
+        rows, cols = int(np.ceil(height * self.roi_size / side)), int(np.ceil(width * self.roi_size / side))
+        image = F.interpolate(image[None, None], size=(rows, cols), mode="bilinear", align_corners=False, antialias=True)[0, 0]
+        label = F.interpolate(label[None, None].float(), size=(rows, cols), mode="nearest")[0, 0].to(torch.uint8)
+        return image, label
+
+    def __getitem__(self, i: int) -> dict:
+        image_np, label_np = self.source.get(int(self.indices[i]))
+        image, label = torch.from_numpy(image_np), torch.from_numpy(np.ascontiguousarray(label_np))
+        image, label = self._to_roi_grid(image, label)
+        target = ((label == 1) | (label == 2)).to(torch.int64)
+        target[label == IGNORE_INDEX] = IGNORE_INDEX
+        height, width = image.shape
+        side = max(height, width)
+        top = left = 0
+        if self.train:
+            rng = _sample_rng()
+            image, target_u8 = augment_slice(image, target.to(torch.uint8), self.augment, rng)
+            target = target_u8.to(torch.int64)
+            height, width = image.shape
+            side = max(height, width)
+            if rng.random() < self.pad_prob:
+                side = int(round(side * rng.uniform(*self.pad_scale_range)))
+            top, left = int(rng.integers(0, side - height + 1)), int(rng.integers(0, side - width + 1))
+        canvas = torch.zeros(side, side)
+        canvas[top : top + height, left : left + width] = image
+        labels = torch.zeros(side, side, dtype=torch.int64)
+        labels[top : top + height, left : left + width] = target
+        if side != self.roi_size:
+            canvas = F.interpolate(canvas[None, None], size=(self.roi_size, self.roi_size), mode="bilinear", align_corners=False, antialias=side > self.roi_size)[0, 0]
+            labels = F.interpolate(labels[None, None].float(), size=(self.roi_size, self.roi_size), mode="nearest")[0, 0].long()
+        return {"pixel_values": canvas[None].contiguous(), "labels": labels}

@@ -87,6 +87,7 @@ class DataArguments:
     scale_max: float = field(default=1.2)
     elastic_prob: float = field(default=0.3)
     time_limit_minutes: float | None = field(default=None, metadata={"help": "stop (after an evaluation and a checkpoint) once training has run this long"})
+    task: str = field(default="segmentation", metadata={"help": "segmentation (LV crops, the label set of --labels) or localization (whole slices, background/lv: the coarse localiser of the ROI stage)"})
 
 
 # -- shared helpers (also used by train_roi.py) -----------------------------------------------
@@ -294,18 +295,15 @@ class DiceMetric:
 def build_model(model_args: ModelArguments, data_args: DataArguments, label_names):
     from ..configuration_halsr import HalsrConfig
     from ..modeling_halsr import HalsrForSemanticSegmentation
-    from .unet_baseline import UnetConfig, UnetForSemanticSegmentation
 
     id2label = {i: name for i, name in enumerate(label_names)}
     label2id = {name: i for i, name in id2label.items()}
     label_kwargs = {"id2label": id2label, "label2id": label2id, "num_labels": len(id2label)}
     extra = {} if model_args.dropout_rate is None else {"dropout_rate": model_args.dropout_rate}
-    if model_args.architecture == "halsr":
-        config_class, model_class = HalsrConfig, HalsrForSemanticSegmentation
-    elif model_args.architecture == "unet":
-        config_class, model_class = UnetConfig, UnetForSemanticSegmentation
-        extra.pop("dropout_rate", None)
-    else:
+    config_class, model_class = HalsrConfig, HalsrForSemanticSegmentation
+    if model_args.architecture == "unet":  # the plain U-Net baseline: HALSR-Net without its three modules
+        extra = {"use_hapm": False, "use_attention_gates": False, "use_reconstruction": False, "dropout_rate": 0.0, **extra}
+    elif model_args.architecture != "halsr":
         raise ValueError(f"--architecture must be halsr or unet, got {model_args.architecture!r}")
     if model_args.model_name_or_path:
         model = model_class.from_pretrained(
@@ -330,12 +328,15 @@ def main(argv=None) -> int:
     from transformers import Trainer, set_seed
 
     from ..image_processing_halsr import HalsrImageProcessor
-    from .data import HalsrCropDataset
+    from .data import HalsrCropDataset, LocalizerDataset
 
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "halsr-hf train"
     model_args, data_args, training_args = parse(argv, ModelArguments, TRAINING_DEFAULTS, "dice_mean", prog)
-    label_names = [n.strip() for n in data_args.labels.split(",") if n.strip()]
+    if data_args.task not in ("segmentation", "localization"):
+        raise ValueError(f"--task must be segmentation or localization, got {data_args.task!r}")
+    localization = data_args.task == "localization"
+    label_names = ["background", "lv"] if localization else [n.strip() for n in data_args.labels.split(",") if n.strip()]
 
     set_seed(training_args.seed)  # before the model is built
     model = build_model(model_args, data_args, label_names)
@@ -343,18 +344,29 @@ def main(argv=None) -> int:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    common = {"label_names": label_names, "size": data_args.image_size, "eval_margin": data_args.eval_margin}
-    train_dataset = limit(
-        HalsrCropDataset(
-            load_source(data_args, data_args.train_split, "halsr"), train=data_args.augment, augment=augment_config(data_args),
-            margin_range=(data_args.train_margin_min, data_args.train_margin_max), jitter=data_args.train_jitter,
-            side_scale_range=(data_args.side_scale_min, data_args.side_scale_max), **common,
-        ),
-        data_args.max_train_samples,
-    )
+    if localization:
+        train_dataset = limit(
+            LocalizerDataset(load_source(data_args, data_args.train_split, "roi"), roi_size=data_args.image_size,
+                             train=data_args.augment, augment=augment_config(data_args)),
+            data_args.max_train_samples,
+        )
+    else:
+        common = {"label_names": label_names, "size": data_args.image_size, "eval_margin": data_args.eval_margin}
+        train_dataset = limit(
+            HalsrCropDataset(
+                load_source(data_args, data_args.train_split, "halsr"), train=data_args.augment, augment=augment_config(data_args),
+                margin_range=(data_args.train_margin_min, data_args.train_margin_max), jitter=data_args.train_jitter,
+                side_scale_range=(data_args.side_scale_min, data_args.side_scale_max), **common,
+            ),
+            data_args.max_train_samples,
+        )
     eval_dataset = None
     if training_args.eval_strategy != "no":
-        eval_dataset = limit(HalsrCropDataset(load_source(data_args, data_args.eval_split, "halsr"), train=False, **common), data_args.max_eval_samples)
+        if localization:
+            eval_source = LocalizerDataset(load_source(data_args, data_args.eval_split, "roi"), roi_size=data_args.image_size)
+        else:
+            eval_source = HalsrCropDataset(load_source(data_args, data_args.eval_split, "halsr"), train=False, **common)
+        eval_dataset = limit(eval_source, data_args.max_eval_samples)
 
     processor = HalsrImageProcessor(size=data_args.image_size, crop_margin=data_args.eval_margin)
     callbacks = make_callbacks(model_args, data_args, training_args, eval_dataset is not None)
