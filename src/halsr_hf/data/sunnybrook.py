@@ -6,6 +6,13 @@ Layout (as in ``../shared/data/sunnybrook``): ``link.csv`` (``patient_id,origina
 ``o-contours/...-ocontour-manual.txt`` (epicardium); one ``x y`` pixel pair per line
 (x = column, y = row), NNNN = N zero-padded.
 
+- Contour points are **one-based**: pixel (row r, column c) of the DICOM is the point (c + 1, r + 1).
+  We subtract :data:`CONTOUR_ORIGIN` (1) when reading. Evidence, independent of any model: the
+  smoothed image's gradient magnitude sampled along the 96 endocardial contours is highest with
+  the points moved by (-1, -1) pixels (2.36x the image's mean gradient, against 2.10x unmoved;
+  half-pixel moves score lower), and an ACDC-trained model's LV masks sit (-0.97, -1.06) pixels
+  (row, column) from the unmoved contours' masks on Sunnybrook but (-0.20, -0.06) from the labels
+  on ACDC.
 - One row per endocardium contour (the annotated slices); its DICOM must exist.
 - Polygons are rasterised with PIL ``ImageDraw.polygon`` (fill and outline):
   lv_cavity = inside endo; myocardium = inside epi and outside endo.
@@ -45,11 +52,14 @@ CITATION = """@article{radau2009sunnybrook,
   journal = {The MIDAS Journal - Cardiac MR Left Ventricle Segmentation Challenge},
   year    = {2009}
 }"""
+#: Origin of the contour files' pixel coordinates (one-based; see the module docstring).
+CONTOUR_ORIGIN = 1.0
 _CONTOUR = re.compile(r"^IM-\d+-(\d+)-([io])contour-manual\.txt$")
 
 
 def read_contour(path) -> np.ndarray:
-    """(N, 2) float array of ``x y`` points; :class:`InputError` naming the file when malformed."""
+    """(N, 2) float array of ``x y`` points in zero-based pixel coordinates (the file's one-based
+    values minus :data:`CONTOUR_ORIGIN`); :class:`InputError` naming the file when malformed."""
     path = Path(path)
     try:
         points = [tuple(float(v) for v in line.split()) for line in path.read_text().splitlines() if line.strip()]
@@ -57,7 +67,7 @@ def read_contour(path) -> np.ndarray:
         raise InputError(f"{path}: unreadable contour file ({error})") from None
     if len(points) < 3 or any(len(p) != 2 for p in points):
         raise InputError(f"{path}: expected at least 3 lines of 'x y' pixel coordinates")
-    return np.asarray(points, dtype=np.float64)
+    return np.asarray(points, dtype=np.float64) - CONTOUR_ORIGIN
 
 
 def rasterize(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
