@@ -25,6 +25,16 @@ class LvRoiConfig(PretrainedConfig):
             the LV at all (an extension of the paper: the pipeline uses it to say "no LV found"
             instead of segmenting noise). Trained with BCE beside the box MSE.
         presence_loss_weight (`float`, defaults to 0.1): weight of that BCE term.
+        box_parametrization (`str`, defaults to ``"center_size"``): what the 4 sigmoid outputs mean.
+            ``"center_size"``: centre x, centre y, width, height (a box can never be inverted; our
+            default); ``"corners"``: x_min, y_min, x_max, y_max directly (the paper's reading, which
+            can return x_max < x_min).
+        initial_box (`list[float]`, defaults to ``[0.5, 0.5, 0.3, 0.3]``): the box (centre x, centre
+            y, width, height, normalised) the regressor outputs at initialisation: the box layer
+            starts with near-zero weights and this box's logits as bias, so no output starts in the
+            sigmoid's flat tails (Kaiming init put 42 % of them there and training stalled).
+        giou_loss_weight (`float`, defaults to 1.0): weight of a ``1 - GIoU`` term added to the
+            paper's MSE (eq. 1), which alone gives small gradients once boxes are roughly placed.
     """
 
     model_type = "halsr_roi"
@@ -41,6 +51,9 @@ class LvRoiConfig(PretrainedConfig):
         dropout_rate: float = 0.3,
         predict_presence: bool = True,
         presence_loss_weight: float = 0.1,
+        box_parametrization: str = "center_size",
+        initial_box: list | None = None,
+        giou_loss_weight: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -54,6 +67,11 @@ class LvRoiConfig(PretrainedConfig):
         self.dropout_rate = dropout_rate
         self.predict_presence = predict_presence
         self.presence_loss_weight = presence_loss_weight
+        if box_parametrization not in ("center_size", "corners"):
+            raise ValueError(f"box_parametrization must be 'center_size' or 'corners', got {box_parametrization!r}")
+        self.box_parametrization = box_parametrization
+        self.initial_box = list(initial_box) if initial_box is not None else [0.5, 0.5, 0.3, 0.3]
+        self.giou_loss_weight = giou_loss_weight
         if image_size % (2 ** len(self.encoder_sizes)):
             raise ValueError(
                 f"image_size {image_size} must be divisible by 2 ** len(encoder_sizes) = {2 ** len(self.encoder_sizes)}"

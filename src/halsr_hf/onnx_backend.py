@@ -62,10 +62,18 @@ def export_segmentation(model, path, size: int = 128, opset: int = OPSET) -> Pat
     return Path(path)
 
 
+def is_localizer(roi_model) -> bool:
+    """A ROI model that segments (the coarse localiser) rather than regresses boxes."""
+    return getattr(roi_model.config, "model_type", None) == "halsr"
+
+
 def export_roi(model, path, opset: int = OPSET) -> Path:
-    """Export a :class:`LvRoiRegressor` to ``path`` (dynamic batch axis; the size is fixed by its config)."""
+    """Export a :class:`LvRoiRegressor` to ``path`` (dynamic batch axis; the size is fixed by its
+    config), or a localiser (a :class:`HalsrForSemanticSegmentation`) like the segmentation model."""
     import torch
 
+    if is_localizer(model):
+        return export_segmentation(model, path, model.config.image_size or 128, opset)
     _, RoiOutputs = _wrappers()
     wrapper = RoiOutputs(model.eval()).eval()
     size = model.config.image_size
@@ -130,6 +138,10 @@ class OnnxRunner:
         if tuple(pixel_values.shape[-2:]) != (self.size, self.size):
             raise InputError(f"backend='onnx': the exported model takes {self.size}x{self.size} crops, got {tuple(pixel_values.shape)}")
         (logits,) = self.segmentation.run(None, {"pixel_values": pixel_values.float().cpu().numpy()})
+        return torch.from_numpy(logits)
+
+    def localize(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.roi_session.run(None, {"pixel_values": pixel_values.float().cpu().numpy()})
         return torch.from_numpy(logits)
 
     def roi(self, pixel_values: torch.Tensor):

@@ -23,14 +23,29 @@ their label maps), ``volumes_ml`` (when spacing and slice thickness are known), 
 ``slice_thickness``.
 """
 
+from pathlib import Path
+
 import numpy as np
 import torch
-from transformers import Pipeline
+from PIL import Image
+from transformers import Pipeline, PretrainedConfig
 
+from .clinical import areas as measure_areas
+from .clinical import volumes_ml as measure_volumes
 from .errors import InputError
 from .image_io import load_input, save_mask
-from .image_processing_halsr import normalize_intensity, to_gray_float32, validate_slice
+from .modeling_halsr import HalsrForSemanticSegmentation
 from .modeling_roi import LvRoiRegressor
+from .roi_stage import (
+    RoiResult,
+    cavity_not_enclosed,
+    keep_largest_component,
+    localizer_results,
+    order_flags,
+    regressor_results,
+    second_look_box,
+    volume_consensus,
+)
 
 TASK = "cardiac-lv-segmentation"
 
@@ -58,9 +73,30 @@ class CardiacLVSegmentationPipeline(Pipeline):
         use_roi (`bool`, defaults to True): run the ROI stage when a ROI model is available.
         presence_threshold (`float`, defaults to 0.5): minimum ROI-stage LV probability.
         tta (`bool`, defaults to False): average the crop logits over the 8 rotations/flips.
+        second_look (`int`, defaults to 2): at most this many re-crops around the predicted LV
+            (0: off; the rule is in :mod:`halsr_hf.roi_stage`).
+        consensus (`bool`, defaults to True): correct outlier ROI boxes of a volume's slices from
+            the stack's median LV centre.
+        stack (`bool`, defaults to False): treat a list of 2D inputs as the slices of one stack
+            (for the consensus).
         save_mask (`str`): write the mask to this ``.png`` or ``.nii.gz`` path (one input only).
         overwrite (`bool`, defaults to False): allow ``save_mask`` to replace a file.
+
+    Thresholds of the ROI stage (attributes, tuned on the ACDC validation split; see
+    :mod:`halsr_hf.roi_stage`): ``localizer_threshold`` 0.5, ``low_confidence`` 0.9,
+    ``consensus_confidence`` 0.9, ``consensus_max_offset`` 0.5, ``second_look_offset`` 0.1,
+    ``second_look_scale`` 1.25.
+
+    Every slice's result has ``qc`` (quality flags, :data:`halsr_hf.QC_FLAGS`) and a
+    ``message`` that says what was done.
     """
+
+    localizer_threshold = 0.5
+    low_confidence = 0.9
+    consensus_confidence = 0.9
+    consensus_max_offset = 0.5
+    second_look_offset = 0.1
+    second_look_scale = 1.25
 
     _load_image_processor = True
     _load_tokenizer = False
@@ -70,6 +106,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
     def __init__(self, *args, roi_model=None, backend="torch", **kwargs):
         super().__init__(*args, **kwargs)
         self.model.eval()
+        self.roi_kind = None
         self.roi_model = self._resolve_roi_model(roi_model)
         self.set_backend(backend)
 
@@ -81,10 +118,11 @@ class CardiacLVSegmentationPipeline(Pipeline):
             from .onnx_backend import OnnxRunner
 
             runner = OnnxRunner(self.model, self.roi_model, self.image_processor.size, onnx_dir)
-            self._run_segmentation, self._run_roi = runner.segment, runner.roi
+            self._run_segmentation, self._run_roi, self._run_localizer = runner.segment, runner.roi, runner.localize
         elif backend == "torch":
             self._run_segmentation = lambda pixel_values: self.model(pixel_values=pixel_values).logits
             self._run_roi = lambda pixel_values: self.roi_model(pixel_values)
+            self._run_localizer = lambda pixel_values: self.roi_model(pixel_values=pixel_values).logits
         else:
             raise InputError(f"backend={backend!r}: expected 'torch' or 'onnx'")
         self.backend = backend
@@ -93,27 +131,35 @@ class CardiacLVSegmentationPipeline(Pipeline):
     # -- set-up ------------------------------------------------------------------------------
 
     def _resolve_roi_model(self, roi_model):
+        """The ROI model: ``roi_model=`` (a model, folder or Hub id), else the ``roi/`` sub-folder of
+        the segmentation model. A sub-folder that is absent means "no ROI stage"; one that exists but
+        does not load is an error (never a silent switch to whole-slice segmentation)."""
         if isinstance(roi_model, torch.nn.Module):
             model = roi_model
         elif roi_model is not None:
-            try:
-                model = LvRoiRegressor.from_pretrained(str(roi_model))
-            except (OSError, ValueError) as error:
-                raise InputError(f"roi_model={roi_model!r}: cannot load a ROI regressor there ({error})") from None
+            model = _load_roi_model(str(roi_model), None, f"roi_model={roi_model!r}")
         else:
             source = getattr(self.model, "name_or_path", None) or getattr(self.model.config, "_name_or_path", None)
             subfolder = getattr(self.model.config, "roi_subfolder", "roi")
             if not source or not subfolder:
                 return None
-            try:
-                model = LvRoiRegressor.from_pretrained(source, subfolder=subfolder)
-            except (OSError, ValueError):
+            local = Path(source)
+            if local.is_dir() and not (local / subfolder).exists():
                 return None
-        if getattr(model.config, "model_type", None) != "halsr_roi" or not hasattr(model, "box"):
+            try:
+                model = _load_roi_model(source, subfolder, f"the ROI model in {source}/{subfolder}")
+            except InputError:
+                if local.is_dir():
+                    raise
+                return None  # a Hub repository without a roi/ folder
+        kind = _roi_kind(model)
+        if kind is None:
             raise InputError(
-                f"roi_model: expected an LV ROI regressor (model_type 'halsr_roi'), got "
-                f"{type(model).__name__} (model_type {getattr(model.config, 'model_type', None)!r})"
+                f"roi_model: expected an LV ROI regressor (model_type 'halsr_roi') or a localiser (a "
+                f"HALSR-Net with labels background, lv), got {type(model).__name__} "
+                f"(model_type {getattr(model.config, 'model_type', None)!r})"
             )
+        self.roi_kind = kind
         return model.to(self.device).eval()
 
     def save_pretrained(self, save_directory, **kwargs):
@@ -130,86 +176,170 @@ class CardiacLVSegmentationPipeline(Pipeline):
         use_roi=None,
         presence_threshold=None,
         tta=None,
+        second_look=None,
+        consensus=None,
+        stack=None,
         save_mask=None,
         overwrite=None,
+        batch_size=None,
         **kwargs,
     ):
+        if kwargs:
+            raise InputError(
+                f"unknown argument(s) {', '.join(sorted(kwargs))} for the cardiac-lv-segmentation pipeline; "
+                "expected frame, pixel_spacing, slice_thickness, use_roi, presence_threshold, tta, second_look, "
+                "consensus, stack, save_mask, overwrite, batch_size"
+            )
         preprocess = {k: v for k, v in dict(frame=frame, pixel_spacing=pixel_spacing, slice_thickness=slice_thickness).items() if v is not None}
-        forward = {k: v for k, v in dict(use_roi=use_roi, presence_threshold=presence_threshold, tta=tta).items() if v is not None}
+        forward = {k: v for k, v in dict(use_roi=use_roi, presence_threshold=presence_threshold, tta=tta,
+                                         second_look=second_look, consensus=consensus, batch_size=batch_size).items() if v is not None}
         postprocess = {k: v for k, v in dict(save_mask=save_mask, overwrite=overwrite).items() if v is not None}
+        if stack is not None:
+            postprocess["stack"] = stack
         return preprocess, forward, postprocess
 
     # -- the three steps ---------------------------------------------------------------------
 
     def preprocess(self, inputs, frame=None, pixel_spacing=None, slice_thickness=None):
         loaded = load_input(inputs, frame=frame, pixel_spacing=pixel_spacing, slice_thickness=slice_thickness)
-        processor = self.image_processor
-        normalized = []
-        for index, array in enumerate(loaded.slices):
-            name = f"{loaded.name} slice {index}" if loaded.is_volume else loaded.name
-            array = to_gray_float32(array, name)
-            validate_slice(array, name, processor.max_image_size, processor.min_image_size)
-            normalized.append(normalize_intensity(array, tuple(processor.clip_percentiles)))
+        normalized = [
+            self.image_processor.prepare_slice(array, f"{loaded.name} slice {index}" if loaded.is_volume else loaded.name)
+            for index, array in enumerate(loaded.slices)
+        ]
         return {"loaded": loaded, "normalized": normalized}
 
-    @torch.inference_mode()
-    def _forward(self, model_inputs, use_roi=True, presence_threshold=0.5, tta=False, batch_size=16):
-        normalized = model_inputs["normalized"]
-        processor = self.image_processor
+    def _locate(self, normalized: list, batch_size: int) -> list:
+        """Run the ROI model on whole slices: one :class:`RoiResult` per slice."""
+        results = []
         sizes = [a.shape for a in normalized]
-        count = len(normalized)
-        boxes = [None] * count
-        found = [True] * count
-        probabilities = [None] * count
-        if use_roi and self.roi_model is not None:
-            for start in range(0, count, batch_size):
-                chunk = normalized[start : start + batch_size]
-                roi_inputs, sides = processor.preprocess_roi(chunk)
-                out = self._run_roi(roi_inputs.to(self.device, dtype=self.roi_model.dtype))
-                chunk_boxes = processor.boxes_from_roi_output(out.pred_boxes, sides, sizes[start : start + batch_size])
-                for j in range(len(chunk)):
-                    box = chunk_boxes[j]
-                    probability = 1.0 if out.presence_logits is None else float(torch.sigmoid(out.presence_logits[j]))
-                    probabilities[start + j] = probability
-                    degenerate = float(box[2] - box[0]) < 2 or float(box[3] - box[1]) < 2
-                    found[start + j] = probability >= presence_threshold and not degenerate
-                    boxes[start + j] = box
-        to_segment = [i for i in range(count) if found[i]]
-        label_maps = [np.zeros(size, dtype=np.uint8) for size in sizes]
-        scores = [{} for _ in range(count)]
-        for start in range(0, len(to_segment), batch_size):
-            indices = to_segment[start : start + batch_size]
-            crops, crop_boxes = processor.crop([normalized[i] for i in indices], [boxes[i] for i in indices])
+        for start in range(0, len(normalized), batch_size):
+            chunk = normalized[start : start + batch_size]
+            roi_inputs, sides = self.image_processor.preprocess_roi(chunk)
+            roi_inputs = roi_inputs.to(self.device, dtype=self.roi_model.dtype)
+            if self.roi_kind == "localizer":
+                logits = self._run_localizer(roi_inputs).float()
+                probability = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
+                results += localizer_results(probability, sides, sizes[start : start + batch_size],
+                                                       threshold=self.localizer_threshold)
+            else:
+                out = self._run_roi(roi_inputs)
+                results += regressor_results(out.pred_boxes, out.presence_logits, sides, sizes[start : start + batch_size])
+        return results
+
+    def _segment(self, normalized: list, indices: list, boxes: list, tta: bool, batch_size: int) -> dict:
+        """Segment crops of slices ``indices`` around ``boxes`` (None: the whole slice). Returns, per
+        index: the pasted label map, the crop's own label map, its crop box and class scores."""
+        out = {}
+        processor = self.image_processor
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            crops, crop_boxes = processor.crop([normalized[i] for i in chunk], [boxes[i] for i in chunk])
             crops = crops.to(self.device, dtype=self.model.dtype)
             if tta:
                 logits = sum(_dihedral_inverse(self._run_segmentation(_dihedral(crops, k)), k) for k in range(8)) / 8
             else:
                 logits = self._run_segmentation(crops)
             logits = logits.float().cpu()
-            pasted = processor.paste(logits, crop_boxes, [sizes[i] for i in indices])
+            pasted = processor.paste(logits, crop_boxes, [normalized[i].shape for i in chunk])
             probs = torch.softmax(logits, dim=1)
             predicted = probs.permute(0, 2, 3, 1).contiguous().argmax(-1)  # contiguous axis: ~10x faster, same result
-            for j, i in enumerate(indices):
-                label_maps[i] = pasted[j]
+            for j, i in enumerate(chunk):
+                scores = {}
                 for class_id in range(1, probs.shape[1]):
                     region = predicted[j] == class_id
                     if region.any():
-                        scores[i][class_id] = float(probs[j, class_id][region].mean())
-        roi = [None if not found[i] or boxes[i] is None else [int(round(float(v))) for v in boxes[i]] for i in range(count)]
-        return {"loaded": model_inputs["loaded"], "label_maps": label_maps, "roi": roi, "lv_found": found,
-                "lv_probability": probabilities, "scores": scores}
+                        scores[class_id] = float(probs[j, class_id][region].mean())
+                out[i] = (pasted[j], predicted[j].numpy(), crop_boxes[j].tolist(), scores)
+        return out
 
-    def postprocess(self, model_outputs, save_mask=None, overwrite=False):
-        from PIL import Image
+    @torch.inference_mode()
+    def _forward(self, model_inputs, use_roi=True, presence_threshold=0.5, tta=False, second_look=2,
+                 consensus=True, batch_size=16):
+        """ROI stage, volume consensus, segmentation with up to ``second_look`` re-crops, checks.
+        ``model_inputs["groups"]`` gives each slice's stack (consensus runs within a stack)."""
+        normalized = model_inputs["normalized"]
+        groups = model_inputs.get("groups") or [0] * len(normalized)
+        sizes = [a.shape for a in normalized]
+        count = len(normalized)
+        margin = self.image_processor.crop_margin
+        if use_roi and self.roi_model is not None:
+            results = self._locate(normalized, batch_size)
+            for result in results:
+                degenerate = result.box is None or result.box[2] - result.box[0] < 1 or result.box[3] - result.box[1] < 1
+                result.found = result.probability >= presence_threshold and not degenerate
+                if result.found and result.probability < self.low_confidence:
+                    result.flags.append("low_roi_confidence")
+            if consensus:
+                for group in sorted(set(groups)):
+                    members = [i for i in range(count) if groups[i] == group]
+                    if len(members) > 2:
+                        subset = [results[i] for i in members]
+                        volume_consensus(subset, [sizes[i] for i in members], self.consensus_confidence,
+                                                   self.consensus_max_offset)
+        else:
+            results = [RoiResult(box=None, probability=1.0, found=True, flags=["no_roi_model"]) for _ in range(count)]
+        boxes = [r.box if r.found else None for r in results]
+        looks = [0] * count
+        segmented = {}
+        active = [i for i in range(count) if results[i].found]
+        for look in range(1 + max(int(second_look), 0)):
+            if not active:
+                break
+            segmented.update(self._segment(normalized, active, boxes, tta, batch_size))
+            if look == int(second_look) or boxes[active[0]] is None and not use_roi:
+                break
+            again = []
+            for i in active:
+                if results[i].box is None and "no_roi_model" in results[i].flags:
+                    continue
+                label_map, crop_prediction, crop_box, _ = segmented[i]
+                box = second_look_box(crop_prediction, crop_box, keep_largest_component(label_map)[0], margin,
+                                                self.second_look_offset, self.second_look_scale)
+                if box is not None:
+                    boxes[i], looks[i] = box, looks[i] + 1
+                    again.append(i)
+            active = again
+        label_maps, scores, roi, qc, messages = [], [], [], [], []
+        for i in range(count):
+            result = results[i]
+            flags = list(result.flags)
+            if i not in segmented:
+                label_maps.append(np.zeros(sizes[i], dtype=np.uint8))
+                scores.append({})
+                roi.append(None)
+                qc.append(order_flags(flags))
+                messages.append(
+                    f"no LV found: the ROI stage's LV probability {result.probability:.2f} is below presence_threshold "
+                    f"{presence_threshold}; nothing segmented" if result.box is not None or result.probability < presence_threshold
+                    else "no LV found: the ROI stage returned no box; nothing segmented"
+                )
+                continue
+            label_map, crop_prediction, crop_box, class_scores = segmented[i]
+            label_map, several = keep_largest_component(label_map)
+            lv = crop_prediction > 0
+            if looks[i]:
+                flags.append("second_look")
+            if lv[:1].any() or lv[-1:].any() or lv[:, :1].any() or lv[:, -1:].any():
+                flags.append("mask_touches_crop_border")
+            if several:
+                flags.append("several_components")
+            if cavity_not_enclosed(label_map):
+                flags.append("cavity_not_enclosed")
+            label_maps.append(label_map)
+            scores.append(class_scores)
+            roi.append(None if boxes[i] is None else [int(round(float(v))) for v in boxes[i]])
+            qc.append(order_flags(flags))
+            messages.append(_message(result, label_map, looks[i], flags, use_roi and self.roi_model is not None))
+        found = [bool(results[i].found and label_maps[i].any()) if i in segmented else False for i in range(count)]
+        return {"label_maps": label_maps, "roi": roi, "lv_found": found,
+                "lv_probability": [None if "no_roi_model" in r.flags else r.probability for r in results],
+                "scores": scores, "qc": qc, "message": messages}
 
-        from .clinical import areas as measure_areas
-        from .clinical import volumes_ml as measure_volumes
-
+    def postprocess(self, model_outputs, save_mask=None, overwrite=False, stack=False):
         loaded = model_outputs["loaded"]
         id2label = {int(k): v for k, v in self.model.config.id2label.items()}
         results = []
         for i, label_map in enumerate(model_outputs["label_maps"]):
-            found = model_outputs["lv_found"][i]
             segments = [
                 {"label": id2label.get(class_id, str(class_id)), "score": score,
                  "mask": Image.fromarray(((label_map == class_id) * 255).astype(np.uint8), mode="L")}
@@ -220,9 +350,10 @@ class CardiacLVSegmentationPipeline(Pipeline):
                 "label_map": label_map,
                 "segments": segments,
                 "roi": model_outputs["roi"][i],
-                "lv_found": found,
+                "lv_found": model_outputs["lv_found"][i],
                 "lv_probability": model_outputs["lv_probability"][i],
-                "message": None if found else "no LV found by the ROI stage (probability below presence_threshold); nothing segmented",
+                "qc": model_outputs["qc"][i],
+                "message": model_outputs["message"][i],
                 "areas_px": {name: areas[f"{name}_pixels"] for name in ("lv_cavity", "myocardium")},
                 "areas_mm2": None if loaded.pixel_spacing is None
                 else {name: areas[f"{name}_mm2"] for name in ("lv_cavity", "myocardium")},
@@ -261,24 +392,72 @@ class CardiacLVSegmentationPipeline(Pipeline):
     # -- batching across inputs ---------------------------------------------------------------
 
     def __call__(self, inputs, **kwargs):
-        """Segment one input or a list; slices of all inputs are batched ``batch_size`` at a time."""
-        batch_size = int(kwargs.pop("batch_size", None) or getattr(self, "_batch_size", None) or 16)
+        """Segment one input or a list. Kept because slices of *all* inputs are batched together
+        (``batch_size`` at a time) and a volume's consensus needs all its slices in one forward."""
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
+        forward_params.setdefault("batch_size", int(getattr(self, "_batch_size", None) or 16))
+        stack = postprocess_params.pop("stack", False)
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
         if not single and postprocess_params.get("save_mask") is not None:
             raise InputError("save_mask= takes one input; for several inputs call the pipeline once per input")
         prepared = [self.preprocess(item, **preprocess_params) for item in items]
-        merged = {"loaded": None, "normalized": [a for p in prepared for a in p["normalized"]]}
-        outputs = self._forward(merged, batch_size=batch_size, **forward_params)
+        groups = [0 if stack else n for n, p in enumerate(prepared) for _ in p["normalized"]]
+        if not stack:  # consensus only inside a volume: single 2D inputs form groups of one
+            groups = [g if prepared[g]["loaded"].is_volume else -1 - k for k, g in enumerate(groups)]
+        merged = {"normalized": [a for p in prepared for a in p["normalized"]], "groups": groups}
+        outputs = self._forward(merged, **forward_params)
         results, start = [], 0
         for p in prepared:
             stop = start + len(p["normalized"])
-            part = {key: value[start:stop] for key, value in outputs.items() if key != "loaded"}
+            part = {key: value[start:stop] for key, value in outputs.items()}
             part["loaded"] = p["loaded"]
             results.append(self.postprocess(part, **postprocess_params))
             start = stop
         return results[0] if single else results
+
+
+def _message(result, label_map, looks: int, flags: list, used_roi: bool) -> str:
+    """What happened to one slice, in words."""
+    if not used_roi:
+        text = "whole slice segmented (no ROI stage)"
+    else:
+        text = f"LV located by the ROI stage (probability {result.probability:.2f})"
+        if "box_corrected" in flags:
+            text += ", box corrected by the volume consensus"
+    if looks:
+        text += f"; cropped again around the predicted LV {looks} time{'s' if looks > 1 else ''}"
+    if not label_map.any():
+        return text + "; but the segmentation found no LV in the crop"
+    warnings = [flag.replace("_", " ") for flag in flags if flag in ("mask_touches_crop_border", "several_components", "cavity_not_enclosed", "low_roi_confidence")]
+    text += "; segmented"
+    if warnings:
+        text += " (check: " + ", ".join(warnings) + ")"
+    return text
+
+
+def _roi_kind(model) -> str | None:
+    """``"regressor"`` for the paper's box regressor, ``"localizer"`` for a background/lv HALSR-Net."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type == "halsr_roi" and hasattr(model, "box"):
+        return "regressor"
+    if model_type == "halsr":
+        labels = [str(v) for _, v in sorted((int(k), v) for k, v in config.id2label.items())]
+        if labels == ["background", "lv"]:
+            return "localizer"
+    return None
+
+
+def _load_roi_model(source: str, subfolder, what: str):
+    """Load a ROI model (regressor or localiser) from a folder or Hub id; InputError when it fails."""
+    kwargs = {"subfolder": subfolder} if subfolder else {}
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(source, **kwargs)
+        model_class = LvRoiRegressor if config_dict.get("model_type") == "halsr_roi" else HalsrForSemanticSegmentation
+        return model_class.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        raise InputError(f"{what}: cannot load a ROI model there ({error})") from None
 
 
 def save_mask_file(label_map, path, loaded=None, overwrite=False):

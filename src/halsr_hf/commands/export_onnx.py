@@ -22,7 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..onnx_backend import OPSET, _wrappers, export_roi, export_segmentation, parity  # noqa: F401
+from ..onnx_backend import OPSET, _wrappers, export_roi, export_segmentation, is_localizer, parity  # noqa: F401
 
 
 def export_pipeline_models(model, roi_model, out, image_processor=None, opset: int = OPSET, check: bool = True,
@@ -49,12 +49,15 @@ def export_pipeline_models(model, roi_model, out, image_processor=None, opset: i
     if roi_model is not None:
         roi_path = export_roi(roi_model, out / "roi.onnx", opset)
         roi_size = roi_model.config.image_size
+        localizer = is_localizer(roi_model)
         summary["files"]["roi"] = {"path": roi_path.name, "inputs": f"pixel_values (batch, 1, {roi_size}, {roi_size}), batch dynamic",
-                                   "outputs": "pred_boxes (batch, 4), presence_logits (batch,)"}
+                                   "outputs": "logits (batch, 2, size, size): the localiser's background/lv" if localizer
+                                   else "pred_boxes (batch, 4), presence_logits (batch,)"}
         roi_model.config.save_pretrained(out / "roi_config")
         if check:
             inputs = [torch.randn(b, 1, roi_size, roi_size, generator=generator) for b in (1, 4)]
-            summary["files"]["roi"]["max_abs_diff_vs_torch"] = parity(roi_path, RoiOutputs(roi_model.eval()), inputs)
+            wrapper = SegmentationLogits(roi_model.eval()) if localizer else RoiOutputs(roi_model.eval())
+            summary["files"]["roi"]["max_abs_diff_vs_torch"] = parity(roi_path, wrapper, inputs)
     (out / "onnx_export.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -70,7 +70,7 @@ class DatasetResult:
 
 
 def predict(pipe, dataset: EvalDataset, batch_size: int = 16, use_roi: bool = True, tta: bool = False,
-            progress: bool = True, desc: str = "") -> dict:
+            progress: bool = True, desc: str = "", **pipeline_kwargs) -> dict:
     """Run the pipeline on every group (complete stacks as volumes, so ROI + segmentation are
     evaluated end to end) and return ``{group.key: Prediction}``. Groups are sent in chunks of
     at least ``4 * batch_size`` slices so the pipeline fills its batches across volumes."""
@@ -91,7 +91,7 @@ def predict(pipe, dataset: EvalDataset, batch_size: int = 16, use_roi: bool = Tr
                 for i, s in enumerate(g.slices):
                     inputs.append(s.image)
                     owners.append((g, i))
-        results = pipe(inputs, batch_size=batch_size, use_roi=use_roi, tta=tta)
+        results = pipe(inputs, batch_size=batch_size, use_roi=use_roi, tta=tta, **pipeline_kwargs)
         for (g, i), result in zip(owners, results):
             if i is None:
                 maps = [np.asarray(m, dtype=np.uint8) for m in result["label_map"]]
@@ -172,7 +172,7 @@ def _metric_columns(result: dict) -> dict:
 
 def score(dataset: EvalDataset, predictions: dict, model: str, force_pixels: bool = False,
           both_empty: str = "nan", roi_evaluated: bool = True, roi_reference: str = "label",
-          progress: bool = True) -> DatasetResult:
+          progress: bool = True, crop_margin: float = 0.25) -> DatasetResult:
     """Per-slice, per-volume, ROI and clinical rows for one dataset and one model's predictions."""
     from tqdm.auto import tqdm
 
@@ -199,7 +199,7 @@ def score(dataset: EvalDataset, predictions: dict, model: str, force_pixels: boo
                 "lv_found": pred.lv_found[i], "lv_probability": pred.lv_probability[i],
             } | _metric_columns(m) | {"distance_unit": m["distance_unit"]})
             if roi_evaluated:
-                res.roi_rows.append(_roi_row(common(g), s, pred, i, unit, roi_reference))
+                res.roi_rows.append(_roi_row(common(g), s, pred, i, unit, roi_reference, crop_margin))
         if g.complete:
             volume = np.stack(pred.label_maps)
             ref = np.stack([s.label for s in g.slices])
@@ -219,7 +219,16 @@ def score(dataset: EvalDataset, predictions: dict, model: str, force_pixels: boo
     return res
 
 
-def _roi_row(common: dict, s, pred: Prediction, i: int, unit: str, roi_reference: str) -> dict:
+def crop_contains(pred_box, ref_box, margin: float) -> bool:
+    """Whether the reference box lies inside the crop the pipeline makes from ``pred_box`` (squared
+    and widened by ``margin`` on each side, as ``image_processing_halsr.square_boxes``)."""
+    side = max(pred_box[2] - pred_box[0] + 1, pred_box[3] - pred_box[1] + 1) * (1 + 2 * margin)
+    cx, cy = (pred_box[0] + pred_box[2] + 1) / 2, (pred_box[1] + pred_box[3] + 1) / 2
+    return bool(ref_box[0] >= cx - side / 2 and ref_box[1] >= cy - side / 2
+                and ref_box[2] + 1 <= cx + side / 2 and ref_box[3] + 1 <= cy + side / 2)
+
+
+def _roi_row(common: dict, s, pred: Prediction, i: int, unit: str, roi_reference: str, crop_margin: float = 0.25) -> dict:
     ref_box = s.roi if roi_reference == "column" else label_box(s.label)
     has_lv = bool(np.any(s.label == 1))
     scored = has_lv and ref_box is not None and (roi_reference == "column" or s.myocardium_annotated)
@@ -230,7 +239,7 @@ def _roi_row(common: dict, s, pred: Prediction, i: int, unit: str, roi_reference
         "pred_x_min": None, "pred_y_min": None, "pred_x_max": None, "pred_y_max": None,
         "lv_found": pred.lv_found[i], "lv_probability": pred.lv_probability[i],
         "iou": math.nan, "rmse_px": math.nan, "rmse_mm": math.nan, "rmse": math.nan, "unit": unit,
-        "outlier": None, "outlier_reason": "",
+        "outlier": None, "outlier_reason": "", "in_crop": None,
     }
     if ref_box is not None:
         row.update(zip(("ref_x_min", "ref_y_min", "ref_x_max", "ref_y_max"), ref_box))
@@ -241,9 +250,10 @@ def _roi_row(common: dict, s, pred: Prediction, i: int, unit: str, roi_reference
     if not scored:
         return row
     if pred_box is None:
-        row["outlier"], row["outlier_reason"] = True, "ROI stage found no LV"
+        row["outlier"], row["outlier_reason"], row["iou"], row["in_crop"] = True, "ROI stage found no LV", 0.0, False
         return row
     row["iou"] = box_iou(pred_box, ref_box)
+    row["in_crop"] = crop_contains(pred_box, ref_box, crop_margin)
     row["rmse_px"] = corner_rmse(pred_box, ref_box)
     if s.pixel_spacing is not None:
         row["rmse_mm"] = corner_rmse(pred_box, ref_box, s.pixel_spacing)
@@ -319,6 +329,11 @@ def roi_summary(rows: List[dict], unit: str) -> Optional[dict]:
         "unit": unit,
         "outlier_rate_percent": 100.0 * outliers / len(scored),
         "outlier_definition": OUTLIER_DEFINITION,
+        "iou_mean": float(np.mean([r["iou"] for r in scored])),
+        "in_crop_percent": 100.0 * sum(bool(r["in_crop"]) for r in scored) / len(scored),
+        "in_crop_definition": "the reference LV box lies inside the crop made from the predicted box "
+                              "(squared, widened by crop_margin on each side); a missed LV counts as outside, IoU 0",
+        "n": len(scored),
     }
 
 

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (8 rotations/flips, 8x slower)")
+    p.add_argument("--second-look", type=int, default=2, metavar="N",
+                   help="at most N re-crops around the predicted LV (0: off; default: %(default)s, the pipeline's)")
+    p.add_argument("--no-consensus", action="store_true", help="do not correct outlier ROI boxes from the volume's other slices")
     p.add_argument("--both-empty", choices=("nan", "perfect"), default="nan",
                    help="a class absent from both reference and prediction: 'nan' = not scored (default), "
                         "'perfect' = Dice 1 / distance 0")
@@ -152,16 +155,19 @@ def evaluate(args) -> dict:
         results[title] = []
         for ds in [main_ds] + extra_ds:
             preds = core.predict(p, ds, batch_size=args.batch_size, use_roi=use_roi, tta=args.tta, progress=progress,
-                                 desc=f"{title} on {ds.name}")
+                                 desc=f"{title} on {ds.name}", second_look=args.second_look, consensus=not args.no_consensus)
             results[title].append(core.score(ds, preds, name, force_pixels=args.pixel_units, both_empty=args.both_empty,
-                                             roi_evaluated=use_roi, roi_reference=args.roi_reference, progress=progress))
+                                             roi_evaluated=use_roi, roi_reference=args.roi_reference, progress=progress,
+                                             crop_margin=p.image_processor.crop_margin))
     main, extras = results["main"][0], results["main"][1:]
     baseline = None
     if "baseline" in results:
         baseline = (runs[1][1], results["baseline"][0], results["baseline"][1:])
 
     options = {"split": args.split, "roi stage": "on" if use_roi else ("off (--no-roi)" if args.no_roi else "off (no ROI model)"),
-               "both_empty": args.both_empty, "tta": args.tta, "roi_reference": args.roi_reference}
+               "both_empty": args.both_empty, "tta": args.tta, "roi_reference": args.roi_reference,
+               "second_look": args.second_look, "consensus": not args.no_consensus,
+               "roi_model_kind": getattr(pipe, "roi_kind", None)}
     summary = report.summary_json(model_name, main, extras, baseline)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)

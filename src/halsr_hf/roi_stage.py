@@ -1,0 +1,219 @@
+"""The pipeline's ROI stage and the checks around the segmentation: where to crop, when to crop
+again, and what to tell the user about each slice.
+
+**Two kinds of ROI model** (the ``roi/`` folder of a model folder, or ``roi_model=``):
+
+* the paper's box regressor (:class:`~halsr_hf.modeling_roi.LvRoiRegressor`, model_type
+  ``halsr_roi``, section 3.1): a box and a presence logit per slice (:func:`regressor_results`);
+* a **coarse localiser** (the bundled default): a
+  :class:`~halsr_hf.modeling_halsr.HalsrForSemanticSegmentation` with the labels
+  ``background, lv`` (HALSR-Net ``small`` with its three modules off, i.e. a plain U-Net), which
+  segments the whole LV (cavity + myocardium) on the whole slice, padded to a square and resized
+  to ``roi_size``. Its connected components above ``localizer_threshold`` are the candidate
+  boxes, the one of largest probability mass wins (:func:`localizer_results`). This is our choice
+  where the paper's regressor could not reach the product's targets (see the README's ablation
+  table): the regressor stays selectable.
+
+**Volume consensus** (:func:`volume_consensus`, volumes and ``stack=True`` lists): the median
+LV centre and size of the confident slices (probability >= ``consensus_confidence``) is the
+stack's reference. A slice whose box centre is further than ``consensus_max_offset`` x the
+median box side from it takes its candidate nearest to the reference, or the median box
+there; a slice between confident slices on which the ROI stage found no LV gets the median
+box (the LV does not vanish mid-stack). Both are flagged ``box_corrected``.
+
+**Second look** (:func:`second_look_box`): after a crop is segmented, the box of its predicted LV
+(cavity + myocardium, largest component) is compared with the crop. When the mask touches the
+crop's border, or its centre is further than ``second_look_offset`` x the crop side from the
+crop's centre, or the crop made from the mask would differ in side by more than a factor
+``second_look_scale``, the slice is cropped again around the mask's box and segmented again, at
+most ``second_look`` times. The output's ``roi`` is the box of the final crop.
+
+**Quality flags** (:func:`quality_flags`), the ``qc`` list of each slice:
+``low_roi_confidence`` (ROI probability below ``low_confidence``), ``box_corrected`` (volume
+consensus), ``second_look`` (the crop was made again), ``mask_touches_crop_border`` (still, after
+the last look), ``several_components`` (the LV mask had more than one component of at least
+``min_component_pixels``; only the largest is kept), ``cavity_not_enclosed`` (more than
+``enclosure_tolerance`` of the cavity's outline borders background rather than myocardium:
+normal at the base, a warning elsewhere), ``no_roi_model`` (the whole slice was segmented).
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+#: ``qc`` flags, in the order they are reported.
+QC_FLAGS = (
+    "no_roi_model",
+    "low_roi_confidence",
+    "box_corrected",
+    "second_look",
+    "mask_touches_crop_border",
+    "several_components",
+    "cavity_not_enclosed",
+)
+
+
+@dataclass
+class RoiResult:
+    """The ROI stage's answer for one slice: ``box`` an inclusive pixel box (x_min, y_min, x_max,
+    y_max) or None, ``probability`` that the LV is visible, ``candidates`` other boxes (localiser
+    components, best first, as ``(box, mass)``), ``flags`` quality flags set so far."""
+
+    box: list | None
+    probability: float
+    candidates: list = field(default_factory=list)
+    flags: list = field(default_factory=list)
+    found: bool = False
+
+
+def _grid_box_to_pixels(cols, rows, side: float, grid: int, height: int, width: int) -> list:
+    """Inclusive box of grid cells (c0..c1, r0..r1) of a ``grid`` x ``grid`` resampling of a padded
+    ``side`` x ``side`` square -> inclusive pixel box of the slice (clipped)."""
+    scale = side / grid
+    x0, x1 = cols[0] * scale, (cols[1] + 1) * scale - 1
+    y0, y1 = rows[0] * scale, (rows[1] + 1) * scale - 1
+    return [float(np.clip(x0, 0, width - 1)), float(np.clip(y0, 0, height - 1)),
+            float(np.clip(x1, 0, width - 1)), float(np.clip(y1, 0, height - 1))]
+
+
+def regressor_results(pred_boxes: torch.Tensor, presence_logits, sides: list, sizes: list) -> list:
+    """:class:`RoiResult` per slice from the box regressor's normalised boxes (of the padded square)."""
+    results = []
+    boxes = pred_boxes.float().cpu()
+    for i, (height, width) in enumerate(sizes):
+        side = float(sides[i])
+        x_a, y_a, x_b, y_b = (float(v) for v in boxes[i])
+        # corners sorted: a box can never be inverted, whatever the regressor outputs
+        x0, x1 = sorted((x_a * side, x_b * side - 1))
+        y0, y1 = sorted((y_a * side, y_b * side - 1))
+        box = [float(np.clip(x0, 0, width - 1)), float(np.clip(y0, 0, height - 1)),
+               float(np.clip(x1, 0, width - 1)), float(np.clip(y1, 0, height - 1))]
+        probability = 1.0 if presence_logits is None else float(torch.sigmoid(presence_logits[i].float()))
+        results.append(RoiResult(box=box, probability=probability))
+    return results
+
+
+def localizer_results(lv_probability: np.ndarray, sides: list, sizes: list, threshold: float = 0.5,
+                      min_pixels: int = 8) -> list:
+    """:class:`RoiResult` per slice from the localiser's LV probability maps (B, S, S) on the ROI
+    grid. Components of ``probability > threshold`` with at least ``min_pixels`` cells are the
+    candidates, ranked by probability mass; ``probability`` is the best component's peak."""
+    results = []
+    grid = lv_probability.shape[-1]
+    for i, (height, width) in enumerate(sizes):
+        prob = lv_probability[i]
+        components, count = ndimage.label(prob > threshold)
+        candidates = []
+        if count:
+            indices = np.arange(1, count + 1)
+            areas = ndimage.sum_labels(np.ones_like(prob), components, indices)
+            masses = ndimage.sum_labels(prob, components, indices)
+            peaks = ndimage.maximum(prob, components, indices)
+            for index, slices in enumerate(ndimage.find_objects(components)):
+                if areas[index] < min_pixels:
+                    continue
+                rows, cols = slices
+                box = _grid_box_to_pixels((cols.start, cols.stop - 1), (rows.start, rows.stop - 1), float(sides[i]), grid, height, width)
+                candidates.append((box, float(masses[index]), float(peaks[index])))
+        candidates.sort(key=lambda c: -c[1])
+        if candidates:
+            best = candidates[0]
+            results.append(RoiResult(box=best[0], probability=best[2], candidates=[(c[0], c[1]) for c in candidates]))
+        else:
+            results.append(RoiResult(box=None, probability=float(prob.max()) if prob.size else 0.0))
+    return results
+
+
+def _centre_side(box) -> tuple:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, max(box[2] - box[0] + 1, box[3] - box[1] + 1)
+
+
+def volume_consensus(results: list, sizes: list, confidence: float = 0.9, max_offset: float = 0.5) -> None:
+    """Correct outlier slices of one stack in place (see the module docstring). Needs at least two
+    confident slices; slices are in stack order."""
+    confident = [i for i, r in enumerate(results) if r.found and r.box is not None and r.probability >= confidence]
+    if len(confident) < 2:
+        return
+    centres = np.array([_centre_side(results[i].box) for i in confident])
+    cx, cy = float(np.median(centres[:, 0])), float(np.median(centres[:, 1]))
+    widths = np.median([results[i].box[2] - results[i].box[0] + 1 for i in confident])
+    heights = np.median([results[i].box[3] - results[i].box[1] + 1 for i in confident])
+    limit = max_offset * float(np.median(centres[:, 2]))
+
+    def median_box(height, width):
+        return [float(np.clip(cx - (widths - 1) / 2, 0, width - 1)), float(np.clip(cy - (heights - 1) / 2, 0, height - 1)),
+                float(np.clip(cx + (widths - 1) / 2, 0, width - 1)), float(np.clip(cy + (heights - 1) / 2, 0, height - 1))]
+
+    for i, result in enumerate(results):
+        height, width = sizes[i]
+        if result.found and result.box is not None:
+            x, y, _ = _centre_side(result.box)
+            if np.hypot(x - cx, y - cy) <= limit:
+                continue
+            near = [box for box, _ in result.candidates if np.hypot(*np.subtract(_centre_side(box)[:2], (cx, cy))) <= limit]
+            result.box = near[0] if near else median_box(height, width)
+            result.flags.append("box_corrected")
+        elif confident[0] < i < confident[-1]:
+            result.box = median_box(height, width)
+            result.found = True
+            result.flags.append("box_corrected")
+
+
+def lv_box(label_map: np.ndarray) -> list | None:
+    """Inclusive pixel box of the LV (any non-zero label) of a label map, or None."""
+    mask = label_map > 0
+    if not mask.any():
+        return None
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return [float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1])]
+
+
+def second_look_box(crop_prediction: np.ndarray, crop_box, label_map: np.ndarray, margin: float,
+                    max_offset: float = 0.1, max_scale: float = 1.25, border: int = 1):
+    """The box to crop again around, or None when the crop is good (see the module docstring).
+    ``crop_prediction`` is the crop's label map on the network grid, ``crop_box`` the crop's
+    continuous pixel coordinates (x0, y0, x1, y1), ``label_map`` the prediction on the slice."""
+    box = lv_box(label_map)
+    if box is None:
+        return None
+    lv = crop_prediction > 0
+    touches = bool(lv[:border].any() or lv[-border:].any() or lv[:, :border].any() or lv[:, -border:].any())
+    x0, y0, x1, y1 = (float(v) for v in crop_box)
+    side = x1 - x0
+    mx, my, mside = _centre_side(box)
+    offset = np.hypot(mx + 0.5 - (x0 + x1) / 2, my + 0.5 - (y0 + y1) / 2) / side
+    ratio = mside * (1 + 2 * margin) / side
+    if touches or offset > max_offset or not (1 / max_scale <= ratio <= max_scale):
+        return box
+    return None
+
+
+def keep_largest_component(label_map: np.ndarray, min_pixels: int = 10) -> tuple:
+    """Keep the largest connected LV component (cavity + myocardium) of a label map. Returns the
+    cleaned map and whether other components of at least ``min_pixels`` were removed."""
+    components, count = ndimage.label(label_map > 0)
+    if count <= 1:
+        return label_map, False
+    areas = ndimage.sum_labels(np.ones_like(components), components, np.arange(1, count + 1))
+    largest = int(np.argmax(areas)) + 1
+    several = int((areas >= min_pixels).sum()) > 1
+    return np.where(components == largest, label_map, 0).astype(label_map.dtype), several
+
+
+def cavity_not_enclosed(label_map: np.ndarray, tolerance: float = 0.25, cavity: int = 1) -> bool:
+    """Whether more than ``tolerance`` of the cavity's outer outline touches background."""
+    inside = label_map == cavity
+    if not inside.any():
+        return False
+    ring = ndimage.binary_dilation(inside) & ~inside
+    if not ring.any():
+        return False
+    return float((label_map[ring] == 0).mean()) > tolerance
+
+
+def order_flags(flags) -> list:
+    """Unique flags in :data:`QC_FLAGS` order."""
+    present = set(flags)
+    return [flag for flag in QC_FLAGS if flag in present]

@@ -1,0 +1,177 @@
+"""Guards on the bundled default model, end to end through the pipeline a user calls, on real data
+it never saw (ACDC test patients, Sunnybrook DICOM). A model that regresses fails here.
+
+The thresholds sit a little below what the committed evaluation measured on these subsets
+(``evaluation/`` holds the full runs; the numbers are in the README and the model card). The
+subsets are fixed so the suite stays under a minute.
+"""
+
+import numpy as np
+import pytest
+
+import halsr_hf
+from halsr_hf.evaluation.core import crop_contains
+
+#: ACDC test patients used here: 5 of the 20, 10 volumes (011 and 075 were the old model's worst).
+ACDC_PATIENTS = ["patient011", "patient033", "patient059", "patient075", "patient083"]
+#: measured on these 10 volumes with the committed model (see module docstring), minus a margin
+MIN_LV_DICE, MIN_MYO_DICE = 0.93, 0.86
+MIN_IN_CROP = 0.97
+MAX_EF_ERROR = 6.0
+#: Sunnybrook: every 3rd annotated slice (reliable myocardium: not SCD0000501)
+MIN_SB_LV_DICE, MIN_SB_MYO_DICE = 0.88, 0.78
+
+ACDC_TO_CANONICAL = np.array([0, 0, 2, 1], dtype=np.uint8)
+
+
+def dice(pred, ref, label):
+    p, r = pred == label, ref == label
+    total = p.sum() + r.sum()
+    return 1.0 if total == 0 else 2.0 * (p & r).sum() / total
+
+
+def lv_box(label):
+    rows, cols = np.nonzero(label > 0)
+    if rows.size == 0:
+        return None
+    return [cols.min(), rows.min(), cols.max(), rows.max()]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return halsr_hf.load_pipeline()
+
+
+@pytest.fixture(scope="module")
+def acdc_results(acdc_dir, pipe):
+    import h5py
+
+    volumes = {}
+    for patient in ACDC_PATIENTS:
+        for frame in ("01", "02"):
+            with h5py.File(acdc_dir / "data" / f"{patient}_frame{frame}.h5", "r") as f:
+                image, label = f["image"][()], ACDC_TO_CANONICAL[f["label"][()]]
+            volumes[(patient, frame)] = (image, label)
+    keys = list(volumes)
+    outputs = pipe([volumes[k][0] for k in keys])
+    return {k: (volumes[k][1], out) for k, out in zip(keys, outputs)}
+
+
+def test_bundled_model_acdc_test_volumes_3d_dice(acdc_results):
+    lv = [dice(out["label_map"], ref, 1) for ref, out in acdc_results.values()]
+    myo = [dice(out["label_map"], ref, 2) for ref, out in acdc_results.values()]
+    assert np.mean(lv) >= MIN_LV_DICE, f"mean 3D LV Dice {np.mean(lv):.3f} on {len(lv)} ACDC test volumes"
+    assert np.mean(myo) >= MIN_MYO_DICE, f"mean 3D MYO Dice {np.mean(myo):.3f} on {len(myo)} ACDC test volumes"
+    assert min(lv) >= 0.8, f"worst volume LV Dice {min(lv):.3f}"
+
+
+def test_bundled_model_roi_contains_the_lv(acdc_results, pipe):
+    margin = pipe.image_processor.crop_margin
+    inside = []
+    for ref, out in acdc_results.values():
+        for z, result in enumerate(out["slices"]):
+            box = lv_box(ref[z])
+            if box is None or not (ref[z] == 2).any():
+                continue
+            inside.append(result["lv_found"] and result["roi"] is not None and crop_contains(result["roi"], box, margin))
+    assert np.mean(inside) >= MIN_IN_CROP, f"reference LV box inside the crop on {np.mean(inside):.1%} of {len(inside)} slices"
+
+
+def test_bundled_model_ejection_fraction(acdc_results):
+    errors = []
+    for patient in ACDC_PATIENTS:
+        (ed_ref, ed), (es_ref, es) = acdc_results[(patient, "01")], acdc_results[(patient, "02")]
+        ef = lambda edv, esv: 100.0 * (edv - esv) / edv  # noqa: E731  (voxel counts: spacing cancels)
+        ef_ref = ef((ed_ref == 1).sum(), (es_ref == 1).sum())
+        ef_pred = ef((ed["label_map"] == 1).sum(), (es["label_map"] == 1).sum())
+        errors.append(abs(ef_pred - ef_ref))
+    assert np.mean(errors) <= MAX_EF_ERROR, f"EF mean absolute error {np.mean(errors):.1f} points ({np.round(errors, 1)})"
+
+
+def sunnybrook_slices(root):
+    """(DICOM path, label map, myocardium reliable) of every annotated Sunnybrook slice."""
+    import csv
+
+    from halsr_hf.data.sunnybrook import read_contour, rasterize
+
+    out = []
+    with open(root / "link.csv", newline="") as f:
+        links = [row for row in csv.reader(f)][1:]
+    for patient, contours in sorted(links):
+        folder = root / "contourfiles" / contours
+        for endo in sorted((folder / "i-contours").glob("IM-0001-*-icontour-manual.txt")):
+            number = int(endo.name.split("-")[2])
+            dicom = root / "dicoms" / patient / f"{number}.dcm"
+            epi = folder / "o-contours" / endo.name.replace("icontour", "ocontour")
+            if not dicom.is_file():
+                continue
+            out.append((dicom, endo, epi if epi.is_file() else None, patient != "SCD0000501"))
+    return out
+
+
+def test_bundled_model_sunnybrook_dicom(sunnybrook_dir, pipe):
+    from halsr_hf.data.sunnybrook import read_contour, rasterize
+
+    slices = sunnybrook_slices(sunnybrook_dir)[::3]
+    results = pipe([str(s[0]) for s in slices])
+    lv, myo = [], []
+    for (dicom, endo, epi, reliable), result in zip(slices, results):
+        shape = result["label_map"].shape
+        label = np.zeros(shape, dtype=np.uint8)
+        inside = rasterize(read_contour(endo), shape)
+        if epi is not None:
+            label[rasterize(read_contour(epi), shape) & ~inside] = 2
+        label[inside] = 1
+        lv.append(dice(result["label_map"], label, 1))
+        if epi is not None and reliable:
+            myo.append(dice(result["label_map"], label, 2))
+    assert np.mean(lv) >= MIN_SB_LV_DICE, f"Sunnybrook LV Dice {np.mean(lv):.3f} on {len(lv)} slices"
+    assert np.mean(myo) >= MIN_SB_MYO_DICE, f"Sunnybrook MYO Dice {np.mean(myo):.3f} on {len(myo)} slices"
+
+
+@pytest.mark.parametrize("name", ["patient033_frame01", "patient083_frame02"])
+def test_bundled_model_is_orientation_invariant(acdc_dir, pipe, name):
+    """Every rotation/flip of real slices, segmented and transformed back, scores within 0.02 Dice of
+    the original orientation (the scanner's voxel order must not matter)."""
+    import h5py
+
+    with h5py.File(acdc_dir / "data" / f"{name}.h5", "r") as f:
+        image, label = f["image"][()], ACDC_TO_CANONICAL[f["label"][()]]
+    keep = [z for z in range(len(label)) if (label[z] == 2).sum() > 200][:3]
+    image, label = image[keep], label[keep]
+
+    def transform(a, k):
+        a = np.rot90(a, k % 4, axes=(-2, -1))
+        return np.swapaxes(a, -2, -1) if k >= 4 else a
+
+    def inverse(a, k):
+        if k >= 4:
+            a = np.swapaxes(a, -2, -1)
+        return np.rot90(a, -(k % 4), axes=(-2, -1))
+
+    scores = []
+    for k in range(8):
+        out = pipe(np.ascontiguousarray(transform(image, k)))
+        back = inverse(out["label_map"], k)
+        scores.append(np.mean([dice(back, label, c) for c in (1, 2)]))
+    assert max(scores) - min(scores) <= 0.02, f"mean Dice per orientation: {np.round(scores, 3)}"
+    assert min(scores) >= 0.85, f"mean Dice per orientation: {np.round(scores, 3)}"
+
+
+def test_bundled_model_pinned_output_on_the_readme_example(pipe):
+    """The README's example slice: a pin that changes only when the bundled model is retrained."""
+    out = pipe(str(_example()))
+    assert out["lv_found"] and out["qc"] == PINNED_QC
+    assert out["roi"] == PINNED_ROI
+    assert out["areas_px"] == PINNED_AREAS_PX
+
+
+def _example():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "space" / "examples" / "SCD0000101_48.dcm"
+
+
+PINNED_ROI = None
+PINNED_AREAS_PX = None
+PINNED_QC = []

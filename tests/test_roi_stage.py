@@ -1,0 +1,172 @@
+"""The ROI stage's rules (halsr_hf.roi_stage) on small hand-made inputs, and their wiring into the
+pipeline (ROI folder errors, unknown arguments, qc flags and messages)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import halsr_hf
+from halsr_hf import InputError
+from halsr_hf.roi_stage import (
+    QC_FLAGS,
+    RoiResult,
+    cavity_not_enclosed,
+    keep_largest_component,
+    localizer_results,
+    regressor_results,
+    second_look_box,
+    volume_consensus,
+)
+
+
+def test_regressor_boxes_are_never_inverted():
+    # x_max < x_min and y_max < y_min as raw outputs (what the old regressor returned on a real slice)
+    pred = torch.tensor([[0.7, 0.6, 0.3, 0.2]])
+    (result,) = regressor_results(pred, torch.tensor([3.0]), sides=[100], sizes=[(100, 100)])
+    x0, y0, x1, y1 = result.box
+    assert x0 <= x1 and y0 <= y1
+    assert result.box == pytest.approx([29.0, 19.0, 70.0, 60.0])
+    assert result.probability == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())
+
+
+def test_center_size_regressor_cannot_invert_boxes():
+    config = halsr_hf.LvRoiConfig(image_size=32, encoder_sizes=[4, 4], fc_sizes=[8], reduce_sizes=[8], global_channels=8, head_sizes=[8, 8])
+    model = halsr_hf.LvRoiRegressor(config).eval()
+    with torch.no_grad():
+        model.box.bias.copy_(torch.tensor([5.0, -5.0, 3.0, 3.0]))  # extreme centre and size
+        boxes = model(torch.randn(3, 1, 32, 32)).pred_boxes
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+    assert boxes.min() >= 0 and boxes.max() <= 1
+
+
+def test_regressor_starts_at_the_initial_box_not_in_the_sigmoid_tails():
+    model = halsr_hf.LvRoiRegressor(halsr_hf.LvRoiConfig()).eval()
+    with torch.no_grad():
+        boxes = model(torch.randn(4, 1, 128, 128)).pred_boxes
+    expected = torch.tensor([0.35, 0.35, 0.65, 0.65])
+    assert torch.allclose(boxes, expected.expand_as(boxes), atol=0.02)
+
+
+def test_localizer_picks_the_component_of_largest_mass_and_maps_to_pixels():
+    prob = np.zeros((1, 16, 16), dtype=np.float32)
+    prob[0, 2:4, 2:4] = 0.99  # small, confident
+    prob[0, 8:14, 6:12] = 0.8  # large: more mass
+    (result,) = localizer_results(prob, sides=[64], sizes=[(48, 64)], min_pixels=2)
+    # grid cells 6..11 (columns), 8..13 (rows) of a 16-cell grid over 64 px: 4 px per cell
+    assert result.box == [24.0, 32.0, 47.0, 47.0]  # rows clipped to the 48-pixel-high slice
+    assert result.probability == pytest.approx(0.8)
+    assert len(result.candidates) == 2 and result.candidates[1][0] == [8.0, 8.0, 15.0, 15.0]
+
+
+def test_localizer_without_component_reports_no_box():
+    prob = np.full((1, 8, 8), 0.2, dtype=np.float32)
+    (result,) = localizer_results(prob, sides=[8], sizes=[(8, 8)])
+    assert result.box is None and result.probability == pytest.approx(0.2)
+
+
+def _found(box, probability=0.99, candidates=None):
+    return RoiResult(box=box, probability=probability, candidates=candidates or [(box, 1.0)], found=True)
+
+
+def test_volume_consensus_moves_an_outlier_to_its_candidate_near_the_stack_centre():
+    good = [10.0, 10.0, 29.0, 29.0]
+    far = [70.0, 70.0, 89.0, 89.0]
+    near = [12.0, 11.0, 30.0, 28.0]
+    results = [_found(good), _found(good), _found(far, 0.95, [(far, 5.0), (near, 2.0)]), _found(good)]
+    volume_consensus(results, [(100, 100)] * 4)
+    assert results[2].box == near and results[2].flags == ["box_corrected"]
+    assert all(r.flags == [] for i, r in enumerate(results) if i != 2)
+
+
+def test_volume_consensus_fills_a_missed_slice_between_confident_ones():
+    good = [10.0, 10.0, 29.0, 29.0]
+    missed = RoiResult(box=None, probability=0.1)
+    results = [_found(good), missed, _found(good)]
+    volume_consensus(results, [(100, 100)] * 3)
+    assert missed.found and missed.box == good and missed.flags == ["box_corrected"]
+    # outside the confident range (above the base, below the apex) nothing is invented
+    results = [RoiResult(box=None, probability=0.1), _found(good), _found(good)]
+    volume_consensus(results, [(100, 100)] * 3)
+    assert not results[0].found
+
+
+def test_second_look_rule():
+    label_map = np.zeros((100, 100), dtype=np.uint8)
+    label_map[40:60, 40:60] = 1
+    centred_crop = [25.0, 25.0, 75.0, 75.0]  # side 50 = 20 * (1 + 2 * 0.75)
+    crop_prediction = np.zeros((32, 32), dtype=np.uint8)
+    crop_prediction[10:22, 10:22] = 1
+    assert second_look_box(crop_prediction, centred_crop, label_map, margin=0.75) is None
+    # the mask touches the crop's border
+    touching = crop_prediction.copy()
+    touching[0, 12] = 1
+    assert second_look_box(touching, centred_crop, label_map, margin=0.75) == [40.0, 40.0, 59.0, 59.0]
+    # the crop is off-centre by 10 px of 50 (> 0.1)
+    assert second_look_box(crop_prediction, [35.0, 25.0, 85.0, 75.0], label_map, margin=0.75) is not None
+    # the crop is twice too large
+    assert second_look_box(crop_prediction, [0.0, 0.0, 100.0, 100.0], label_map, margin=0.75) is not None
+    # nothing segmented: nothing to look at again
+    assert second_look_box(crop_prediction, centred_crop, np.zeros_like(label_map), margin=0.75) is None
+
+
+def test_keep_largest_component_and_flags():
+    label_map = np.zeros((20, 20), dtype=np.uint8)
+    label_map[2:10, 2:10] = 2
+    label_map[4:8, 4:8] = 1
+    label_map[15:19, 15:19] = 1  # a second, 16-pixel component
+    cleaned, several = keep_largest_component(label_map)
+    assert several and cleaned[15:19, 15:19].sum() == 0 and (cleaned[2:10, 2:10] == label_map[2:10, 2:10]).all()
+    assert not cavity_not_enclosed(cleaned)
+    open_ring = cleaned.copy()
+    open_ring[4:8, 8:10] = 0  # cut the ring on one side: the cavity meets background
+    open_ring[4:8, 4:10] = np.where(open_ring[4:8, 4:10] == 0, 0, open_ring[4:8, 4:10])
+    open_ring[2:10, 8:10] = 0
+    assert cavity_not_enclosed(open_ring, tolerance=0.1)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return halsr_hf.load_pipeline()
+
+
+def test_pipeline_reports_qc_flags_and_a_true_message(pipe):
+    out = pipe("space/examples/SCD0000301_40.dcm")
+    assert out["lv_found"] and out["roi"] is not None
+    assert set(out["qc"]) <= set(QC_FLAGS)
+    assert out["message"].startswith("LV located by the ROI stage")
+    blank = np.random.default_rng(0).normal(size=(96, 96)).astype(np.float32)
+    noise = pipe(blank)
+    assert noise["message"] and ("no LV" in noise["message"] or noise["lv_found"])
+
+
+def test_pipeline_unknown_argument_is_an_input_error(pipe):
+    with pytest.raises(InputError, match="presense_threshold"):
+        pipe("space/examples/SCD0000101_48.dcm", presense_threshold=0.5)
+
+
+def test_broken_roi_folder_is_an_error_not_a_silent_switch(tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(halsr_hf.default_model_dir(), folder)
+    (folder / "roi" / "config.json").write_text("{not json")
+    with pytest.raises(InputError, match="roi"):
+        halsr_hf.load_pipeline(folder)
+    # no roi/ folder at all: whole-slice segmentation, and the output says so
+    shutil.rmtree(folder / "roi")
+    pipe = halsr_hf.load_pipeline(folder)
+    out = pipe("space/examples/SCD0000101_48.dcm")
+    assert pipe.roi_model is None and out["qc"][0] == "no_roi_model" and "no ROI stage" in out["message"]
+
+
+def test_second_look_and_consensus_can_be_switched_off(pipe, acdc_dir):
+    import h5py
+
+    with h5py.File(acdc_dir / "data" / "patient075_frame02.h5", "r") as f:
+        volume = f["image"][()]
+    plain = pipe(volume, second_look=0, consensus=False)
+    assert all("second_look" not in s["qc"] and "box_corrected" not in s["qc"] for s in plain["slices"])
+    full = pipe(volume)
+    assert json.dumps([s["qc"] for s in full["slices"]])  # serialisable
