@@ -146,6 +146,17 @@ def test_ablation_flags_remove_their_parameters(tester, flag, fragment):
     out.loss.backward()
 
 
+def test_plain_unet_is_halsr_net_with_its_modules_off():
+    """The U-Net baseline is a configuration: at the ``small`` widths it has the 1,577,523
+    parameters of the plain U-Net the paper compares with, and none of the three modules."""
+    config = HalsrConfig.plain_unet("small")
+    assert (config.use_hapm, config.use_attention_gates, config.use_reconstruction, config.dropout_rate) == (False, False, False, 0.0)
+    model = HalsrForSemanticSegmentation(config)
+    assert model.num_parameters() == 1_577_523
+    assert not any(part in n for n, _ in model.named_parameters() for part in ("hapm", "gate", "reconstruction"))
+    assert HalsrConfig.plain_unet(hidden_sizes=[4, 8, 8, 16, 16]).hidden_sizes == [4, 8, 8, 16, 16]
+
+
 def test_loss_is_alpha_bce_plus_beta_dice():
     from halsr_hf.modeling_halsr import bce_dice_loss
 

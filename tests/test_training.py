@@ -173,14 +173,15 @@ def test_train_roi_saves_a_reloadable_checkpoint(dataset_dir, tmp_path):
 
 
 def test_unet_baseline_from_the_arrays_file(acdc_dir, tmp_path):
-    """export_arrays.py -> --arrays_file (the GPU path, no datasets) with --architecture unet."""
+    """export_arrays.py -> --arrays_file (the GPU path, no datasets) with --architecture unet: a
+    HALSR-Net checkpoint whose config has the three modules and dropout off."""
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     try:
         from export_arrays import export
-        from unet import UnetForSemanticSegmentation
     finally:
-        sys.path[:2] = []
+        sys.path.remove(str(REPO_ROOT / "scripts"))
+    from halsr_hf import HalsrForSemanticSegmentation
+    from halsr_hf.configuration_halsr import PLAIN_UNET
     from halsr_hf.training.data import ArraySource
     from halsr_hf.training.train import main
 
@@ -193,8 +194,10 @@ def test_unet_baseline_from_the_arrays_file(acdc_dir, tmp_path):
 
     out = tmp_path / "unet"
     assert main(["--arrays_file", str(arrays), "--architecture", "unet", "--output_dir", str(out), "--max_steps", "2", *FAST]) == 0
-    model = UnetForSemanticSegmentation.from_pretrained(out)
+    model = HalsrForSemanticSegmentation.from_pretrained(out)
     assert model.config.hidden_sizes == [4, 8, 8, 16, 16]
+    assert {key: getattr(model.config, key) for key in PLAIN_UNET} == PLAIN_UNET
+    assert not any(part in name for name, _ in model.named_parameters() for part in ("hapm", "gate", "reconstruction"))
     assert "eval_dice_mean" in json.loads((out / "all_results.json").read_text())
 
 

@@ -6,7 +6,7 @@ thread count) into ``--out`` (default ``benchmarks``). Parts (``--parts``, defau
 1. **Model cost**: parameters, GFLOPs per slice (``torch.utils.flop_counter``), forward time per
    slice at batch 1 and 16, at 128x128 and 256x256 (median and min over repeated runs after a
    warm-up), and each network's time as a ratio to the plain U-Net of the same widths, for
-   HALSR-Net ``small``/``base``/``large``, plain U-Nets (``benchmarks/plain_unet.py``), and an
+   HALSR-Net ``small``/``base``/``large``, plain U-Nets (``HalsrConfig.plain_unet``: HALSR-Net with its three modules off), and an
    nnU-Net-2D-sized ``PlainConvUNet`` from nnU-Net's ``dynamic_network_architectures``.
 2. **Pipeline**: the bundled model (or, while none is bundled, a randomly initialised ``small``
    model, labelled so), file in, label map and areas out: slices/s at batch 1 and 16, the latency
@@ -136,14 +136,13 @@ class _Logits:
 
 
 def _plain_unet_class():
-    """The plain U-Net baseline (``halsr_hf.training.unet_baseline``, re-exported by
-    ``benchmarks/unet.py``): a factory ``widths -> model`` taking ``pixel_values``/``labels``."""
-    try:
-        from ..training.unet_baseline import UnetConfig, UnetForSemanticSegmentation
-    except ImportError as error:
-        return None, f"plain U-Net unavailable ({error})"
-    return (lambda sizes: UnetForSemanticSegmentation(UnetConfig(hidden_sizes=list(sizes)))), \
-        "halsr_hf.training.unet_baseline.UnetForSemanticSegmentation"
+    """The plain U-Net baseline: HALSR-Net with its modules off (``HalsrConfig.plain_unet``), a
+    factory ``widths -> model``."""
+    from ..configuration_halsr import HalsrConfig
+    from ..modeling_halsr import HalsrForSemanticSegmentation
+
+    return (lambda sizes: HalsrForSemanticSegmentation(HalsrConfig.plain_unet(hidden_sizes=list(sizes)))), \
+        "HalsrForSemanticSegmentation(HalsrConfig.plain_unet(...))"
 
 
 def build_nnunet(plan: dict, num_classes: int = 3):

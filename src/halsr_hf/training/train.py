@@ -54,7 +54,7 @@ class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "checkpoint folder or Hub id to fine-tune from"})
     preset: str = field(default="small", metadata={"help": "width preset when starting fresh: tiny, small, base, large"})
     config_name: str | None = field(default=None, metadata={"help": "config folder/Hub id/JSON file when starting fresh"})
-    architecture: str = field(default="halsr", metadata={"help": "halsr or unet (the plain U-Net baseline, same widths)"})
+    architecture: str = field(default="halsr", metadata={"help": "halsr, or unet: the plain U-Net baseline = HALSR-Net with HAPM, attention gates, reconstruction and dropout off (HalsrConfig.plain_unet)"})
     ignore_mismatched_sizes: bool = field(default=False, metadata={"help": "fine-tune to another label set (new head)"})
     dropout_rate: float | None = field(default=None, metadata={"help": "override the config's dropout rate"})
     channels_last: bool = field(default=True, metadata={"help": "channels_last memory format on CUDA"})
@@ -293,29 +293,32 @@ class DiceMetric:
 
 
 def build_model(model_args: ModelArguments, data_args: DataArguments, label_names):
-    from ..configuration_halsr import HalsrConfig
+    """A fresh model from ``--preset``/``--config_name``, or ``--model_name_or_path`` to fine-tune.
+    ``--architecture unet`` is the same class with :data:`PLAIN_UNET` (HALSR-Net without its three
+    modules and dropout): the baseline is a configuration, not another network."""
+    from ..configuration_halsr import PLAIN_UNET, HalsrConfig
     from ..modeling_halsr import HalsrForSemanticSegmentation
 
+    if model_args.architecture not in ("halsr", "unet"):
+        raise ValueError(f"--architecture must be halsr or unet, got {model_args.architecture!r}")
     id2label = {i: name for i, name in enumerate(label_names)}
     label2id = {name: i for i, name in id2label.items()}
-    label_kwargs = {"id2label": id2label, "label2id": label2id, "num_labels": len(id2label)}
-    extra = {} if model_args.dropout_rate is None else {"dropout_rate": model_args.dropout_rate}
-    config_class, model_class = HalsrConfig, HalsrForSemanticSegmentation
-    if model_args.architecture == "unet":  # the plain U-Net baseline: HALSR-Net without its three modules
-        extra = {"use_hapm": False, "use_attention_gates": False, "use_reconstruction": False, "dropout_rate": 0.0, **extra}
-    elif model_args.architecture != "halsr":
-        raise ValueError(f"--architecture must be halsr or unet, got {model_args.architecture!r}")
+    overrides = {"id2label": id2label, "label2id": label2id, "num_labels": len(id2label)}
+    if model_args.architecture == "unet":
+        overrides.update(PLAIN_UNET)
+    if model_args.dropout_rate is not None:
+        overrides["dropout_rate"] = model_args.dropout_rate
     if model_args.model_name_or_path:
-        model = model_class.from_pretrained(
+        model = HalsrForSemanticSegmentation.from_pretrained(
             model_args.model_name_or_path, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-            trust_remote_code=model_args.trust_remote_code, **label_kwargs, **extra,
+            trust_remote_code=model_args.trust_remote_code, **overrides,
         )
     else:
         if model_args.config_name:
-            config = config_class.from_pretrained(model_args.config_name, **label_kwargs, **extra)
+            config = HalsrConfig.from_pretrained(model_args.config_name, **overrides)
         else:
-            config = config_class.from_preset(model_args.preset, **label_kwargs, **extra)
-        model = model_class(config)
+            config = HalsrConfig.from_preset(model_args.preset, **overrides)
+        model = HalsrForSemanticSegmentation(config)
     model.config.image_size = data_args.image_size
     # forward(**kwargs) makes the Trainer think the model scales the loss for gradient accumulation.
     model.accepts_loss_kwargs = False
