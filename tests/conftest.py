@@ -48,9 +48,10 @@ def load_acdc_slices(acdc_dir: Path, names: list) -> list:
     import h5py
     import numpy as np
 
-    mapping = np.array([0, 0, 2, 1], dtype=np.uint8)
+    from halsr_hf.data.schema import acdc_to_canonical
+
     out = []
     for name in names:
         with h5py.File(acdc_dir / "data" / f"{name}.h5", "r") as f:
-            out.append((f["image"][()].astype(np.float32), mapping[f["label"][()]]))
+            out.append((f["image"][()].astype(np.float32), acdc_to_canonical(f["label"][()])))
     return out

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+import torch
 
 import datasets
 from halsr_hf.data import (
@@ -29,7 +30,7 @@ from halsr_hf.data import (
     split_counts,
 )
 from halsr_hf.data.cli import main as prepare_main
-from halsr_hf.data.schema import COLUMNS, split_patients
+from halsr_hf.data.schema import COLUMNS, acdc_to_canonical, split_patients
 from halsr_hf.errors import InputError
 
 
@@ -416,8 +417,18 @@ def test_bbox_from_label():
     label[2, 3] = 1
     label[4, 5] = 2
     assert bbox_from_label(label) == [3, 2, 5, 4]
+    label[5, 0] = 255  # ignored pixels are not LV
+    assert bbox_from_label(torch.from_numpy(label)) == [3, 2, 5, 4]  # tensors too (training)
     with pytest.raises(InputError):
         bbox_from_label(np.zeros((2, 2, 2)))
+
+
+def test_acdc_labels_map_by_name():
+    acdc = np.array([[0, 1, 2, 3]], dtype=np.uint8)  # background, RV, myocardium, LV cavity
+    assert acdc_to_canonical(acdc).tolist() == [[0, 0, 2, 1]]
+    assert acdc_to_canonical(acdc, keep_rv=True).tolist() == [[0, 3, 2, 1]]
+    with pytest.raises(InputError, match="unexpected label values"):
+        acdc_to_canonical(np.array([[4]]))
 
 
 def test_split_patients_never_overlap():

@@ -24,11 +24,11 @@ from halsr_hf import (
     LvRoiRegressor,
 )
 from halsr_hf.cli import main as cli_main
-from halsr_hf.evaluation import agreement, box_iou, build_groups, corner_rmse, describe, label_box
+from halsr_hf.data.schema import acdc_to_canonical, bbox_from_label
+from halsr_hf.evaluation import agreement, box_iou, build_groups, corner_rmse, describe
 from halsr_hf.evaluation import run as eval_run
 
 PATIENTS = ["patient001", "patient011"]  # ACDC test-list patients, 10 and 9 slices (001 has an empty slice)
-ACDC_LABELS = np.array([0, 0, 2, 1], dtype=np.uint8)  # 1 RV -> 0, 2 MYO -> 2, 3 LV -> 1
 METRIC_KEYS = [f"{m}_{c}" for m in ("dice", "hd95", "assd", "hd") for c in ("lv_cavity", "myocardium")]
 
 
@@ -78,7 +78,7 @@ def _rows_to_dataset(rows, split):
 
 
 def _row(image, label, **meta):
-    return {"image": image.astype(np.float32), "label": label.astype(np.uint8), "roi": label_box(label),
+    return {"image": image.astype(np.float32), "label": label.astype(np.uint8), "roi": bbox_from_label(label),
             "has_lv": bool(label.any()), **meta}
 
 
@@ -90,7 +90,7 @@ def crop_box(labels, margin=24):
 
 def read_acdc(acdc_dir, name):
     with h5py.File(acdc_dir / "data" / f"{name}.h5", "r") as f:
-        return f["image"][()], ACDC_LABELS[f["label"][()]]
+        return f["image"][()], acdc_to_canonical(f["label"][()])
 
 
 def acdc_rows(acdc_dir, patients):
@@ -288,8 +288,8 @@ class PerfectPipe:
 
     def _slice(self, image):
         label = self.table[np.asarray(image, dtype=np.float32).tobytes()]
-        box = label_box(label)
-        return label, {"roi": None if box is None else [int(v) for v in box], "lv_found": box is not None,
+        box = bbox_from_label(label)
+        return label, {"roi": box, "lv_found": box is not None,
                        "lv_probability": 1.0 if box is not None else 0.0}
 
     def __call__(self, inputs, batch_size=16, use_roi=True, tta=False):
@@ -385,9 +385,6 @@ def test_box_and_statistics_helpers():
     # x errors scaled by the column spacing, y by the row spacing
     assert corner_rmse([1, 0, 1, 0], [0, 0, 0, 0], pixel_spacing=(2.0, 3.0)) == pytest.approx(math.sqrt((9 + 9) / 4))
     assert corner_rmse([0, 2, 0, 2], [0, 0, 0, 0], pixel_spacing=(2.0, 3.0)) == pytest.approx(math.sqrt((16 + 16) / 4))
-    label = np.zeros((8, 9), dtype=np.uint8)
-    label[2:5, 3:8] = 2
-    assert label_box(label) == [3, 2, 7, 4] and label_box(np.zeros((4, 4))) is None
     assert describe([1.0, float("nan"), 3.0, None]) == {"mean": 2.0, "sd": pytest.approx(math.sqrt(2)), "median": 2.0, "n": 2}
     assert describe([]) == {"mean": None, "sd": None, "median": None, "n": 0}
     a = agreement([50, 60, 40, 55], [52, 59, 45, 55])

@@ -88,9 +88,10 @@ def test_anisotropic_spacing_is_applied_per_axis():
 def test_3d_volume_matches_medpy(acdc_dir):
     import h5py
 
-    mapping = np.array([0, 0, 2, 1], dtype=np.uint8)
+    from halsr_hf.data.schema import acdc_to_canonical
+
     with h5py.File(acdc_dir / "data" / "patient011_frame01.h5", "r") as f:
-        ref = mapping[f["label"][()]]
+        ref = acdc_to_canonical(f["label"][()])
     pred = ref.copy()
     pred[2] = ndimage.shift(ref[2], (2, 1), order=0)
     pred[-1] = 0

@@ -68,12 +68,13 @@ def test_eval_crop_is_the_inference_crop_and_train_crop_follows_augmentation(dat
     from datasets import load_from_disk
 
     from halsr_hf import HalsrImageProcessor
-    from halsr_hf.training.data import DatasetSource, HalsrCropDataset, RoiDataset, lv_box
+    from halsr_hf.data.schema import bbox_from_label
+    from halsr_hf.training.data import DatasetSource, HalsrCropDataset, RoiDataset
 
     source = DatasetSource(load_from_disk(str(dataset_dir))["validation"])
     image, label = source.get(0)
     assert image.dtype == np.float32 and abs(float(image.mean())) < 1e-3  # normalised whole slice
-    expected, _ = HalsrImageProcessor(size=64).crop([image], [lv_box(label)])
+    expected, _ = HalsrImageProcessor(size=64).crop([image], [bbox_from_label(label)])
     sample = HalsrCropDataset(source, size=64)[0]
     torch.testing.assert_close(sample["pixel_values"], expected[0])
     assert set(sample["labels"].unique().tolist()) == {0, 1, 2}
@@ -88,7 +89,7 @@ def test_eval_crop_is_the_inference_crop_and_train_crop_follows_augmentation(dat
     roi = RoiDataset(source)[0]
     processor = HalsrImageProcessor()
     box = processor.boxes_from_roi_output(roi["labels"][None], [max(image.shape)], [image.shape])[0]
-    assert box.tolist() == [float(v) for v in lv_box(label)] and bool(roi["has_lv"])
+    assert box.tolist() == [float(v) for v in bbox_from_label(label)] and bool(roi["has_lv"])
 
 
 def test_label_sets_and_skipped_rows():

@@ -47,6 +47,8 @@ from ..errors import InputError
 LABEL_NAMES = ["background", "lv_cavity", "myocardium"]
 #: With ``keep_rv=True`` (sources that have it), id 3 is the RV cavity.
 LABEL_NAMES_RV = LABEL_NAMES + ["rv_cavity"]
+#: ACDC's label ids (original release and SSL4MIS layout): 1 RV, 2 myocardium, 3 LV cavity.
+ACDC_LABELS = {0: "background", 1: "rv_cavity", 2: "myocardium", 3: "lv_cavity"}
 
 #: Lossless TIFF compression of ``image`` (measured on ACDC slices: none 2.6 ms / 244 kB,
 #: LZW 11 ms / 112 kB, deflate 29 ms / 79 kB per 256x256 slice).
@@ -116,7 +118,9 @@ def label_names_from_info(info) -> list[str]:
 
 def bbox_from_label(label) -> list[int] | None:
     """``[x_min, y_min, x_max, y_max]`` (inclusive pixel indices, x = column) of the LV (ids 1 and 2)
-    in a 2D label, or None when it has no LV."""
+    in a 2D label (numpy array or CPU tensor), or None when it has no LV. The one definition of
+    the LV box: the dataset's ``roi`` column, the training crops and targets, the evaluation's
+    reference box."""
     label = np.asarray(label)
     if label.ndim != 2:
         raise InputError(f"bbox_from_label: expected a 2D label, got shape {label.shape}")
@@ -158,6 +162,12 @@ def remap_labels(label: np.ndarray, source_names: dict, keep_rv: bool, name: str
         if target:
             out[label == value] = target
     return out
+
+
+def acdc_to_canonical(label, keep_rv: bool = False, name: str = "ACDC label") -> np.ndarray:
+    """ACDC ids (1 RV, 2 myocardium, 3 LV cavity) to canonical ids (1 lv_cavity, 2 myocardium; RV
+    becomes background, or 3 with ``keep_rv``), by name (:func:`remap_labels`)."""
+    return remap_labels(label, ACDC_LABELS, keep_rv, name)
 
 
 def encode_image(image: np.ndarray) -> dict:

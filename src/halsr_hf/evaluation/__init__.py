@@ -9,7 +9,7 @@
 Definitions: docs/evaluation.md.
 """
 
-from .core import OUTLIER_DEFINITION, agreement, box_iou, corner_rmse, describe, label_box, predict, score
+from .core import OUTLIER_DEFINITION, agreement, box_iou, corner_rmse, describe, predict, score
 from .data import EvalDataset, SliceGroup, build_groups, load_eval_dataset, load_split
 from .run import evaluate, main
 
@@ -23,7 +23,6 @@ __all__ = [
     "corner_rmse",
     "describe",
     "evaluate",
-    "label_box",
     "load_eval_dataset",
     "load_split",
     "main",

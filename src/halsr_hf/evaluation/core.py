@@ -28,6 +28,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..clinical import cardiac_function
+from ..data.schema import bbox_from_label
 from ..metrics import DEFAULT_LABELS, segmentation_metrics
 from .data import EvalDataset, SliceGroup
 
@@ -134,15 +135,6 @@ def distance_unit(dataset: EvalDataset, force_pixels: bool = False) -> str:
     return "mm"
 
 
-def label_box(label: np.ndarray) -> Optional[list]:
-    """Inclusive pixel box [x_min, y_min, x_max, y_max] of the non-background pixels, or None."""
-    rows = np.flatnonzero(np.any(label > 0, axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(np.any(label > 0, axis=0))
-    return [float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1])]
-
-
 def box_iou(a, b) -> float:
     """IoU of two inclusive pixel boxes."""
     ix = min(a[2], b[2]) - max(a[0], b[0]) + 1
@@ -220,7 +212,7 @@ def score(dataset: EvalDataset, predictions: dict, model: str, force_pixels: boo
 
 
 def _roi_row(common: dict, s, pred: Prediction, i: int, unit: str, roi_reference: str) -> dict:
-    ref_box = s.roi if roi_reference == "column" else label_box(s.label)
+    ref_box = s.roi if roi_reference == "column" else bbox_from_label(s.label)
     has_lv = bool(np.any(s.label == 1))
     scored = has_lv and ref_box is not None and (roi_reference == "column" or s.myocardium_annotated)
     pred_box = pred.rois[i] if pred.lv_found[i] else None
@@ -233,7 +225,7 @@ def _roi_row(common: dict, s, pred: Prediction, i: int, unit: str, roi_reference
         "outlier": None, "outlier_reason": "",
     }
     if ref_box is not None:
-        row.update(zip(("ref_x_min", "ref_y_min", "ref_x_max", "ref_y_max"), ref_box))
+        row.update(zip(("ref_x_min", "ref_y_min", "ref_x_max", "ref_y_max"), (float(v) for v in ref_box)))
     if pred_box is not None:
         row.update(zip(("pred_x_min", "pred_y_min", "pred_x_max", "pred_y_max"), (float(v) for v in pred_box)))
     if not has_lv and pred_box is not None:
