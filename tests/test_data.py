@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pydicom
 import pytest
 import scipy.io
 import torch
@@ -25,7 +26,6 @@ from halsr_hf.data import (
     prepare_lvquan,
     prepare_sunnybrook,
     read_acdc_volume,
-    read_dicom_slice,
     save_dataset,
     split_counts,
 )
@@ -193,10 +193,12 @@ def test_sunnybrook_real(sunnybrook_ds, sunnybrook_dir):
     # image = DICOM values exactly
     row = numpy_ds[0]
     path = sunnybrook_dir / "dicoms" / row["patient_id"]
-    matches = [p for p in path.glob("*.dcm") if read_dicom_slice(p)[0].tobytes() == row["image"].tobytes()]
+    matches = [p for p in path.glob("*.dcm")
+               if pydicom.dcmread(p).pixel_array.astype(np.float32).tobytes() == row["image"].tobytes()]
     assert len(matches) == 1
-    image, meta = read_dicom_slice(matches[0])
-    assert tuple(row["pixel_spacing"]) == meta["pixel_spacing"]
+    dicom = pydicom.dcmread(matches[0])
+    assert tuple(row["pixel_spacing"]) == tuple(float(v) for v in dicom.PixelSpacing)
+    assert row["slice_thickness"] == float(dicom.SliceThickness)
     assert all(p.startswith("frame") for p in ds["phase"])
 
 
@@ -207,12 +209,20 @@ def test_sunnybrook_ratios_split(sunnybrook_dir):
     assert sum(len(d) for d in dsdict.values()) == 96
 
 
-def test_read_dicom_slice_errors(tmp_path):
-    with pytest.raises(InputError, match="missing.dcm: no such file"):
-        read_dicom_slice(tmp_path / "missing.dcm")
-    (tmp_path / "bad.dcm").write_bytes(b"garbage" * 10)
-    with pytest.raises(InputError, match="bad.dcm: unreadable DICOM"):
-        read_dicom_slice(tmp_path / "bad.dcm")
+def test_sunnybrook_unreadable_dicom_names_the_file(sunnybrook_dir, tmp_path):
+    """The converter reads DICOM with the pipeline's reader (image_io.read_dicom_file): a broken
+    file is an InputError naming it."""
+    import shutil
+
+    source = tmp_path / "sunnybrook"
+    shutil.copytree(sunnybrook_dir / "contourfiles" / "SC-HF-I-1", source / "contourfiles" / "SC-HF-I-1")
+    shutil.copytree(sunnybrook_dir / "dicoms" / "SCD0000101", source / "dicoms" / "SCD0000101")
+    (source / "link.csv").write_text("patient_id,original_id\nSCD0000101,SC-HF-I-1\n")
+    assert len(prepare_sunnybrook(source, num_proc=1)["test"]) > 0
+    broken = sorted((source / "dicoms" / "SCD0000101").glob("*.dcm"))[0]
+    broken.write_bytes(b"garbage" * 10)
+    with pytest.raises(InputError, match=f"{broken.name}: unreadable or truncated DICOM"):
+        prepare_sunnybrook(source, num_proc=1)
 
 
 # ---------------------------------------------------------------- original-layout ACDC (generated)

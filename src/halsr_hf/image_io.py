@@ -102,9 +102,23 @@ def read_image_file(path: Path) -> LoadedInput:
     return LoadedInput(name=str(path), slices=[array], kind=_extension(path).lstrip("."), native_shape=array.shape)
 
 
+def _dicom_tag(dataset, name: str, cast=float):
+    """A DICOM attribute cast with ``cast``, or None when absent, empty or malformed."""
+    value = getattr(dataset, name, None)
+    if value in (None, ""):
+        return None
+    try:
+        return cast(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def read_dicom_file(path: Path) -> LoadedInput:
-    """One DICOM file (single- or multi-frame); rescale slope/intercept applied, PixelSpacing and
-    SliceThickness read when present."""
+    """One DICOM file (single- or multi-frame); rescale slope/intercept applied. ``pixel_spacing``
+    from PixelSpacing; ``slice_thickness`` (the distance between slice centres) from
+    SpacingBetweenSlices, else SliceThickness. ``extra`` keeps ImageOrientationPatient,
+    InstanceNumber and CardiacNumberOfImages (None when absent). The one DICOM reader: the
+    pipeline and the dataset converters (``halsr_hf.data.sunnybrook``) use it."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -129,7 +143,9 @@ def read_dicom_file(path: Path) -> LoadedInput:
     return LoadedInput(
         name=str(path), slices=slices, is_volume=is_volume, pixel_spacing=spacing, slice_thickness=thickness,
         kind="dicom", native_shape=array.shape,
-        extra={"ImageOrientationPatient": [float(v) for v in getattr(dataset, "ImageOrientationPatient", [])]},
+        extra={"ImageOrientationPatient": [float(v) for v in getattr(dataset, "ImageOrientationPatient", [])],
+               "InstanceNumber": _dicom_tag(dataset, "InstanceNumber", int),
+               "CardiacNumberOfImages": _dicom_tag(dataset, "CardiacNumberOfImages", int)},
     )
 
 
