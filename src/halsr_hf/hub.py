@@ -25,9 +25,9 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_folder, check_output_folder
 from .errors import InputError
 
 #: Files never uploaded from a Space folder (also left out of its dry-run copy).
@@ -97,32 +97,6 @@ def _network(action: str, repo_id: str, call):
                            "check the network, or pass --dry-run OUT to only build the folder") from None
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"--dry-run {out}: exists and is not a folder")
-        if any(out.iterdir()) and not overwrite:
-            raise InputError(f"--dry-run {out}: folder exists and is not empty; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _staging_dir(out: Path | None) -> Path:
-    """A fresh temporary folder beside OUT (same file system, for the final rename) or in /tmp."""
-    if out is None:
-        return Path(tempfile.mkdtemp(prefix="halsr-hf-upload-"))
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-
-
-def _finish(staged: Path, out: Path) -> Path:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staged, 0o777 & ~umask)  # mkdtemp made it 0700
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staged, out)
-    return out
-
-
 def list_files(folder) -> list[str]:
     """Relative POSIX paths of the files under ``folder``, sorted."""
     folder = Path(folder)
@@ -189,10 +163,9 @@ def build_model_folder(model_dir, out, repo_id: str, eval_summaries=(), roi_mode
         load_summary(path)
     out = Path(out) if out is not None else None
     if out is not None:
-        _prepare_out(out, overwrite)
+        check_output_folder(out, overwrite, "--dry-run")
     pipe = _load_for_saving(model_dir, roi_model)
-    staged = _staging_dir(out)
-    try:
+    with atomic_folder(out) as staged:
         pipe.save_pretrained(str(staged))
         _point_pipeline_default_at(staged / "config.json", repo_id)
         for name in PROVENANCE_FILES:
@@ -209,10 +182,7 @@ def build_model_folder(model_dir, out, repo_id: str, eval_summaries=(), roi_mode
             raise RuntimeError(f"{staged}: no model.safetensors was written")
         card = write_model_card(staged, copies, repo_id=repo_id, template_path=template)
         check_model_card(card)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return staged if out is None else _finish(staged, out)
+    return staged if out is None else out
 
 
 def create_repo(repo_id: str, repo_type: str, token: str, private: bool, space_sdk: str | None = None):
@@ -278,18 +248,14 @@ def build_dataset_folder(dataset_dir, out, overwrite: bool = False) -> Path:
     """What ``push_to_hub`` uploads: the card and one Parquet file per split (``data/SPLIT-00000-of-00001.parquet``)."""
     dataset_dir, out = Path(dataset_dir), Path(out)
     dataset = _load_dataset_dict(dataset_dir)
-    _prepare_out(out, overwrite)
-    staged = _staging_dir(out)
-    try:
+    check_output_folder(out, overwrite, "--dry-run")
+    with atomic_folder(out) as staged:
         if (dataset_dir / "README.md").is_file():
             shutil.copy2(dataset_dir / "README.md", staged / "README.md")
         (staged / "data").mkdir()
         for split, part in dataset.items():
             part.to_parquet(str(staged / "data" / f"{split}-00000-of-00001.parquet"))
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return _finish(staged, out)
+    return staged if out is None else out
 
 
 def push_dataset(args) -> int:
@@ -347,15 +313,11 @@ def build_space_folder(space_dir, out, overwrite: bool = False) -> Path:
         raise InputError(f"--space-dir {space_dir}: README.md with 'sdk: gradio' in its front matter is required by Spaces")
     out = Path(out) if out is not None else None
     if out is not None:
-        _prepare_out(out, overwrite)
-    staged = _staging_dir(out)
-    try:
+        check_output_folder(out, overwrite, "--dry-run")
+    with atomic_folder(out) as staged:
         shutil.copytree(space_dir, staged, dirs_exist_ok=True,
                         ignore=lambda _dir, names: [n for n in names if _ignored(n)])
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return staged if out is None else _finish(staged, out)
+    return staged if out is None else out
 
 
 def push_space(args) -> int:

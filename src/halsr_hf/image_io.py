@@ -16,12 +16,12 @@ from a Hub folder loaded with ``trust_remote_code=True``.
 """
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_file
 from .errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -254,17 +254,7 @@ def _atomic_write(path: Path, overwrite: bool, write) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path}: already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_file(path, write)
 
 
 def save_mask(label_map: np.ndarray, path, loaded: LoadedInput | None = None, overwrite: bool = False) -> Path:

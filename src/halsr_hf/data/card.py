@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from ..atomic import atomic_folder
 from ..errors import InputError
 from .schema import label_names_from_info
 
@@ -174,23 +173,9 @@ def save_dataset(dsdict, out, *, overwrite: bool = False, card: str | None = Non
         raise InputError(f"{out}: exists and is not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     text = dataset_card(dsdict) if card is None else card
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
-    try:
+    with atomic_folder(out) as tmp:
         dsdict.save_to_disk(str(tmp))
         (tmp / "README.md").write_text(text)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "data")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
