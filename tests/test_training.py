@@ -48,11 +48,23 @@ def halsr_checkpoint(dataset_dir, tmp_path_factory):
     from halsr_hf.training.train import main
 
     out = tmp_path_factory.mktemp("runs") / "halsr"
-    assert main(["--dataset_dir", str(dataset_dir), "--output_dir", str(out), "--max_steps", "4", *FAST]) == 0
+    # hyphens, as in every other halsr-hf command (FAST uses the underscore spelling: both work)
+    assert main(["--dataset-dir", str(dataset_dir), "--output-dir", str(out), "--max-steps", "4", *FAST]) == 0
     return out
 
 
 # -- invariants (no training) --------------------------------------------------------------------
+
+
+def test_flags_take_hyphens_or_underscores():
+    from halsr_hf.training.train import build_argv
+
+    for spelling in (["--eval-strategy", "no"], ["--eval_strategy=no"]):
+        argv = build_argv(spelling, {}, "dice_mean")
+        assert argv[argv.index("--load_best_model_at_end") + 1] == "False"
+        assert argv[argv.index("--save_strategy") + 1] == "no"
+    argv = build_argv(["--eval-steps", "7"], {}, "dice_mean")
+    assert argv[argv.index("--save_steps") + 1] == "7"
 
 
 def test_dihedral_covers_the_eight_orientations():

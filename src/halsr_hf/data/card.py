@@ -1,4 +1,5 @@
-"""Dataset card (README.md) of a converted dataset, atomic saving and Hub upload."""
+"""A converted dataset on disk and on the Hub: its card (README.md), atomic saving, loading one
+split back (training and evaluation), and the upload."""
 
 from __future__ import annotations
 
@@ -177,6 +178,49 @@ def save_dataset(dsdict, out, *, overwrite: bool = False, card: str | None = Non
         dsdict.save_to_disk(str(tmp))
         (tmp / "README.md").write_text(text)
     return out
+
+
+def load_split(dataset_dir, split: str, *, dataset_name: str | None = None, config_name: str | None = None):
+    """The ``datasets.Dataset`` of ``split``: from a ``save_to_disk`` folder (``dataset_dir``), else
+    from the Hub (``dataset_name``, ``config_name``). The one loader of ``halsr-hf train``,
+    ``train-roi`` and ``evaluate``.
+
+    A folder may be a ``DatasetDict`` (picks ``split``), hold ``split/`` as a dataset, or be a plain
+    ``Dataset`` (with a ``split`` column it is filtered on it; without, it is used as a whole)."""
+    import datasets
+
+    if dataset_dir is None:
+        if dataset_name is None:
+            raise InputError("no dataset: give --dataset-dir (a `halsr-hf prepare` folder) or --dataset-name (a Hub dataset)")
+        return datasets.load_dataset(dataset_name, config_name, split=split)
+    path = Path(dataset_dir)
+    if not path.exists():
+        raise InputError(f"--dataset-dir {path}: no such folder")
+    if not path.is_dir():
+        raise InputError(f"--dataset-dir {path}: not a folder (expected a datasets.save_to_disk folder)")
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError, OSError) as error:
+        sub = path / split
+        if sub.is_dir():
+            try:
+                return datasets.load_from_disk(str(sub))
+            except (FileNotFoundError, ValueError, OSError):
+                pass
+        raise InputError(
+            f"--dataset-dir {path}: not a datasets.save_to_disk folder ({type(error).__name__}: {error}); "
+            "write one with `halsr-hf prepare`"
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise InputError(f"--dataset-dir {path}: no split {split!r}; available: {sorted(loaded)}")
+        return loaded[split]
+    if "split" in loaded.column_names:
+        values = set(loaded.unique("split"))
+        if split not in values:
+            raise InputError(f"--dataset-dir {path}: no rows with split == {split!r}; available: {sorted(map(str, values))}")
+        return loaded.filter(lambda s: s == split, input_columns="split")
+    return loaded
 
 
 def push_dataset(dsdict, repo_id: str, *, card: str | None = None, private: bool | None = None, token=None) -> str:

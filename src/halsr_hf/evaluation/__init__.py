@@ -10,7 +10,7 @@ Definitions: docs/evaluation.md.
 """
 
 from .core import OUTLIER_DEFINITION, agreement, box_iou, corner_rmse, describe, predict, score
-from .data import EvalDataset, SliceGroup, build_groups, load_eval_dataset, load_split
+from .data import EvalDataset, SliceGroup, build_groups, load_eval_dataset
 from .run import evaluate, main
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "describe",
     "evaluate",
     "load_eval_dataset",
-    "load_split",
     "main",
     "predict",
     "score",

@@ -4,7 +4,10 @@
 ``accelerate launch scripts/train.py``, all with the same arguments
 (``HfArgumentParser(ModelArguments, DataArguments, TrainingArguments)``). Example (CPU)::
 
-    halsr-hf train --dataset_dir data/acdc --preset small --output_dir runs/small
+    halsr-hf train --dataset-dir data/acdc --preset small --output-dir runs/small
+
+Flags are spelt with hyphens like every other ``halsr-hf`` command; the underscore spelling of
+``transformers`` examples (``--dataset_dir``, ``--output_dir``) is accepted too.
 
 Defaults differ from ``TrainingArguments``' own where the paper or this task says so (Adam with
 lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 0, cosine decay, batch 16, evaluation and
@@ -21,11 +24,24 @@ import json
 import os
 import shlex
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
+from torch.utils.data import default_collate
+from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
+
+from ..configuration_halsr import PLAIN_UNET, HalsrConfig
+from ..data.card import load_split
+from ..errors import InputError
+from ..image_processing_halsr import HalsrImageProcessor
+from ..modeling_halsr import HalsrForSemanticSegmentation
+from .augment import AugmentConfig
+from .callbacks import TimeLimitCallback
+from .data import ArraySource, DatasetSource, HalsrCropDataset, LocalizerDataset
 
 #: TrainingArguments defaults of these scripts (prepended to argv, so the command line wins).
 TRAINING_DEFAULTS = {
@@ -94,12 +110,14 @@ class DataArguments:
 
 
 def _flag_value(argv, name):
+    """The last value of ``--name`` in ``argv``, spelt with underscores or hyphens (HfArgumentParser
+    accepts both: ``--eval_strategy`` = ``--eval-strategy``)."""
+    spellings = {f"--{name}", f"--{name.replace('_', '-')}"}
     value = None
     for i, arg in enumerate(argv):
-        if arg == f"--{name}" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
+        flag, equals, inline = arg.partition("=")
+        if flag in spellings:
+            value = inline if equals else (argv[i + 1] if i + 1 < len(argv) else None)
     return value
 
 
@@ -125,38 +143,19 @@ def build_argv(argv, defaults: dict, metric: str) -> list:
 
 
 def parse(argv, model_arguments_class, defaults: dict, metric: str, prog: str):
-    from transformers import HfArgumentParser, TrainingArguments
-
     parser = HfArgumentParser((model_arguments_class, DataArguments, TrainingArguments), prog=prog)
     if any(a in ("-h", "--help") for a in argv):
         parser.parse_args_into_dataclasses(args=["--help"])
     return parser.parse_args_into_dataclasses(args=build_argv(argv, defaults, metric))
 
 
-def load_split(data_args: DataArguments, split: str):
-    """A ``datasets`` split from ``--dataset_dir`` or ``--dataset_name``."""
-    if data_args.dataset_dir:
-        from datasets import load_from_disk
-
-        data = load_from_disk(data_args.dataset_dir)
-        if hasattr(data, "keys"):
-            if split not in data:
-                raise KeyError(f"{data_args.dataset_dir} has no split {split!r} (splits: {list(data.keys())})")
-            return data[split]
-        return data
-    if data_args.dataset_name:
-        from datasets import load_dataset
-
-        return load_dataset(data_args.dataset_name, data_args.dataset_config_name, split=split)
-    raise ValueError("give --dataset_dir, --dataset_name or --arrays_file")
-
-
 def load_source(data_args: DataArguments, split: str, kind: str):
-    from .data import ArraySource, DatasetSource
-
     if data_args.arrays_file:
         return ArraySource(data_args.arrays_file, split, kind)
-    return DatasetSource(load_split(data_args, split))
+    if not (data_args.dataset_dir or data_args.dataset_name):
+        raise InputError("no training data: give --dataset-dir, --dataset-name or --arrays-file")
+    return DatasetSource(load_split(data_args.dataset_dir, split, dataset_name=data_args.dataset_name,
+                                    config_name=data_args.dataset_config_name))
 
 
 def limit(dataset, n):
@@ -166,8 +165,6 @@ def limit(dataset, n):
 
 
 def augment_config(data_args: DataArguments):
-    from .augment import AugmentConfig
-
     return AugmentConfig(
         rotation_degrees=data_args.rotation_degrees,
         scale_range=(data_args.scale_min, data_args.scale_max),
@@ -176,10 +173,6 @@ def augment_config(data_args: DataArguments):
 
 
 def make_callbacks(model_args, data_args, training_args, has_eval: bool) -> list:
-    from transformers import EarlyStoppingCallback
-
-    from .callbacks import TimeLimitCallback
-
     callbacks = []
     if has_eval and model_args.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
@@ -189,8 +182,6 @@ def make_callbacks(model_args, data_args, training_args, has_eval: bool) -> list
 
 
 def make_collator(channels_last: bool):
-    from torch.utils.data import default_collate
-
     def collate(features):
         batch = default_collate(features)
         if channels_last:
@@ -203,8 +194,6 @@ def make_collator(channels_last: bool):
 def write_run_info(output_dir, argv, prog, training_args, model_args, data_args, extra=None):
     """``command.txt`` (the exact command, seed, versions), ``run_args.json`` (model and data
     arguments) and ``training_args.json`` (``TrainingArguments.to_json_string()``) for the model card."""
-    import transformers
-
     os.makedirs(output_dir, exist_ok=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     launcher = f"torchrun --nproc_per_node={world} " if world > 1 else ""
@@ -225,8 +214,6 @@ def write_run_info(output_dir, argv, prog, training_args, model_args, data_args,
 
 def finish(trainer, training_args, model_args, train_result, start_time, num_train_samples):
     """Save the final (best) model, processor, metrics and state as ``run_*.py`` examples do."""
-    import time
-
     trainer.save_model()
     metrics = dict(train_result.metrics)
     metrics["train_samples"] = num_train_samples
@@ -296,9 +283,6 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, label_name
     """A fresh model from ``--preset``/``--config_name``, or ``--model_name_or_path`` to fine-tune.
     ``--architecture unet`` is the same class with :data:`PLAIN_UNET` (HALSR-Net without its three
     modules and dropout): the baseline is a configuration, not another network."""
-    from ..configuration_halsr import PLAIN_UNET, HalsrConfig
-    from ..modeling_halsr import HalsrForSemanticSegmentation
-
     if model_args.architecture not in ("halsr", "unet"):
         raise ValueError(f"--architecture must be halsr or unet, got {model_args.architecture!r}")
     id2label = {i: name for i, name in enumerate(label_names)}
@@ -326,13 +310,6 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, label_name
 
 
 def main(argv=None) -> int:
-    import time
-
-    from transformers import Trainer, set_seed
-
-    from ..image_processing_halsr import HalsrImageProcessor
-    from .data import HalsrCropDataset, LocalizerDataset
-
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "halsr-hf train"
     model_args, data_args, training_args = parse(argv, ModelArguments, TRAINING_DEFAULTS, "dice_mean", prog)

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from transformers import Trainer, set_seed
 
+from ..configuration_roi import LvRoiConfig
+from ..image_processing_halsr import HalsrImageProcessor
+from ..modeling_roi import LvRoiRegressor
+from .data import RoiDataset
 from .train import TRAINING_DEFAULTS, augment_config, finish, limit, load_source, make_callbacks, make_collator, parse, write_run_info
 
 ROI_DEFAULTS = dict(TRAINING_DEFAULTS)
@@ -81,9 +86,6 @@ class BoxMetric:
 
 
 def build_model(model_args: RoiModelArguments):
-    from ..configuration_roi import LvRoiConfig
-    from ..modeling_roi import LvRoiRegressor
-
     extra = {} if model_args.dropout_rate is None else {"dropout_rate": model_args.dropout_rate}
     if model_args.model_name_or_path:
         model = LvRoiRegressor.from_pretrained(
@@ -99,11 +101,6 @@ def build_model(model_args: RoiModelArguments):
 
 
 def main(argv=None) -> int:
-    from transformers import Trainer, set_seed
-
-    from ..image_processing_halsr import HalsrImageProcessor
-    from .data import RoiDataset
-
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "halsr-hf train-roi"
     model_args, data_args, training_args = parse(argv, RoiModelArguments, ROI_DEFAULTS, "iou_mean", prog)
