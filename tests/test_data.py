@@ -553,17 +553,24 @@ def test_cli_push_to_hub_offline_fails_fast(acdc_original, tmp_path):
 
 
 def test_push_dataset_calls_hub(monkeypatch, acdc_original):
-    """Online path: push_to_hub of the DatasetDict, then the card; network calls replaced."""
+    """Online path, network calls replaced: the repository, then the card, then push_to_hub (which
+    merges its dataset_info into that card; the other order would overwrite the card's metadata)."""
+    from huggingface_hub import HfApi, constants
+
     from halsr_hf.data import card as card_module
-    from huggingface_hub import DatasetCard, constants
 
     source, _ = acdc_original
     dsdict = prepare_acdc(source, split_seed=3)
     calls = []
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo, **kw: calls.append(("repo", repo, kw["repo_type"])))
+    monkeypatch.setattr(HfApi, "upload_file", lambda self, **kw: calls.append(
+        ("card", kw["repo_id"], kw["path_in_repo"], Path(kw["path_or_fileobj"]).read_text())))
     monkeypatch.setattr(type(dsdict), "push_to_hub", lambda self, repo, **kw: calls.append(("data", repo)))
-    monkeypatch.setattr(DatasetCard, "push_to_hub", lambda self, repo, **kw: calls.append(("card", repo, self.text)))
     url = card_module.push_dataset(dsdict, "me/acdc")
     assert url.endswith("datasets/me/acdc")
-    assert calls[0] == ("data", "me/acdc") and calls[1][:2] == ("card", "me/acdc") and "Bernard" in calls[1][2]
+    assert [c[0] for c in calls] == ["repo", "card", "data"]
+    assert calls[0] == ("repo", "me/acdc", "dataset") and calls[2] == ("data", "me/acdc")
+    assert calls[1][1:3] == ("me/acdc", "README.md") and "Bernard" in calls[1][3]
+    assert calls[1][3].startswith("---\nlicense: cc-by-nc-sa-4.0")  # metadata written by DatasetCardData

@@ -273,19 +273,14 @@ def push_dataset(args) -> int:
     token = _get_token()
     dataset = _load_dataset_dict(dataset_dir)
     message = args.commit_message or f"Upload dataset with halsr-hf {_version()}"
-    from huggingface_hub import HfApi
+    from .data.card import upload_dataset
 
     create_repo(args.repo_id, "dataset", token, args.private)
-    api = HfApi(token=token)
-    if card.is_file():
-        # the card first: push_to_hub then adds its dataset_info/configs to this card's metadata
-        _network("uploading the dataset card to", args.repo_id, lambda: api.upload_file(
-            path_or_fileobj=str(card), path_in_repo="README.md", repo_id=args.repo_id, repo_type="dataset",
-            commit_message=f"{message}: dataset card"))
-    else:
+    if not card.is_file():
         print(f"warning: {card} not found: the repository gets an automatic card without license or description")
-    _network("pushing the dataset to", args.repo_id, lambda: dataset.push_to_hub(
-        args.repo_id, private=args.private, token=token, commit_message=message))
+    _network("uploading the dataset to", args.repo_id, lambda: upload_dataset(
+        dataset, args.repo_id, card.read_text() if card.is_file() else None, token=token, private=args.private,
+        commit_message=message))
     print(f"uploaded {', '.join(f'{k} ({len(v)} rows)' for k, v in dataset.items())} to "
           f"https://huggingface.co/datasets/{args.repo_id}")
     return 0

@@ -4,7 +4,11 @@ split back (training and evaluation), and the upload."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+from huggingface_hub import DatasetCard, DatasetCardData, HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from ..atomic import atomic_folder
 from ..errors import InputError
@@ -96,7 +100,8 @@ def split_counts(dsdict) -> dict:
 
 
 def dataset_card(dsdict, source: str | None = None) -> str:
-    """README.md text (YAML metadata, schema, provenance, license, citation, per-split counts)."""
+    """README.md text: the metadata (``DatasetCardData``: license, task, tags, name, size) and the
+    schema, provenance, license, citation and per-split counts."""
     first = next(iter(dsdict.values()))
     source = source or first.select_columns(["source"])[0]["source"]
     pretty, license_id, license_text, provenance = SOURCES.get(
@@ -110,21 +115,12 @@ def dataset_card(dsdict, source: str | None = None) -> str:
         f"| {split} | {c['patients']} | {c['slices']} | {c['with_lv']} | {c['myocardium_annotated']} |"
         for split, c in counts.items()
     )
-    return f"""---
-license: {license_id}
-task_categories:
-- image-segmentation
-tags:
-- medical-imaging
-- cardiac-mri
-- left-ventricle
-- halsr-hf
-pretty_name: {pretty} - HALSR-Net canonical LV slices
-size_categories:
-- {size}
----
-
-# {pretty}: 2D short-axis slices in the halsr-hf canonical schema
+    metadata = DatasetCardData(
+        license=license_id, task_categories=["image-segmentation"],
+        tags=["medical-imaging", "cardiac-mri", "left-ventricle", "halsr-hf"],
+        pretty_name=f"{pretty} - HALSR-Net canonical LV slices", size_categories=[size],
+    )
+    body = f"""# {pretty}: 2D short-axis slices in the halsr-hf canonical schema
 
 Converted with `halsr-hf prepare {source}` for the HALSR-Net left-ventricle segmentation models.
 One row is one 2D short-axis slice. Labels: {labels}.
@@ -160,6 +156,7 @@ Homepage: {first.info.homepage or 'n/a'}
 {first.info.citation.strip()}
 ```
 """
+    return str(DatasetCard(f"---\n{metadata.to_yaml()}\n---\n\n{body}"))
 
 
 def save_dataset(dsdict, out, *, overwrite: bool = False, card: str | None = None) -> Path:
@@ -223,18 +220,32 @@ def load_split(dataset_dir, split: str, *, dataset_name: str | None = None, conf
     return loaded
 
 
-def push_dataset(dsdict, repo_id: str, *, card: str | None = None, private: bool | None = None, token=None) -> str:
-    """``DatasetDict.push_to_hub`` then the card as README.md. Offline (``HF_HUB_OFFLINE=1``) or
-    without a connection: :class:`InputError` at once."""
-    from huggingface_hub import DatasetCard, constants
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+def upload_dataset(dsdict, repo_id: str, card: str | None, *, token=None, private: bool | None = None,
+                   commit_message: str | None = None) -> None:
+    """Upload to an existing Hub dataset repository: the card (README.md) first, then
+    ``DatasetDict.push_to_hub``, which adds its ``dataset_info``/``configs`` to the metadata of the
+    card it finds (pushed the other way round, the card would overwrite them). Used by ``halsr-hf
+    prepare --push-to-hub`` (:func:`push_dataset`) and ``halsr-hf push-to-hub dataset``."""
+    message = commit_message or "Upload dataset with halsr-hf"
+    if card is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "README.md"
+            path.write_text(card)
+            HfApi(token=token).upload_file(path_or_fileobj=str(path), path_in_repo="README.md", repo_id=repo_id,
+                                           repo_type="dataset", commit_message=f"{message}: dataset card")
+    dsdict.push_to_hub(repo_id, private=private, token=token, commit_message=message)
 
+
+def push_dataset(dsdict, repo_id: str, *, card: str | None = None, private: bool | None = None, token=None) -> str:
+    """Create the Hub dataset repository if needed and :func:`upload_dataset` (card: default
+    :func:`dataset_card`). Offline (``HF_HUB_OFFLINE=1``) or without a connection:
+    :class:`InputError` at once."""
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise InputError(f"--push-to-hub {repo_id}: the Hub is offline (HF_HUB_OFFLINE=1); unset it to upload")
     text = dataset_card(dsdict) if card is None else card
     try:
-        dsdict.push_to_hub(repo_id, private=private, token=token)
-        DatasetCard(text).push_to_hub(repo_id, token=token, repo_type="dataset")
+        HfApi(token=token).create_repo(repo_id, repo_type="dataset", private=bool(private), exist_ok=True)
+        upload_dataset(dsdict, repo_id, text, token=token, private=private)
     except OfflineModeIsEnabled as error:
         raise InputError(f"--push-to-hub {repo_id}: the Hub is offline ({error})") from None
     except (HfHubHTTPError, OSError, ConnectionError) as error:
