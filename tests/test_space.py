@@ -114,7 +114,7 @@ def test_dicom_example_gives_overlay_and_areas_in_mm2(client):
     assert image.mode == "RGB" and image.size == (256, 256)
     pixels = np.asarray(image)
     assert (pixels[..., 0] != pixels[..., 1]).any(), "the overlay has colour (mask or ROI box)"
-    assert areas["headers"] == ["slice", "LV found", "LV cavity area (mm²)", "myocardium area (mm²)"]
+    assert areas["headers"] == ["slice", "LV found", "LV cavity area (mm²)", "myocardium area (mm²)", "message", "quality flags"]
     assert len(areas["data"]) == 1 and areas["data"][0][1] == "yes"
     assert "1.367" in summary and "DICOM" in summary
     names = sorted(Path(m).name for m in masks)
@@ -205,6 +205,50 @@ def test_corrupt_and_unsupported_files_show_a_readable_error(client, tmp_path):
     with pytest.raises(AppError, match="single slice"):
         client.predict(handle_file(str(EXAMPLES[0])), handle_file(str(EXAMPLES[1])), 0, 0, 0, None, None, 0.45,
                        api_name="/cardiac_function")
+
+
+def test_dicom_without_extension_is_read_by_its_preamble(client, tmp_path):
+    upload = tmp_path / "IM0001"  # scanners and PACS exports often write no extension
+    upload.write_bytes(EXAMPLES[0].read_bytes())
+    _, areas, _, summary, masks = client.predict(handle_file(str(upload)), 0, 0, 0, None, 0.45, api_name="/segment")
+    assert areas["headers"][2] == "LV cavity area (mm²)" and "DICOM" in summary
+    assert sorted(Path(m).name for m in masks) == ["IM0001_mask.nii.gz", "IM0001_mask.png"]
+
+
+def test_results_table_shows_the_pipeline_message_and_quality_flags(space_module, tmp_path_factory):
+    """Each slice's ``message`` and ``qc`` (when the pipeline gives them) are columns of the table."""
+    app = space_module.SpaceApp(tiny_pipe(tmp_path_factory))
+    pipe = app.pipe
+
+    def flagged(data, **kwargs):
+        result = pipe(data, **kwargs)
+        result.update(message="no LV found", qc=["mask touches crop border", "small myocardium"])
+        return result
+
+    _, areas, *_ = app.segment(str(EXAMPLES[0]))
+    assert list(areas.iloc[0])[4:] == ["", ""]  # absent fields: empty cells
+    app.pipe = flagged
+    _, areas, *_ = app.segment(str(EXAMPLES[0]))
+    assert list(areas.columns)[4:] == ["message", "quality flags"]
+    assert list(areas.iloc[0])[4:] == ["no LV found", "mask touches crop border; small myocardium"]
+
+
+def test_remote_code_pipeline_uses_its_own_modules(space_module, tmp_path_factory):
+    """Without halsr_hf on a Space, the model repository's code is the package: the app takes
+    image_io/clinical/visualize from where the pipeline class was loaded (one code path)."""
+    from transformers import pipeline
+
+    folder = tiny_pipe(tmp_path_factory).model.name_or_path
+    remote = pipeline("cardiac-lv-segmentation", model=folder, trust_remote_code=True)
+    app = space_module.SpaceApp(remote)
+    assert type(remote).__module__.startswith("transformers_modules.")
+    assert all(module.__name__.startswith("transformers_modules.") for module in vars(app.code).values())
+    overlay, areas, *_ = app.segment(str(EXAMPLES[0]))
+    assert overlay.size == (256, 256) and areas.iloc[0]["LV found"] == "yes"
+
+
+def test_readme_front_matter_names_the_default_hub_model(space_module):
+    assert space_module.readme_model() == "halsr-hf/halsr-net"  # metadata_load of space/README.md
 
 
 def test_image_size_limit(client, space_module, tmp_path):

@@ -63,6 +63,16 @@ def _extension(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def _has_dicom_preamble(path: Path) -> bool:
+    """DICOM files often have no extension; they are recognised by 'DICM' after the 128-byte preamble."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -185,21 +195,23 @@ def read_nifti_file(path: Path, frame: int | None = None) -> LoadedInput:
 
 def load_input(item, frame: int | None = None, pixel_spacing=None, slice_thickness=None) -> LoadedInput:
     """Read one pipeline input: a path, a PIL image, a numpy array or torch tensor (H, W) or (Z, H, W).
+    A path is read by its extension; a file without a known one is read as DICOM when it has the
+    DICOM preamble.
 
     ``pixel_spacing``/``slice_thickness`` override (or supply) what the source says.
     """
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
         extension = _extension(path)
-        if extension not in SUPPORTED:
+        if extension not in SUPPORTED and not _has_dicom_preamble(path):
             raise InputError(f"{path}: unsupported file type {extension or '(no extension)'!r}; supported: {', '.join(SUPPORTED)}")
         _check_file(path)
         if extension in NIFTI_EXTENSIONS:
             loaded = read_nifti_file(path, frame)
-        elif extension in DICOM_EXTENSIONS:
-            loaded = read_dicom_file(path)
-        else:
+        elif extension in IMAGE_EXTENSIONS:
             loaded = read_image_file(path)
+        else:  # a DICOM extension, or none but the DICOM preamble
+            loaded = read_dicom_file(path)
     else:
         loaded = _load_in_memory(item)
     if pixel_spacing is not None:
