@@ -6,47 +6,25 @@ gives Dice 1, distances 0, EF bias 0, ROI RMSE 0."""
 import csv
 import json
 import math
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from halsr_hf import (
-    CardiacLVSegmentationPipeline,
-    HalsrConfig,
-    HalsrForSemanticSegmentation,
-    HalsrImageProcessor,
-    InputError,
-    LvRoiConfig,
-    LvRoiRegressor,
-)
+from halsr_hf import CardiacLVSegmentationPipeline, HalsrImageProcessor, InputError
 from halsr_hf.cli import main as cli_main
 from halsr_hf.data.schema import acdc_to_canonical, bbox_from_label
 from halsr_hf.evaluation import agreement, box_iou, build_groups, corner_rmse, describe
 from halsr_hf.evaluation import run as eval_run
+
+from .conftest import tiny_models
 
 PATIENTS = ["patient001", "patient011"]  # ACDC test-list patients, 10 and 9 slices (001 has an empty slice)
 METRIC_KEYS = [f"{m}_{c}" for m in ("dice", "hd95", "assd", "hd") for c in ("lv_cavity", "myocardium")]
 
 
 # ---- fixtures: tiny models and datasets ----------------------------------------------------------
-
-
-def tiny_models(seed=0):
-    """As tests/test_pipeline.py: a tiny HALSR-Net and a ROI regressor whose box is near the centre."""
-    torch.manual_seed(seed)
-    model = HalsrForSemanticSegmentation(HalsrConfig(hidden_sizes=[4, 8, 8, 16, 16], image_size=64)).eval()
-    roi = LvRoiRegressor(LvRoiConfig(image_size=64, encoder_sizes=[4, 8, 8, 16], fc_sizes=[16, 32],
-                                     reduce_sizes=[16, 16, 8], global_channels=16, head_sizes=[8, 8])).eval()
-    with torch.no_grad():
-        roi.box.weight.zero_()
-        roi.box.bias.copy_(torch.tensor([-0.6, -0.6, 0.6, 0.6]))
-        roi.presence.weight.zero_()
-        roi.presence.bias.fill_(5.0)
-    return model, roi
 
 
 @pytest.fixture(scope="module")
