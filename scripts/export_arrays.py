@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 try:
@@ -47,8 +48,6 @@ from halsr_hf.training.data import quantize  # noqa: E402
 
 def read_split(source: Path, split: str, max_slices=None):
     """(name, image float32 (H, W), canonical label uint8 (H, W)) for every slice of a split."""
-    import h5py
-
     if split == "train":
         names = (source / "train_slices.list").read_text().split()
         for name in sorted(names)[:max_slices]:

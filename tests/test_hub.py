@@ -434,10 +434,8 @@ def test_offline_error_raised_by_the_hub_is_translated(fake_hub, tiny_folder, mo
 
 
 def test_no_token(fake_hub, tiny_folder, monkeypatch, capsys):
-    import huggingface_hub
-
     monkeypatch.delenv("HF_TOKEN")
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    monkeypatch.setattr(hub, "get_token", lambda: None)
     assert hub.main(["model", "--model-dir", str(tiny_folder), "--repo-id", REPO_ID]) == 2
     assert "no Hugging Face token: set HF_TOKEN" in capsys.readouterr().err
     assert fake_hub == []  # refused before any Hub call

@@ -21,14 +21,22 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
 import re
 import shutil
 import sys
 from pathlib import Path
 
+from datasets import DatasetDict
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+from . import CardiacLVSegmentationPipeline, HalsrForSemanticSegmentation, HalsrImageProcessor, LvRoiRegressor
 from .atomic import atomic_folder, check_output_folder
+from .data.card import upload_dataset
 from .errors import InputError
+from .model_card import PROVENANCE_FILES, check_model_card, load_summary, package_version, write_model_card
 
 #: Files never uploaded from a Space folder (also left out of its dry-run copy).
 SPACE_IGNORE = ["__pycache__", "*.pyc", ".DS_Store", ".gradio", "flagged", ".ipynb_checkpoints", "*.egg-info"]
@@ -43,8 +51,6 @@ class PublishError(RuntimeError):
 
 
 def _check_online() -> None:
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE:
         raise PublishError(
             "the Hugging Face Hub is disabled here (HF_HUB_OFFLINE=1): nothing was uploaded; "
@@ -53,8 +59,6 @@ def _check_online() -> None:
 
 
 def _get_token() -> str:
-    from huggingface_hub import get_token
-
     token = os.environ.get("HF_TOKEN") or get_token()
     if not token:
         raise PublishError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access)")
@@ -75,9 +79,6 @@ def _transport_errors() -> tuple:
 
 def _network(action: str, repo_id: str, call):
     """Run one Hub call, turning its failures into a one-line :class:`PublishError`."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
     try:
         return call()
     except OfflineModeIsEnabled:
@@ -114,8 +115,6 @@ def check_self_contained(folder) -> None:
 
 
 def _load_for_saving(model_dir: Path, roi_model):
-    from . import CardiacLVSegmentationPipeline, HalsrForSemanticSegmentation, HalsrImageProcessor, LvRoiRegressor
-
     if not (model_dir / "config.json").is_file():
         raise InputError(f"--model-dir {model_dir}: no config.json there (expected a HALSR-Net model folder)")
     try:
@@ -142,8 +141,6 @@ def _load_for_saving(model_dir: Path, roi_model):
 def _point_pipeline_default_at(config_path: Path, repo_id: str) -> None:
     """``custom_pipelines`` records the task's registered default model, a local folder of this
     installation; in a published repository the default is the repository itself."""
-    import json
-
     config = json.loads(config_path.read_text())
     for spec in (config.get("custom_pipelines") or {}).values():
         if isinstance(spec, dict) and "default" in spec:
@@ -156,8 +153,6 @@ def build_model_folder(model_dir, out, repo_id: str, eval_summaries=(), roi_mode
     """Build the model repository folder in ``out`` (temporary folder + rename); returns ``out``.
 
     ``out=None`` builds it in a new temporary folder (the caller removes it)."""
-    from .model_card import PROVENANCE_FILES, check_model_card, load_summary, write_model_card
-
     model_dir = Path(model_dir)
     for path in eval_summaries:  # fail on a bad summary before any work
         load_summary(path)
@@ -187,8 +182,6 @@ def build_model_folder(model_dir, out, repo_id: str, eval_summaries=(), roi_mode
 
 def create_repo(repo_id: str, repo_type: str, token: str, private: bool, space_sdk: str | None = None):
     """``HfApi.create_repo(exist_ok=True)``: also checks the token and the namespace before any work."""
-    from huggingface_hub import HfApi
-
     kwargs = {"repo_type": repo_type, "private": private, "exist_ok": True}
     if space_sdk:
         kwargs["space_sdk"] = space_sdk
@@ -198,16 +191,12 @@ def create_repo(repo_id: str, repo_type: str, token: str, private: bool, space_s
 
 def upload_folder(folder, repo_id: str, repo_type: str, token: str, commit_message: str):
     """``HfApi.upload_folder``: one commit with every file of ``folder``."""
-    from huggingface_hub import HfApi
-
     api = HfApi(token=token)
     return _network("uploading to", repo_id, lambda: api.upload_folder(
         folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, commit_message=commit_message))
 
 
 def push_model(args) -> int:
-    from .model_card import load_summary
-
     if not (Path(args.model_dir) / "config.json").is_file():
         raise InputError(f"--model-dir {args.model_dir}: no config.json there (expected a HALSR-Net model folder)")
     for path in args.eval_results or []:
@@ -225,7 +214,7 @@ def push_model(args) -> int:
     folder = build_model_folder(args.model_dir, None, args.repo_id, args.eval_results or [],
                                 roi_model=args.roi_model, template=args.template)
     try:
-        message = args.commit_message or f"Upload HALSR-Net with its ROI regressor and model card (halsr-hf {_version()})"
+        message = args.commit_message or f"Upload HALSR-Net with its ROI regressor and model card (halsr-hf {package_version()})"
         upload_folder(folder, args.repo_id, "model", token, message)
         print(f"uploaded {len(list_files(folder))} files to https://huggingface.co/{args.repo_id}")
         return 0
@@ -237,8 +226,6 @@ def push_model(args) -> int:
 
 
 def _load_dataset_dict(dataset_dir: Path):
-    from datasets import DatasetDict
-
     if not (dataset_dir / "dataset_dict.json").is_file():
         raise InputError(f"--dataset-dir {dataset_dir}: not a DatasetDict saved with save_to_disk (no dataset_dict.json)")
     return DatasetDict.load_from_disk(str(dataset_dir))
@@ -272,9 +259,7 @@ def push_dataset(args) -> int:
     _check_online()
     token = _get_token()
     dataset = _load_dataset_dict(dataset_dir)
-    message = args.commit_message or f"Upload dataset with halsr-hf {_version()}"
-    from .data.card import upload_dataset
-
+    message = args.commit_message or f"Upload dataset with halsr-hf {package_version()}"
     create_repo(args.repo_id, "dataset", token, args.private)
     if not card.is_file():
         print(f"warning: {card} not found: the repository gets an automatic card without license or description")
@@ -328,7 +313,7 @@ def push_space(args) -> int:
     folder = build_space_folder(space_dir, None)  # checks the folder before the repository is created
     try:
         create_repo(args.repo_id, "space", token, args.private, space_sdk="gradio")
-        message = args.commit_message or f"Upload the HALSR-Net Gradio demo (halsr-hf {_version()})"
+        message = args.commit_message or f"Upload the HALSR-Net Gradio demo (halsr-hf {package_version()})"
         upload_folder(folder, args.repo_id, "space", token, message)
         print(f"uploaded {len(list_files(folder))} files to https://huggingface.co/spaces/{args.repo_id}")
         return 0
@@ -337,12 +322,6 @@ def push_space(args) -> int:
 
 
 # ---- command line ------------------------------------------------------------------------------------
-
-
-def _version() -> str:
-    from .model_card import _package_version
-
-    return _package_version()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,17 +13,17 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import InputError
+from .modeling_roi import LvRoiOutput
 
 #: ONNX opset of the exports (TorchScript-based exporter; see ``halsr-hf export-onnx``).
 OPSET = 17
 
 
 def _wrappers():
-    import torch
-
     class SegmentationLogits(torch.nn.Module):
         def __init__(self, model):
             super().__init__()
@@ -47,8 +47,6 @@ def _wrappers():
 
 def export_segmentation(model, path, size: int = 128, opset: int = OPSET) -> Path:
     """Export a :class:`HalsrForSemanticSegmentation` to ``path`` for ``size`` x ``size`` inputs (dynamic batch)."""
-    import torch
-
     SegmentationLogits, _ = _wrappers()
     wrapper = SegmentationLogits(model.eval()).eval()
     example = torch.randn(2, model.config.num_channels, size, size)
@@ -64,8 +62,6 @@ def export_segmentation(model, path, size: int = 128, opset: int = OPSET) -> Pat
 
 def export_roi(model, path, opset: int = OPSET) -> Path:
     """Export a :class:`LvRoiRegressor` to ``path`` (dynamic batch axis; the size is fixed by its config)."""
-    import torch
-
     _, RoiOutputs = _wrappers()
     wrapper = RoiOutputs(model.eval()).eval()
     size = model.config.image_size
@@ -82,9 +78,7 @@ def export_roi(model, path, opset: int = OPSET) -> Path:
 
 def parity(model_path, torch_fn, inputs: list) -> float:
     """Max abs difference between onnxruntime (CPU) and ``torch_fn`` over ``inputs``."""
-    import numpy as np
-    import onnxruntime as ort
-    import torch
+    import onnxruntime as ort  # optional package (pip install halsr-hf[onnx])
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     worst = 0.0
@@ -104,7 +98,7 @@ class OnnxRunner:
 
     def __init__(self, model, roi_model=None, size: int = 128, onnx_dir=None, threads: int | None = None):
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # optional package
         except ImportError as error:  # pragma: no cover
             raise InputError(f"backend='onnx' needs onnxruntime (pip install onnxruntime): {error}") from None
         folder = Path(onnx_dir) if onnx_dir is not None else None
@@ -133,7 +127,5 @@ class OnnxRunner:
         return torch.from_numpy(logits)
 
     def roi(self, pixel_values: torch.Tensor):
-        from .modeling_roi import LvRoiOutput
-
         boxes, presence = self.roi_session.run(None, {"pixel_values": pixel_values.float().cpu().numpy()})
         return LvRoiOutput(pred_boxes=torch.from_numpy(boxes), presence_logits=torch.from_numpy(presence))

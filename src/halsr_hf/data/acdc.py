@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
@@ -64,8 +65,6 @@ def read_info_cfg(path) -> dict:
 
 def read_nifti(path) -> tuple[np.ndarray, tuple]:
     """(data, zooms) of a NIfTI file; :class:`InputError` naming the file when missing/unreadable."""
-    import nibabel as nib
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from ..errors import InputError
@@ -56,8 +57,6 @@ def acdc_phase(frame: int) -> str:
 def read_acdc_volume(h5_path) -> tuple[np.ndarray, np.ndarray]:
     """``(image float32, label uint8)`` of one SSL4MIS HDF5 file (volume (Z, H, W) or slice (H, W)),
     labels as stored (ACDC ids: 1 RV, 2 MYO, 3 LV). Raises :class:`InputError` naming the file."""
-    import h5py
-
     path = Path(h5_path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")

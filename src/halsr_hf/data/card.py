@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import datasets
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -184,8 +185,6 @@ def load_split(dataset_dir, split: str, *, dataset_name: str | None = None, conf
 
     A folder may be a ``DatasetDict`` (picks ``split``), hold ``split/`` as a dataset, or be a plain
     ``Dataset`` (with a ``split`` column it is filtered on it; without, it is used as a whole)."""
-    import datasets
-
     if dataset_dir is None:
         if dataset_name is None:
             raise InputError("no dataset: give --dataset-dir (a `halsr-hf prepare` folder) or --dataset-name (a Hub dataset)")

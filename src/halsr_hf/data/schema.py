@@ -37,9 +37,13 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ProcessPoolExecutor
 from typing import Iterable, Sequence
 
 import numpy as np
+from datasets import Dataset, DatasetDict, DatasetInfo, Features, Image, List, NamedSplit, Value
+from PIL import Image as PILImage
+from tqdm.auto import tqdm
 
 from ..errors import InputError
 
@@ -71,8 +75,6 @@ def label_names(keep_rv: bool = False) -> list[str]:
 def features(keep_rv: bool = False):
     """The :class:`datasets.Features` of every converted dataset (``keep_rv`` changes only the label
     names written to the dataset info, not the features)."""
-    from datasets import Features, Image, List, Value
-
     return Features(
         {
             "image": Image(),
@@ -98,8 +100,6 @@ def dataset_info(source: str, keep_rv: bool = False, description: str = "", cita
                  homepage: str = "", license: str = ""):
     """A :class:`datasets.DatasetInfo` whose description ends with the label names as JSON
     (``label_names: [...]``, read back by :func:`label_names_from_info`)."""
-    from datasets import DatasetInfo
-
     names = label_names(keep_rv)
     text = (description.strip() + "\n\n" if description else "") + "label_names: " + json.dumps(names)
     return DatasetInfo(
@@ -173,24 +173,20 @@ def acdc_to_canonical(label, keep_rv: bool = False, name: str = "ACDC label") ->
 def encode_image(image: np.ndarray) -> dict:
     """float32 (H, W) -> ``{"bytes": TIFF, "path": None}`` (mode F, lossless LZW: on ACDC slices
     about 2.2x smaller than raw, 3x faster to write than deflate)."""
-    from PIL import Image
-
     image = np.ascontiguousarray(image, dtype=np.float32)
     buffer = io.BytesIO()
     try:
-        Image.fromarray(image).save(buffer, format="TIFF", compression=TIFF_COMPRESSION)
+        PILImage.fromarray(image).save(buffer, format="TIFF", compression=TIFF_COMPRESSION)
     except (OSError, TypeError, ValueError):  # Pillow built without libtiff: uncompressed, still exact
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="TIFF")
+        PILImage.fromarray(image).save(buffer, format="TIFF")
     return {"bytes": buffer.getvalue(), "path": None}
 
 
 def encode_label(label: np.ndarray) -> dict:
     """uint8 (H, W) -> ``{"bytes": PNG, "path": None}`` (mode L)."""
-    from PIL import Image
-
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8)).save(buffer, format="PNG")
+    PILImage.fromarray(np.ascontiguousarray(label, dtype=np.uint8)).save(buffer, format="PNG")
     return {"bytes": buffer.getvalue(), "path": None}
 
 
@@ -265,8 +261,6 @@ def build_dataset_dict(rows_by_split: dict, source: str, keep_rv: bool = False, 
                        citation: str = "", homepage: str = "", license: str = ""):
     """``{"train": [row, ...], ...}`` -> :class:`datasets.DatasetDict` with the canonical features.
     Rows are sorted by (patient_id, phase, slice_index) for a deterministic order."""
-    from datasets import Dataset, DatasetDict, NamedSplit
-
     # a patient in two splits would leak: refuse, whatever the caller did
     seen: dict[str, str] = {}
     for split, rows in rows_by_split.items():
@@ -294,12 +288,8 @@ def decode_row(row: dict) -> tuple[np.ndarray, np.ndarray]:
 def parallel_map(function, items: list, num_proc: int | None = None, desc: str = "") -> list:
     """``[function(item) for item in items]`` with a progress bar, in ``num_proc`` processes when
     ``num_proc > 1`` (``function`` must be a module-level function). Order is kept."""
-    from tqdm.auto import tqdm
-
     if not num_proc or num_proc <= 1 or len(items) < 2:
         return [function(item) for item in tqdm(items, desc=desc, unit="file")]
-    from concurrent.futures import ProcessPoolExecutor
-
     chunksize = max(1, len(items) // (num_proc * 8))
     with ProcessPoolExecutor(max_workers=num_proc) as pool:
         return list(tqdm(pool.map(function, items, chunksize=chunksize), total=len(items), desc=desc, unit="file"))

@@ -33,6 +33,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from ..errors import InputError
 from ..image_io import read_dicom_file
@@ -65,8 +66,6 @@ def read_contour(path) -> np.ndarray:
 
 def rasterize(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Boolean (H, W) mask of the polygon (x = column, y = row), filled with its outline."""
-    from PIL import Image, ImageDraw
-
     canvas = Image.new("L", (shape[1], shape[0]), 0)
     ImageDraw.Draw(canvas).polygon([tuple(p) for p in points], fill=1, outline=1)
     return np.asarray(canvas, dtype=bool)

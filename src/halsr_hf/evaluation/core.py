@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..clinical import cardiac_function
 from ..data.schema import bbox_from_label
@@ -75,8 +76,6 @@ def predict(pipe, dataset: EvalDataset, batch_size: int = 16, use_roi: bool = Tr
     """Run the pipeline on every group (complete stacks as volumes, so ROI + segmentation are
     evaluated end to end) and return ``{group.key: Prediction}``. Groups are sent in chunks of
     at least ``4 * batch_size`` slices so the pipeline fills its batches across volumes."""
-    from tqdm.auto import tqdm
-
     out = {}
     bar = tqdm(total=len(dataset.slices), desc=desc or f"predict {dataset.name}", unit="slice", disable=not progress)
     chunk: List[SliceGroup] = []
@@ -166,8 +165,6 @@ def score(dataset: EvalDataset, predictions: dict, model: str, force_pixels: boo
           both_empty: str = "nan", roi_evaluated: bool = True, roi_reference: str = "label",
           progress: bool = True) -> DatasetResult:
     """Per-slice, per-volume, ROI and clinical rows for one dataset and one model's predictions."""
-    from tqdm.auto import tqdm
-
     unit = distance_unit(dataset, force_pixels)
     res = DatasetResult(dataset=dataset, model=model, distance_unit=unit, roi_evaluated=roi_evaluated,
                         predictions=predictions)

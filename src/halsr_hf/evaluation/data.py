@@ -24,6 +24,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..data.card import load_split
+from ..data.schema import label_names_from_info
 from ..errors import InputError
 
 #: Sources whose (patient, phase) groups hold only the annotated slices of a stack (Sunnybrook:
@@ -139,8 +140,6 @@ def _roi(value) -> Optional[list]:
 def _rv_label(ds) -> Optional[int]:
     """The id of ``rv_cavity`` in a dataset prepared with ``--keep-rv`` (scored as background), else None."""
     try:
-        from ..data.schema import label_names_from_info
-
         names = label_names_from_info(ds.info)
     except (ImportError, InputError, AttributeError, TypeError, ValueError):
         return None

@@ -21,6 +21,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from .. import default_model_dir, load_pipeline
 from ..atomic import atomic_folder, check_output_folder
 from ..errors import InputError
 from . import core, report
@@ -66,8 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(model, roi_model, device):
-    from .. import default_model_dir, load_pipeline
-
     try:
         if model is None:
             model = str(default_model_dir())
