@@ -98,6 +98,12 @@ def _network(action: str, repo_id: str, call):
                            "check the network, or pass --dry-run OUT to only build the folder") from None
 
 
+def _print_dry_run(target: str, folder: Path) -> None:
+    print(f"dry run: {target} would hold ({folder}):")
+    for name in list_files(folder):
+        print(f"  {name}")
+
+
 def list_files(folder) -> list[str]:
     """Relative POSIX paths of the files under ``folder``, sorted."""
     folder = Path(folder)
@@ -204,9 +210,7 @@ def push_model(args) -> int:
     if args.dry_run is not None:
         folder = build_model_folder(args.model_dir, args.dry_run, args.repo_id, args.eval_results or [],
                                     roi_model=args.roi_model, template=args.template, overwrite=args.overwrite)
-        print(f"dry run: the model repository {args.repo_id} would hold ({folder}):")
-        for name in list_files(folder):
-            print(f"  {name}")
+        _print_dry_run(f"the model repository {args.repo_id}", folder)
         return 0
     _check_online()
     token = _get_token()
@@ -250,9 +254,7 @@ def push_dataset(args) -> int:
     card = dataset_dir / "README.md"
     if args.dry_run is not None:
         folder = build_dataset_folder(dataset_dir, args.dry_run, overwrite=args.overwrite)
-        print(f"dry run: the dataset repository {args.repo_id} would hold ({folder}):")
-        for name in list_files(folder):
-            print(f"  {name}")
+        _print_dry_run(f"the dataset repository {args.repo_id}", folder)
         if not card.is_file():
             print(f"warning: {card} not found: the repository would get an automatic card without license or description")
         return 0
@@ -304,9 +306,7 @@ def push_space(args) -> int:
     space_dir = Path(args.space_dir) if args.space_dir else _default_space_dir()
     if args.dry_run is not None:
         folder = build_space_folder(space_dir, args.dry_run, overwrite=args.overwrite)
-        print(f"dry run: the Space {args.repo_id} would hold ({folder}):")
-        for name in list_files(folder):
-            print(f"  {name}")
+        _print_dry_run(f"the Space {args.repo_id}", folder)
         return 0
     _check_online()
     token = _get_token()

@@ -233,6 +233,39 @@ def finish(trainer, training_args, model_args, train_result, start_time, num_tra
         trainer.model.save_pretrained(out, max_shard_size=model_args.max_shard_size)
 
 
+def train_and_save(argv, prog: str, args: tuple, model, train_dataset, eval_dataset, processor, compute_metrics,
+                   architecture: str, preprocess_logits_for_metrics=None) -> int:
+    """The common end of ``halsr-hf train`` and ``train-roi``: channels_last on CUDA, the Trainer
+    (early stopping, time limit), the run information files, training, then :func:`finish`.
+    ``args``: the parsed (model, data, training) arguments."""
+    model_args, data_args, training_args = args
+    channels_last = model_args.channels_last and torch.cuda.is_available()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    has_eval = eval_dataset is not None
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=make_collator(channels_last),
+        processing_class=processor,
+        compute_metrics=compute_metrics if has_eval else None,
+        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        callbacks=make_callbacks(model_args, data_args, training_args, has_eval),
+    )
+    if trainer.is_world_process_zero():
+        write_run_info(
+            training_args.output_dir, argv, prog, training_args, model_args, data_args,
+            {"architecture": architecture, "num_parameters": sum(p.numel() for p in model.parameters()),
+             "train_slices": len(train_dataset), "eval_slices": len(eval_dataset) if has_eval else 0},
+        )
+    start = time.time()
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish(trainer, training_args, model_args, train_result, start, len(train_dataset))
+    return 0
+
+
 # -- segmentation metrics -----------------------------------------------------------------------
 
 
@@ -320,10 +353,6 @@ def main(argv=None) -> int:
 
     set_seed(training_args.seed)  # before the model is built
     model = build_model(model_args, data_args, label_names)
-    channels_last = model_args.channels_last and torch.cuda.is_available()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-
     if localization:
         train_dataset = limit(
             LocalizerDataset(load_source(data_args, data_args.train_split, "roi"), roi_size=data_args.image_size,
@@ -347,30 +376,12 @@ def main(argv=None) -> int:
         else:
             eval_source = HalsrCropDataset(load_source(data_args, data_args.eval_split, "halsr"), train=False, **common)
         eval_dataset = limit(eval_source, data_args.max_eval_samples)
-
-    processor = HalsrImageProcessor(size=data_args.image_size, crop_margin=data_args.eval_margin)
-    callbacks = make_callbacks(model_args, data_args, training_args, eval_dataset is not None)
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=make_collator(channels_last),
-        processing_class=processor,
-        compute_metrics=DiceMetric(label_names, model.config.semantic_loss_ignore_index) if eval_dataset is not None else None,
+    return train_and_save(
+        argv, prog, (model_args, data_args, training_args), model, train_dataset, eval_dataset,
+        HalsrImageProcessor(size=data_args.image_size, crop_margin=data_args.eval_margin),
+        DiceMetric(label_names, model.config.semantic_loss_ignore_index), model_args.architecture,
         preprocess_logits_for_metrics=argmax_logits,
-        callbacks=callbacks,
     )
-    if trainer.is_world_process_zero():
-        write_run_info(
-            training_args.output_dir, argv, prog, training_args, model_args, data_args,
-            {"architecture": model_args.architecture, "num_parameters": sum(p.numel() for p in model.parameters()),
-             "train_slices": len(train_dataset), "eval_slices": len(eval_dataset) if eval_dataset is not None else 0},
-        )
-    start = time.time()
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    finish(trainer, training_args, model_args, train_result, start, len(train_dataset))
-    return 0
 
 
 if __name__ == "__main__":
