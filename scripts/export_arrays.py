@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 try:
@@ -41,25 +42,22 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from halsr_hf.image_processing_halsr import HalsrImageProcessor, normalize_intensity  # noqa: E402
-from halsr_hf.training.data import lv_box, quantize  # noqa: E402
-
-ACDC_TO_CANONICAL = np.array([0, 0, 2, 1], dtype=np.uint8)  # 0 bg, 1 RV -> bg, 2 MYO -> 2, 3 LV -> 1
+from halsr_hf.data.schema import acdc_to_canonical, bbox_from_label  # noqa: E402
+from halsr_hf.training.data import quantize  # noqa: E402
 
 
 def read_split(source: Path, split: str, max_slices=None):
     """(name, image float32 (H, W), canonical label uint8 (H, W)) for every slice of a split."""
-    import h5py
-
     if split == "train":
         names = (source / "train_slices.list").read_text().split()
         for name in sorted(names)[:max_slices]:
             with h5py.File(source / "data" / f"{name}.h5", "r") as f:
-                yield name, f["image"][()].astype(np.float32), ACDC_TO_CANONICAL[f["label"][()]]
+                yield name, f["image"][()].astype(np.float32), acdc_to_canonical(f["label"][()])
     else:
         count = 0
         for volume in sorted((source / f"{'val' if split == 'validation' else split}.list").read_text().split()):
             with h5py.File(source / "data" / f"{volume}.h5", "r") as f:
-                images, labels = f["image"][()].astype(np.float32), ACDC_TO_CANONICAL[f["label"][()]]
+                images, labels = f["image"][()].astype(np.float32), acdc_to_canonical(f["label"][()])
             for k in range(images.shape[0]):
                 if max_slices is not None and count >= max_slices:
                     return
@@ -88,7 +86,7 @@ def export(source: Path, out: Path, margin: float = 0.8, roi_size: int = 128, sp
         store = {kind: {"images": [], "labels": [], "shapes": [], "ranges": [], "has_lv": []} for kind in ("halsr", "roi")}
         for name, image, label in read_split(source, split, max_slices):
             normalized = normalize_intensity(image)
-            box = lv_box(label)
+            box = bbox_from_label(label)
             if box is not None:
                 crop_image, crop_label = lv_crop(normalized, label, box, margin)
                 codes, value_range = quantize(crop_image)
@@ -100,7 +98,7 @@ def export(source: Path, out: Path, margin: float = 0.8, roi_size: int = 128, sp
             content = padded[0, 0, :rows, :cols].numpy()
             small_label = F.interpolate(torch.from_numpy(label)[None, None].float(), size=(rows, cols), mode="nearest")[0, 0].to(torch.uint8).numpy()
             codes, value_range = quantize(content)
-            for key, value in (("images", codes.ravel()), ("labels", small_label.ravel()), ("shapes", content.shape), ("ranges", value_range), ("has_lv", box is not None and lv_box(small_label) is not None)):
+            for key, value in (("images", codes.ravel()), ("labels", small_label.ravel()), ("shapes", content.shape), ("ranges", value_range), ("has_lv", box is not None and bbox_from_label(small_label) is not None)):
                 store["roi"][key].append(value)
         for kind, columns in store.items():
             prefix = f"{kind}_{split}_"

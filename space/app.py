@@ -6,19 +6,21 @@ measures the areas (mm² when the pixel spacing is known) and, for volumes, the 
 myocardium volumes (mL). An ED + ES pair of volumes gives EDV, ESV, stroke volume, EF and the
 myocardial mass. Masks download as PNG (label ids 0/1/2, lossless) and NIfTI (input's affine).
 
+A thin UI: files are read by ``image_io.load_input``, segmented and measured by the
+``cardiac-lv-segmentation`` pipeline, drawn by ``visualize.overlay``, written by
+``image_io.save_mask``; those modules come from the package the pipeline's class belongs to
+(``halsr_hf``, or the model repository's own code when the package is not installed).
+
 Run locally: ``python space/app.py`` (Gradio reads ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``).
 Configuration (environment variables):
 
-- ``HALSR_MODEL``: model folder or Hub id (default: the model bundled with ``halsr_hf``);
-  ``HALSR_ROI_MODEL``: ROI regressor folder or Hub id (default: the model's ``roi/``).
+- ``HALSR_MODEL``: model folder or Hub id (default: the model bundled with ``halsr_hf``; without
+  the package, the first ``models:`` entry of this folder's README.md, loaded with
+  ``trust_remote_code=True``); ``HALSR_ROI_MODEL``: ROI regressor folder or Hub id (default: the
+  model's ``roi/``).
 - ``HALSR_MAX_FILE_SIZE`` (default ``50mb``), ``HALSR_MAX_IMAGE_SIDE`` (default 1024 pixels),
   ``HALSR_MAX_SLICES`` (default 64), ``HALSR_CONCURRENCY`` (default 2 requests at a time),
   ``HALSR_QUEUE_SIZE`` (default 32 waiting requests).
-
-Without the ``halsr_hf`` package (installed or copied next to this file), the app loads
-``HALSR_MODEL`` (default: the first ``models:`` entry of this folder's README.md; a Hub repo or
-folder written by ``pipe.save_pretrained``) with ``trust_remote_code=True`` and uses the
-measurement/IO/overlay code shipped in that repository.
 """
 
 import os
@@ -29,14 +31,16 @@ import functools  # noqa: E402
 import importlib  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import traceback  # noqa: E402
 import zipfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from huggingface_hub import metadata_load  # noqa: E402
 
 logger = logging.getLogger("halsr_space")
 
@@ -50,9 +54,10 @@ CONCURRENCY = int(os.environ.get("HALSR_CONCURRENCY", "2"))
 QUEUE_SIZE = int(os.environ.get("HALSR_QUEUE_SIZE", "32"))
 DEFAULT_ALPHA = 0.45
 
+#: Per-slice results: the pipeline's areas, its message (e.g. no LV found) and quality flags.
 AREA_HEADERS = {
-    "mm2": ["slice", "LV found", "LV cavity area (mm²)", "myocardium area (mm²)"],
-    "px": ["slice", "LV found", "LV cavity area (pixels)", "myocardium area (pixels)"],
+    unit: ["slice", "LV found", f"LV cavity area ({label})", f"myocardium area ({label})", "message", "quality flags"]
+    for unit, label in (("mm2", "mm²"), ("px", "pixels"))
 }
 MEASURE_HEADERS = ["measure", "value", "unit"]
 
@@ -60,65 +65,39 @@ MEASURE_HEADERS = ["measure", "value", "unit"]
 # ---- model and package code ------------------------------------------------------------------
 
 
-class _Code:
-    """The package modules the app uses: ``image_io``, ``clinical``, ``visualize`` and the
-    ``InputError`` class, from ``halsr_hf`` or, without it, from the pipeline's remote code."""
-
-    def __init__(self, image_io, clinical, visualize, input_error):
-        self.image_io, self.clinical, self.visualize, self.InputError = image_io, clinical, visualize, input_error
-
-
-def _halsr_hf():
-    try:
-        return importlib.import_module("halsr_hf")
-    except ImportError:
-        return None
-
-
 def load_pipeline_from_env():
-    """The segmentation pipeline named by ``HALSR_MODEL``/``HALSR_ROI_MODEL`` (default: bundled model)."""
+    """The segmentation pipeline named by ``HALSR_MODEL``/``HALSR_ROI_MODEL`` (module docstring)."""
     model = os.environ.get("HALSR_MODEL") or None
     roi_model = os.environ.get("HALSR_ROI_MODEL") or None
-    package = _halsr_hf()
-    if package is not None:
-        return package.load_pipeline(model, roi_model=roi_model)
-    model = model or _readme_model()
-    if model is None:
-        raise RuntimeError("halsr_hf is not installed: set HALSR_MODEL to a model folder or Hub id saved with its code")
-    from transformers import pipeline
+    try:
+        import halsr_hf
+    except ImportError:  # the package is optional on a Space: the model repository carries the code
+        from transformers import pipeline
 
-    kwargs = {} if roi_model is None else {"roi_model": roi_model}
-    return pipeline("cardiac-lv-segmentation", model=model, trust_remote_code=True, **kwargs)
+        model = model or readme_model()
+        if model is None:
+            raise RuntimeError("halsr_hf is not installed: set HALSR_MODEL to a model folder or Hub id saved with its code") from None
+        kwargs = {} if roi_model is None else {"roi_model": roi_model}
+        return pipeline("cardiac-lv-segmentation", model=model, trust_remote_code=True, **kwargs)
+    return halsr_hf.load_pipeline(model, roi_model=roi_model)
 
 
-def _readme_model() -> str | None:
+def readme_model() -> str | None:
     """The first ``models:`` entry of this Space's README front matter (the Hub model it shows)."""
     readme = HERE / "README.md"
-    if not readme.is_file():
-        return None
-    lines = readme.read_text(encoding="utf-8").split("---")[1].splitlines() if readme.read_text().startswith("---") else []
-    for i, line in enumerate(lines):
-        if line.strip() == "models:" and i + 1 < len(lines) and lines[i + 1].strip().startswith("- "):
-            return lines[i + 1].strip()[2:].strip() or None
-    return None
+    models = metadata_load(readme).get("models") if readme.is_file() else None
+    return models[0] if models else None
 
 
-def _code_for(pipe) -> _Code:
-    package = _halsr_hf()
-    if package is not None:
-        from halsr_hf import clinical, image_io, visualize
-
-        return _Code(image_io, clinical, visualize, package.InputError)
-    base = type(pipe).__module__.rsplit(".", 1)[0]  # transformers_modules.<repo>...
-    modules = {}
-    for name in ("image_io", "clinical", "visualize", "errors"):
-        try:
-            modules[name] = importlib.import_module(f"{base}.{name}")
-        except ImportError as error:
-            raise RuntimeError(
-                f"the model's remote code has no {name}.py ({error}); install halsr_hf or copy it next to app.py"
-            ) from None
-    return _Code(modules["image_io"], modules["clinical"], modules["visualize"], modules["errors"].InputError)
+def package_modules(pipe) -> SimpleNamespace:
+    """``image_io``, ``clinical``, ``visualize`` and ``errors`` of the package the pipeline's class
+    comes from: ``halsr_hf``, or the ``transformers_modules`` copy of a model repository's code."""
+    package = type(pipe).__module__.rsplit(".", 1)[0]
+    try:
+        return SimpleNamespace(**{name: importlib.import_module(f"{package}.{name}")
+                                  for name in ("image_io", "clinical", "visualize", "errors")})
+    except ImportError as error:
+        raise RuntimeError(f"the pipeline's code ({package}) has no {error.name}; install halsr_hf") from None
 
 
 def _model_name(pipe) -> str:
@@ -133,6 +112,10 @@ def _model_name(pipe) -> str:
 # ---- helpers ----------------------------------------------------------------------------------
 
 
+class _UserError(Exception):
+    """An input problem detected by the app itself (shown as is)."""
+
+
 def _work_dir() -> Path:
     """A fresh folder under Gradio's temp dir (files there may be served back to the browser)."""
     root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio") / "halsr-space"
@@ -141,50 +124,16 @@ def _work_dir() -> Path:
 
 
 def _file_path(file) -> str | None:
-    if file is None:
-        return None
     if isinstance(file, (list, tuple)):
         file = file[0] if file else None
-        if file is None:
-            return None
-    return str(getattr(file, "name", file) if not isinstance(file, (str, os.PathLike)) else file)
-
-
-def _display_name(path: str) -> str:
-    return Path(path).name
-
-
-def _stem(name: str) -> str:
-    lower = name.lower()
-    for suffix in (".nii.gz", ".nii", ".dcm", ".dicom", ".ima", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _with_known_extension(path: str, code: _Code) -> str:
-    """DICOM files often have no extension: recognise them by the 'DICM' preamble."""
-    name = path.lower()
-    if name.endswith(tuple(code.image_io.SUPPORTED)):
-        return path
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            is_dicom = f.read(4) == b"DICM"
-    except OSError:
-        return path
-    if not is_dicom:
-        return path
-    target = _work_dir() / (Path(path).name + ".dcm")
-    shutil.copyfile(path, target)
-    return str(target)
+    if file is None:
+        return None
+    return str(file if isinstance(file, (str, os.PathLike)) else getattr(file, "name", file))
 
 
 def _spacing(row_mm, col_mm, thickness_mm):
     """The hand-entered spacing (0 or empty = from the file)."""
-    row = float(row_mm or 0)
-    col = float(col_mm or 0)
-    thickness = float(thickness_mm or 0)
+    row, col, thickness = float(row_mm or 0), float(col_mm or 0), float(thickness_mm or 0)
     for label, value in (("pixel spacing (row)", row), ("pixel spacing (column)", col), ("slice thickness", thickness)):
         if not math.isfinite(value) or value < 0:
             raise _UserError(f"{label}: must be a positive number in mm (or 0 to use the file's), got {value}")
@@ -200,16 +149,6 @@ def _frame(value):
     if not value.is_integer() or value < 0:
         raise _UserError(f"frame: expected a whole number >= 0, got {value}")
     return int(value)
-
-
-class _UserError(Exception):
-    """An input problem detected by the app itself (shown as is)."""
-
-
-def _table(rows, headers):
-    import pandas as pd
-
-    return pd.DataFrame(rows, columns=headers)
 
 
 def _fmt(value, digits=1):
@@ -228,43 +167,26 @@ class SpaceApp:
 
     def __init__(self, pipe):
         self.pipe = pipe
-        self.code = _code_for(pipe)
+        self.code = package_modules(pipe)
         self.model_name = _model_name(pipe)
 
-    # -- reading with the app's limits -----------------------------------------------------------
-
     def _load(self, file, frame, pixel_spacing, slice_thickness, what="file"):
+        """``image_io.load_input`` with the app's limits; a 4D NIfTI without a frame shows frame 0."""
         path = _file_path(file)
         if path is None:
             raise _UserError(f"no {what} uploaded: choose a PNG, JPEG, DICOM or NIfTI file")
-        name = _display_name(path)
-        path = _with_known_extension(path, self.code)
+        loaded = self.code.image_io.load_input(path, frame=0 if frame is None else frame, pixel_spacing=pixel_spacing,
+                                               slice_thickness=slice_thickness)  # frame is ignored but by 4D NIfTI
+        loaded.name = Path(path).name
         notes = []
-        if frame is None and path.lower().endswith((".nii", ".nii.gz")):
-            try:
-                import nibabel as nib
-
-                shape = nib.load(path).shape
-                if len(shape) == 4 and shape[3] > 1:
-                    frame = 0
-                    notes.append(f"4D NIfTI with {shape[3]} frames: showing frame 0 (set *Frame* to choose another)")
-            except Exception:  # unreadable: load_input gives the readable message
-                pass
-        try:
-            loaded = self.code.image_io.load_input(path, frame=frame, pixel_spacing=pixel_spacing,
-                                                   slice_thickness=slice_thickness)
-        except self.code.InputError:
-            raise
-        except Exception as error:  # a reader failure the package does not classify: still the file's fault
-            logger.warning("reading %s failed:\n%s", name, traceback.format_exc())
-            detail = str(error).splitlines()[0][:200] if str(error) else ""
-            raise _UserError(f"{name}: cannot read this file ({type(error).__name__}{': ' + detail if detail else ''})") from None
-        loaded.name = name
+        shape = loaded.header.get_data_shape() if loaded.kind == "nifti" else ()
+        if frame is None and len(shape) == 4 and shape[3] > 1:
+            notes.append(f"4D NIfTI with {shape[3]} frames: showing frame 0 (set *Frame* to choose another)")
         height, width = loaded.slices[0].shape[:2]
         if max(height, width) > MAX_IMAGE_SIDE:
-            raise _UserError(f"{name}: image of {height}x{width} pixels exceeds this app's limit of {MAX_IMAGE_SIDE} pixels per side")
+            raise _UserError(f"{loaded.name}: image of {height}x{width} pixels exceeds this app's limit of {MAX_IMAGE_SIDE} pixels per side")
         if len(loaded.slices) > MAX_SLICES:
-            raise _UserError(f"{name}: {len(loaded.slices)} slices exceed this app's limit of {MAX_SLICES} slices per volume")
+            raise _UserError(f"{loaded.name}: {len(loaded.slices)} slices exceed this app's limit of {MAX_SLICES} slices per volume")
         return loaded, notes
 
     def _segment_loaded(self, loaded):
@@ -291,8 +213,8 @@ class SpaceApp:
         areas = []
         for index, item in enumerate(slices):
             values = item["areas_mm2"] if unit == "mm2" else item["areas_px"]
-            areas.append([index, "yes" if item["lv_found"] else "no",
-                          round(float(values["lv_cavity"]), 1), round(float(values["myocardium"]), 1)])
+            areas.append([index, "yes" if item["lv_found"] else "no", round(float(values["lv_cavity"]), 1),
+                          round(float(values["myocardium"]), 1), item.get("message") or "", "; ".join(item.get("qc") or [])])
         measures = self._volume_measures(result, loaded) if loaded.is_volume else []
         state = {
             "images": [np.asarray(s, dtype=np.float32) for s in loaded.slices],
@@ -303,7 +225,7 @@ class SpaceApp:
         summary = self._summary(loaded, slices, notes)
         files = self._mask_files(label_maps, loaded)
         state["index"] = middle
-        return (self.render(state, middle, alpha), _table(areas, AREA_HEADERS[unit]), _table(measures, MEASURE_HEADERS),
+        return (self.render(state, middle, alpha), pd.DataFrame(areas, columns=AREA_HEADERS[unit]), pd.DataFrame(measures, columns=MEASURE_HEADERS),
                 summary, files, state)
 
     @staticmethod
@@ -364,7 +286,7 @@ class SpaceApp:
             roi = out["slices"][middle]["roi"]
             images.append((self.code.visualize.overlay(loaded.slices[middle], out["label_map"][middle], roi, alpha=float(alpha)),
                            f"{phase}: {loaded.name}, slice {middle}"))
-        return _table(rows, MEASURE_HEADERS), text, images
+        return pd.DataFrame(rows, columns=MEASURE_HEADERS), text, images
 
     # -- pieces -------------------------------------------------------------------------------------
 
@@ -401,7 +323,8 @@ class SpaceApp:
 
     def _mask_files(self, label_maps, loaded):
         folder = _work_dir()
-        stem = _stem(loaded.name) or "input"
+        stem = next((loaded.name[: -len(s)] for s in self.code.image_io.SUPPORTED if loaded.name.lower().endswith(s)),
+                    loaded.name) or "input"
         save = self.code.image_io.save_mask
         nifti = save(label_maps if loaded.is_volume else label_maps[0], folder / f"{stem}_mask.nii.gz", loaded)
         if not loaded.is_volume:
@@ -425,7 +348,7 @@ def _readable_errors(app: SpaceApp, fn):
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except (_UserError, app.code.InputError) as error:
+        except (_UserError, app.code.errors.InputError) as error:
             raise gr.Error(_strip_paths(str(error)), title="Cannot process this input", print_exception=False) from None
         except Exception as error:  # noqa: BLE001 - the page must never show a stack trace
             logger.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())

@@ -48,9 +48,53 @@ def load_acdc_slices(acdc_dir: Path, names: list) -> list:
     import h5py
     import numpy as np
 
-    mapping = np.array([0, 0, 2, 1], dtype=np.uint8)
+    from halsr_hf.data.schema import acdc_to_canonical
+
     out = []
     for name in names:
         with h5py.File(acdc_dir / "data" / f"{name}.h5", "r") as f:
-            out.append((f["image"][()].astype(np.float32), mapping[f["label"][()]]))
+            out.append((f["image"][()].astype(np.float32), acdc_to_canonical(f["label"][()])))
     return out
+
+
+# ---- the tiny random models shared by the pipeline, evaluation, Hub, ONNX and Space tests ---------
+
+
+def tiny_models(seed: int = 0, presence_bias: float = 5.0):
+    """A tiny random HALSR-Net (64x64 crops) and ROI regressor (64x64 input) whose box is fixed near
+    the centre of the slice, with the LV present (``presence_bias < 0``: never found). New models
+    at every call, so a test may change them."""
+    from halsr_hf import HalsrConfig, HalsrForSemanticSegmentation, LvRoiConfig, LvRoiRegressor
+
+    torch.manual_seed(seed)
+    model = HalsrForSemanticSegmentation(HalsrConfig(hidden_sizes=[4, 8, 8, 16, 16], image_size=64)).eval()
+    roi = LvRoiRegressor(LvRoiConfig(image_size=64, encoder_sizes=[4, 8, 8, 16], fc_sizes=[16, 32],
+                                     reduce_sizes=[16, 16, 8], global_channels=16, head_sizes=[8, 8])).eval()
+    with torch.no_grad():
+        roi.box.weight.zero_()
+        roi.box.bias.copy_(torch.tensor([-0.6, -0.6, 0.6, 0.6]))
+        roi.presence.weight.zero_()
+        roi.presence.bias.fill_(presence_bias)
+    return model, roi
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """:func:`tiny_models` saved by the pipeline (code, processor, ``roi/``), as a user's model
+    folder. Shared by the whole session: read it, never write into it."""
+    from halsr_hf import CardiacLVSegmentationPipeline, HalsrImageProcessor
+
+    model, roi = tiny_models()
+    folder = tmp_path_factory.mktemp("tiny-model")
+    CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(size=64, roi_size=64),
+                                  roi_model=roi).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(tiny_folder):
+    """The pipeline loaded from :func:`tiny_folder` the way users load a model
+    (``halsr_hf.load_pipeline``). Shared: do not change its settings."""
+    import halsr_hf
+
+    return halsr_hf.load_pipeline(str(tiny_folder))

@@ -28,15 +28,41 @@ def test_quick_benchmark_writes_well_formed_results(tmp_path):
     for key in ("slices_per_s_batch16", "slices_per_s_batch1", "volume10_latency_s", "segmentation_forward_slices_per_s_batch16",
                 "pipeline_over_segmentation_forward", "peak_rss_mb"):
         assert pipe[key] > 0, key
-    assert set(pipe["targets"]) == {"slices_per_s_batch16>=30", "pipeline_over_segmentation_forward>=0.7", "volume10_latency_s<0.5"}
+    assert "targets" not in pipe  # targets are the project's data (benchmarks/targets.json), judged when rendering
     assert "slices_per_s_batch16" in pipe["backends"]["onnx"], pipe["backends"]
     train = results["training"]["networks"]
     assert {r["name"] for r in train} == {"halsr-tiny", "unet-tiny"} and all(r["slices_per_s"] > 0 for r in train)
-    assert "skipped" in results["roi_ablation"] or results["roi_ablation"]["summary"]
+    assert set(results) == {"meta", "model_cost", "pipeline", "training"}
     readme = (tmp_path / "README.md").read_text()
-    assert "| `halsr-tiny` |" in readme and "torch.set_num_threads(1)" in readme and "## 4." in readme
+    assert "| `halsr-tiny` |" in readme and "torch.set_num_threads(1)" in readme and "## 3." in readme
+    assert "target |" not in readme and " met" not in readme  # no targets file in tmp_path: no verdicts
+
+
+def test_report_judges_results_against_a_targets_file():
+    from halsr_hf.commands.benchmark_report import render_markdown
+
+    meta = {"command": "halsr-hf benchmark", "date": "today", "quick": False, "cpu": "cpu", "cpu_count": 2, "platform": "linux",
+            "torch": "2", "transformers": "5", "python": "3", "threads": 2, "device": "cpu", "load_start": [], "load_end": []}
+    timing = {"256x256/b16": {"median": 10.0, "min": 9.0, "runs": 3}}
+    cost = {"settings": {"mode": "eval"}, "skipped": {},
+            "nnunet_plan": {"n_stages": 7, "features_per_stage": [], "strides": [], "n_conv_per_stage": 2,
+                            "n_conv_per_stage_decoder": 2, "norm": "IN", "nonlin": "LReLU"},
+            "networks": [{"name": name, "description": name, "reference": "b", "parameters": 1e6, "gflops_per_slice": {},
+                          "forward_ms_per_slice": {"256x256/b16": {**timing["256x256/b16"], "median": ms}},
+                          "ratio_to_reference": None} for name, ms in (("a", 12.0), ("b", 10.0))]}
+    pipe = {"model": "m", "slices": "s", "slice_shape": [4, 4], "inputs": "i", "slices_per_s_batch16": 20.0,
+            "volume10_latency_s": 0.4, "peak_rss_mb": 1, "peak_rss_mb_before_pipeline": 1}
+    targets = {"model_cost": [{"what": "a / b", "numerator": "a", "denominator": "b", "setting": "256x256/b16", "max": 1.1}],
+               "pipeline": {"slices_per_s_batch16": {"min": 30}, "volume10_latency_s": {"max": 0.5}}}
+    report = render_markdown({"meta": meta, "model_cost": cost, "pipeline": pipe}, targets=targets)
+    assert "| a / b | 256x256/b16 | **1.2** | <= 1.1 | NOT met |" in report
+    assert "| 20.0 | >= 30 (NOT met) |" in report and "| 0.4 | <= 0.5 (met) |" in report
+    untargeted = render_markdown({"meta": meta, "pipeline": pipe})
+    assert "target |" not in untargeted and " met" not in untargeted
 
 
 def test_benchmark_rejects_bad_arguments(tmp_path, capsys):
     assert cli.main(["benchmark", "--parts", "1,9", "--out", str(tmp_path)]) == 2
     assert "--parts" in capsys.readouterr().err
+    assert cli.main(["benchmark", "--parts", "4", "--out", str(tmp_path)]) == 2  # the ROI ablation is `evaluate --no-roi`
+    assert "--no-roi" in capsys.readouterr().err

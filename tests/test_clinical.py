@@ -143,11 +143,12 @@ def test_cardiac_function_invalid_label_maps():
 def test_ejection_fraction_of_acdc_ground_truth_is_plausible(acdc_dir, patient, ef_range):
     import h5py
 
-    mapping = np.array([0, 0, 2, 1], dtype=np.uint8)  # ACDC: 1 RV -> 0, 2 MYO -> 2, 3 LV -> 1
+    from halsr_hf.data.schema import acdc_to_canonical
+
     maps = {}
     for phase, frame in (("ed", "frame01"), ("es", "frame02")):
         with h5py.File(acdc_dir / "data" / f"{patient}_{frame}.h5", "r") as f:
-            maps[phase] = mapping[f["label"][()]]
+            maps[phase] = acdc_to_canonical(f["label"][()])
     r = cardiac_function(maps["ed"], maps["es"])  # the SSL4MIS copy has no spacing
     print(
         f"{patient}: EF {r['ef_percent']:.1f} %, EDV {r['edv_voxels']} voxels, "

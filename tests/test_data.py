@@ -10,8 +10,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pydicom
 import pytest
 import scipy.io
+import torch
 
 import datasets
 from halsr_hf.data import (
@@ -24,12 +26,11 @@ from halsr_hf.data import (
     prepare_lvquan,
     prepare_sunnybrook,
     read_acdc_volume,
-    read_dicom_slice,
     save_dataset,
     split_counts,
 )
 from halsr_hf.data.cli import main as prepare_main
-from halsr_hf.data.schema import COLUMNS, split_patients
+from halsr_hf.data.schema import COLUMNS, acdc_to_canonical, split_patients
 from halsr_hf.errors import InputError
 
 
@@ -192,10 +193,12 @@ def test_sunnybrook_real(sunnybrook_ds, sunnybrook_dir):
     # image = DICOM values exactly
     row = numpy_ds[0]
     path = sunnybrook_dir / "dicoms" / row["patient_id"]
-    matches = [p for p in path.glob("*.dcm") if read_dicom_slice(p)[0].tobytes() == row["image"].tobytes()]
+    matches = [p for p in path.glob("*.dcm")
+               if pydicom.dcmread(p).pixel_array.astype(np.float32).tobytes() == row["image"].tobytes()]
     assert len(matches) == 1
-    image, meta = read_dicom_slice(matches[0])
-    assert tuple(row["pixel_spacing"]) == meta["pixel_spacing"]
+    dicom = pydicom.dcmread(matches[0])
+    assert tuple(row["pixel_spacing"]) == tuple(float(v) for v in dicom.PixelSpacing)
+    assert row["slice_thickness"] == float(dicom.SliceThickness)
     assert all(p.startswith("frame") for p in ds["phase"])
 
 
@@ -206,12 +209,20 @@ def test_sunnybrook_ratios_split(sunnybrook_dir):
     assert sum(len(d) for d in dsdict.values()) == 96
 
 
-def test_read_dicom_slice_errors(tmp_path):
-    with pytest.raises(InputError, match="missing.dcm: no such file"):
-        read_dicom_slice(tmp_path / "missing.dcm")
-    (tmp_path / "bad.dcm").write_bytes(b"garbage" * 10)
-    with pytest.raises(InputError, match="bad.dcm: unreadable DICOM"):
-        read_dicom_slice(tmp_path / "bad.dcm")
+def test_sunnybrook_unreadable_dicom_names_the_file(sunnybrook_dir, tmp_path):
+    """The converter reads DICOM with the pipeline's reader (image_io.read_dicom_file): a broken
+    file is an InputError naming it."""
+    import shutil
+
+    source = tmp_path / "sunnybrook"
+    shutil.copytree(sunnybrook_dir / "contourfiles" / "SC-HF-I-1", source / "contourfiles" / "SC-HF-I-1")
+    shutil.copytree(sunnybrook_dir / "dicoms" / "SCD0000101", source / "dicoms" / "SCD0000101")
+    (source / "link.csv").write_text("patient_id,original_id\nSCD0000101,SC-HF-I-1\n")
+    assert len(prepare_sunnybrook(source, num_proc=1)["test"]) > 0
+    broken = sorted((source / "dicoms" / "SCD0000101").glob("*.dcm"))[0]
+    broken.write_bytes(b"garbage" * 10)
+    with pytest.raises(InputError, match=f"{broken.name}: unreadable or truncated DICOM"):
+        prepare_sunnybrook(source, num_proc=1)
 
 
 # ---------------------------------------------------------------- original-layout ACDC (generated)
@@ -416,8 +427,18 @@ def test_bbox_from_label():
     label[2, 3] = 1
     label[4, 5] = 2
     assert bbox_from_label(label) == [3, 2, 5, 4]
+    label[5, 0] = 255  # ignored pixels are not LV
+    assert bbox_from_label(torch.from_numpy(label)) == [3, 2, 5, 4]  # tensors too (training)
     with pytest.raises(InputError):
         bbox_from_label(np.zeros((2, 2, 2)))
+
+
+def test_acdc_labels_map_by_name():
+    acdc = np.array([[0, 1, 2, 3]], dtype=np.uint8)  # background, RV, myocardium, LV cavity
+    assert acdc_to_canonical(acdc).tolist() == [[0, 0, 2, 1]]
+    assert acdc_to_canonical(acdc, keep_rv=True).tolist() == [[0, 3, 2, 1]]
+    with pytest.raises(InputError, match="unexpected label values"):
+        acdc_to_canonical(np.array([[4]]))
 
 
 def test_split_patients_never_overlap():
@@ -512,13 +533,17 @@ def test_cli_acdc_original(acdc_original, tmp_path, capsys):
     assert set(datasets.load_from_disk(str(out))) == {"train", "test"}
 
 
-def test_cli_push_to_hub_offline_fails_fast(acdc_original, tmp_path):
+def test_cli_push_to_hub_offline_fails_fast(acdc_original, tmp_path, monkeypatch):
     source, _ = acdc_original
     assert os.environ["HF_HUB_OFFLINE"] == "1"
-    start = time.perf_counter()
+    from huggingface_hub import HfApi
+
+    for name in ("create_repo", "upload_file"):  # refused before any Hub call (no retry loop)
+        monkeypatch.setattr(HfApi, name, lambda *a, **k: pytest.fail("no Hub call may happen offline"))
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", lambda *a, **k: pytest.fail("no Hub call may happen offline"))
     with pytest.raises(InputError, match="offline"):
         prepare_main(["acdc", "--source", str(source), "--out", str(tmp_path / "o"), "--push-to-hub", "me/acdc"])
-    assert time.perf_counter() - start < 5 and not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists()
     # the library function too, and the dispatcher turns it into one line and status 2
     from halsr_hf.data import push_dataset
 
@@ -532,17 +557,24 @@ def test_cli_push_to_hub_offline_fails_fast(acdc_original, tmp_path):
 
 
 def test_push_dataset_calls_hub(monkeypatch, acdc_original):
-    """Online path: push_to_hub of the DatasetDict, then the card; network calls replaced."""
+    """Online path, network calls replaced: the repository, then the card, then push_to_hub (which
+    merges its dataset_info into that card; the other order would overwrite the card's metadata)."""
+    from huggingface_hub import HfApi, constants
+
     from halsr_hf.data import card as card_module
-    from huggingface_hub import DatasetCard, constants
 
     source, _ = acdc_original
     dsdict = prepare_acdc(source, split_seed=3)
     calls = []
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo, **kw: calls.append(("repo", repo, kw["repo_type"])))
+    monkeypatch.setattr(HfApi, "upload_file", lambda self, **kw: calls.append(
+        ("card", kw["repo_id"], kw["path_in_repo"], Path(kw["path_or_fileobj"]).read_text())))
     monkeypatch.setattr(type(dsdict), "push_to_hub", lambda self, repo, **kw: calls.append(("data", repo)))
-    monkeypatch.setattr(DatasetCard, "push_to_hub", lambda self, repo, **kw: calls.append(("card", repo, self.text)))
     url = card_module.push_dataset(dsdict, "me/acdc")
     assert url.endswith("datasets/me/acdc")
-    assert calls[0] == ("data", "me/acdc") and calls[1][:2] == ("card", "me/acdc") and "Bernard" in calls[1][2]
+    assert [c[0] for c in calls] == ["repo", "card", "data"]
+    assert calls[0] == ("repo", "me/acdc", "dataset") and calls[2] == ("data", "me/acdc")
+    assert calls[1][1:3] == ("me/acdc", "README.md") and "Bernard" in calls[1][3]
+    assert calls[1][3].startswith("---\nlicense: cc-by-nc-sa-4.0")  # metadata written by DatasetCardData

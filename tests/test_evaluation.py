@@ -6,47 +6,25 @@ gives Dice 1, distances 0, EF bias 0, ROI RMSE 0."""
 import csv
 import json
 import math
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from halsr_hf import (
-    CardiacLVSegmentationPipeline,
-    HalsrConfig,
-    HalsrForSemanticSegmentation,
-    HalsrImageProcessor,
-    InputError,
-    LvRoiConfig,
-    LvRoiRegressor,
-)
+from halsr_hf import CardiacLVSegmentationPipeline, HalsrImageProcessor, InputError
 from halsr_hf.cli import main as cli_main
-from halsr_hf.evaluation import agreement, box_iou, build_groups, corner_rmse, describe, label_box
+from halsr_hf.data.schema import acdc_to_canonical, bbox_from_label
+from halsr_hf.evaluation import agreement, box_iou, build_groups, corner_rmse, describe
 from halsr_hf.evaluation import run as eval_run
 
+from .conftest import tiny_models
+
 PATIENTS = ["patient001", "patient011"]  # ACDC test-list patients, 10 and 9 slices (001 has an empty slice)
-ACDC_LABELS = np.array([0, 0, 2, 1], dtype=np.uint8)  # 1 RV -> 0, 2 MYO -> 2, 3 LV -> 1
 METRIC_KEYS = [f"{m}_{c}" for m in ("dice", "hd95", "assd", "hd") for c in ("lv_cavity", "myocardium")]
 
 
 # ---- fixtures: tiny models and datasets ----------------------------------------------------------
-
-
-def tiny_models(seed=0):
-    """As tests/test_pipeline.py: a tiny HALSR-Net and a ROI regressor whose box is near the centre."""
-    torch.manual_seed(seed)
-    model = HalsrForSemanticSegmentation(HalsrConfig(hidden_sizes=[4, 8, 8, 16, 16], image_size=64)).eval()
-    roi = LvRoiRegressor(LvRoiConfig(image_size=64, encoder_sizes=[4, 8, 8, 16], fc_sizes=[16, 32],
-                                     reduce_sizes=[16, 16, 8], global_channels=16, head_sizes=[8, 8])).eval()
-    with torch.no_grad():
-        roi.box.weight.zero_()
-        roi.box.bias.copy_(torch.tensor([-0.6, -0.6, 0.6, 0.6]))
-        roi.presence.weight.zero_()
-        roi.presence.bias.fill_(5.0)
-    return model, roi
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +56,7 @@ def _rows_to_dataset(rows, split):
 
 
 def _row(image, label, **meta):
-    return {"image": image.astype(np.float32), "label": label.astype(np.uint8), "roi": label_box(label),
+    return {"image": image.astype(np.float32), "label": label.astype(np.uint8), "roi": bbox_from_label(label),
             "has_lv": bool(label.any()), **meta}
 
 
@@ -90,7 +68,7 @@ def crop_box(labels, margin=24):
 
 def read_acdc(acdc_dir, name):
     with h5py.File(acdc_dir / "data" / f"{name}.h5", "r") as f:
-        return f["image"][()], ACDC_LABELS[f["label"][()]]
+        return f["image"][()], acdc_to_canonical(f["label"][()])
 
 
 def acdc_rows(acdc_dir, patients):
@@ -288,8 +266,8 @@ class PerfectPipe:
 
     def _slice(self, image):
         label = self.table[np.asarray(image, dtype=np.float32).tobytes()]
-        box = label_box(label)
-        return label, {"roi": None if box is None else [int(v) for v in box], "lv_found": box is not None,
+        box = bbox_from_label(label)
+        return label, {"roi": box, "lv_found": box is not None,
                        "lv_probability": 1.0 if box is not None else 0.0}
 
     def __call__(self, inputs, batch_size=16, use_roi=True, tta=False):
@@ -385,9 +363,6 @@ def test_box_and_statistics_helpers():
     # x errors scaled by the column spacing, y by the row spacing
     assert corner_rmse([1, 0, 1, 0], [0, 0, 0, 0], pixel_spacing=(2.0, 3.0)) == pytest.approx(math.sqrt((9 + 9) / 4))
     assert corner_rmse([0, 2, 0, 2], [0, 0, 0, 0], pixel_spacing=(2.0, 3.0)) == pytest.approx(math.sqrt((16 + 16) / 4))
-    label = np.zeros((8, 9), dtype=np.uint8)
-    label[2:5, 3:8] = 2
-    assert label_box(label) == [3, 2, 7, 4] and label_box(np.zeros((4, 4))) is None
     assert describe([1.0, float("nan"), 3.0, None]) == {"mean": 2.0, "sd": pytest.approx(math.sqrt(2)), "median": 2.0, "n": 2}
     assert describe([]) == {"mean": None, "sd": None, "median": None, "n": 0}
     a = agreement([50, 60, 40, 55], [52, 59, 45, 55])

@@ -7,8 +7,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +16,20 @@ import yaml
 from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from halsr_hf import CardiacLVSegmentationPipeline, HalsrConfig, HalsrForSemanticSegmentation, HalsrImageProcessor
-from halsr_hf import LvRoiConfig, LvRoiRegressor, load_pipeline
+from halsr_hf import HalsrForSemanticSegmentation, load_pipeline
 from halsr_hf import hub
 from halsr_hf.model_card import check_model_card, load_summary, render_model_card, write_model_card
 
-from .conftest import load_acdc_slices
+from .conftest import load_acdc_slices, tiny_models
 
 REPO_ID = "someone/halsr-net-tiny-test"
 ACDC_SLICE = "patient003_frame01_slice_5"
 CODE_FILES = {"configuration_halsr.py", "modeling_halsr.py", "image_processing_halsr.py", "pipeline_halsr.py",
-              "image_io.py", "clinical.py", "errors.py", "configuration_roi.py", "modeling_roi.py"}
+              "image_io.py", "clinical.py", "errors.py", "configuration_roi.py", "modeling_roi.py", "weight_init.py"}
 MODEL_REPO_FILES = CODE_FILES | {
     "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "evaluation/summary.json",
     "roi/config.json", "roi/model.safetensors", "roi/configuration_roi.py", "roi/modeling_roi.py", "roi/errors.py",
+    "roi/weight_init.py",
 }
 
 #: A FIXTURE, not a result: the shape of ``halsr-hf evaluate``'s summary.json with made-up numbers
@@ -65,29 +63,6 @@ FAKE_SUMMARY = {
     }],
     "baseline": {"model": "a second model evaluated side by side: not part of this card's model-index"},
 }
-
-
-def tiny_models(seed=0):
-    torch.manual_seed(seed)
-    model = HalsrForSemanticSegmentation(HalsrConfig(hidden_sizes=[4, 8, 8, 16, 16], image_size=64)).eval()
-    roi = LvRoiRegressor(LvRoiConfig(image_size=64, encoder_sizes=[4, 8, 8, 16], fc_sizes=[16, 32],
-                                     reduce_sizes=[16, 16, 8], global_channels=16, head_sizes=[8, 8])).eval()
-    with torch.no_grad():  # a box near the centre, LV present
-        roi.box.weight.zero_()
-        roi.box.bias.copy_(torch.tensor([-0.6, -0.6, 0.6, 0.6]))
-        roi.presence.weight.zero_()
-        roi.presence.bias.fill_(5.0)
-    return model, roi
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    model, roi = tiny_models()
-    pipe = CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(size=64, roi_size=64),
-                                         roi_model=roi)
-    folder = tmp_path_factory.mktemp("tiny-model")
-    pipe.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -243,8 +218,6 @@ def test_bad_inputs_give_one_line_errors(tmp_path, tiny_folder, capsys):
 # ---- fine-tuning from a published folder ---------------------------------------------------------
 
 
-@pytest.mark.skipif(find_spec("halsr_hf.training.train") is None or find_spec("halsr_hf.data.schema") is None,
-                    reason="halsr-hf train (halsr_hf.training.train) or the dataset schema has not landed yet")
 def test_fine_tuning_starts_from_a_dry_run_folder(dry_run, acdc_dir, tmp_path):
     from halsr_hf.cli import main as cli_main
     from halsr_hf.data.schema import build_dataset_dict, make_row
@@ -443,11 +416,9 @@ def test_offline_fails_fast_with_a_clear_message(kind, tiny_folder, tmp_path, mo
     monkeypatch.setattr(HfApi, "create_repo", lambda *a, **k: pytest.fail("no network call may happen offline"))
     args = {"model": ["--model-dir", str(tiny_folder)], "dataset": ["--dataset-dir", str(tmp_path)],
             "space": ["--space-dir", str(tmp_path)]}[kind]
-    start = time.perf_counter()
-    code = hub.main([kind, "--repo-id", "someone/x", *args])
-    elapsed = time.perf_counter() - start
+    code = hub.main([kind, "--repo-id", "someone/x", *args])  # no retry loop: create_repo is never reached
     err = capsys.readouterr().err.strip()
-    assert code == 2 and elapsed < 5
+    assert code == 2
     assert len(err.splitlines()) == 1 and "HF_HUB_OFFLINE=1" in err and "nothing was uploaded" in err
 
 
@@ -463,15 +434,11 @@ def test_offline_error_raised_by_the_hub_is_translated(fake_hub, tiny_folder, mo
 
 
 def test_no_token(fake_hub, tiny_folder, monkeypatch, capsys):
-    import huggingface_hub
-
     monkeypatch.delenv("HF_TOKEN")
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    start = time.perf_counter()
+    monkeypatch.setattr(hub, "get_token", lambda: None)
     assert hub.main(["model", "--model-dir", str(tiny_folder), "--repo-id", REPO_ID]) == 2
-    assert time.perf_counter() - start < 5
     assert "no Hugging Face token: set HF_TOKEN" in capsys.readouterr().err
-    assert fake_hub == []
+    assert fake_hub == []  # refused before any Hub call
 
 
 def test_unauthorised_and_unreachable(fake_hub, tiny_folder, monkeypatch, capsys):

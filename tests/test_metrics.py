@@ -88,9 +88,10 @@ def test_anisotropic_spacing_is_applied_per_axis():
 def test_3d_volume_matches_medpy(acdc_dir):
     import h5py
 
-    mapping = np.array([0, 0, 2, 1], dtype=np.uint8)
+    from halsr_hf.data.schema import acdc_to_canonical
+
     with h5py.File(acdc_dir / "data" / "patient011_frame01.h5", "r") as f:
-        ref = mapping[f["label"][()]]
+        ref = acdc_to_canonical(f["label"][()])
     pred = ref.copy()
     pred[2] = ndimage.shift(ref[2], (2, 1), order=0)
     pred[-1] = 0
@@ -210,16 +211,13 @@ def test_evaluate_module_units_ignore_and_errors(metric):
         metric.compute(predictions=[pred, ref], references=[ref, ref], pixel_spacing=[(1, 1)])
 
 
-def test_evaluate_module_speed_smoke(metric):
-    """Thousands of slices must stay cheap (measured ~3.5 s per 1000 slices of 256x256)."""
-    import time
-
+def test_evaluate_module_on_many_slices(metric):
+    """200 slices in one call, anisotropic spacing: the distance is in mm along rows (1.5 mm x 2).
+    (Measured ~3.5 s per 1000 slices of 256x256; no timing is asserted: CI machines are shared.)"""
     ref = np.zeros((256, 256), np.uint8)
     ref[100:140, 100:140] = 1
     ref[95:100, 100:140] = 2
     refs = [ref] * 200
     preds = [np.roll(ref, 2, axis=0)] * 200
-    start = time.perf_counter()
     r = metric.compute(predictions=preds, references=refs, pixel_spacing=[(1.5, 0.8)] * 200)
-    assert time.perf_counter() - start < 10
     assert r["hd_lv_cavity"] == pytest.approx(3.0)

@@ -146,17 +146,23 @@ def test_ablation_flags_remove_their_parameters(tester, flag, fragment):
     out.loss.backward()
 
 
-def test_loss_is_alpha_bce_plus_beta_dice():
+def test_plain_unet_is_halsr_net_with_its_modules_off():
+    """The U-Net baseline is a configuration: at the ``small`` widths it has the 1,577,523
+    parameters of the plain U-Net the paper compares with, and none of the three modules."""
+    config = HalsrConfig.plain_unet("small")
+    assert (config.use_hapm, config.use_attention_gates, config.use_reconstruction, config.dropout_rate) == (False, False, False, 0.0)
+    model = HalsrForSemanticSegmentation(config)
+    assert model.num_parameters() == 1_577_523
+    assert not any(part in n for n, _ in model.named_parameters() for part in ("hapm", "gate", "reconstruction"))
+    assert HalsrConfig.plain_unet(hidden_sizes=[4, 8, 8, 16, 16]).hidden_sizes == [4, 8, 8, 16, 16]
+
+
+def test_loss_ignores_the_ignore_index_and_rejects_unknown_labels():
+    """Eqs. (6)-(8) themselves are pinned in test_paper_method.py."""
     from halsr_hf.modeling_halsr import bce_dice_loss
 
     logits = torch.tensor([[[[4.0, -4.0]], [[-4.0, 4.0]]]])  # (1, 2, 1, 2)
     labels = torch.tensor([[[0, 1]]])
-    probs = torch.softmax(logits, 1)
-    onehot = F.one_hot(labels, 2).permute(0, 3, 1, 2).float()
-    bce = F.binary_cross_entropy(probs, onehot)
-    dice = 1 - ((2 * (probs * onehot).sum((0, 2, 3)) + 1) / (probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)).mean()
-    assert torch.allclose(bce_dice_loss(logits, labels, alpha=0.3, beta=0.7), 0.3 * bce + 0.7 * dice, atol=1e-6)
-    # ignored pixels do not count
     ignored = torch.tensor([[[0, 255]]])
     assert torch.allclose(
         bce_dice_loss(logits, ignored), bce_dice_loss(logits[..., :1], labels[..., :1]), atol=1e-6

@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 from halsr_hf import CardiacLVSegmentationPipeline, HalsrImageProcessor, InputError  # noqa: E402
 from halsr_hf.commands import export_onnx  # noqa: E402
 
-from .test_pipeline import tiny_models  # noqa: E402
+from .conftest import tiny_models  # noqa: E402
 
 #: Bound on |onnxruntime - torch| for the logits / boxes of the tiny random models (float32;
 #: measured about 1e-6 here, and 5.5e-4 on the logits of a random ``small`` model, whose logits
@@ -21,14 +21,15 @@ MAX_ABS_DIFF = 1e-3
 
 
 @pytest.fixture(scope="module")
-def tiny_pipe():
+def memory_pipe():
+    """The tiny models in a pipeline built in memory (its own: these tests switch backends)."""
     model, roi = tiny_models()
     return CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(size=64, roi_size=64), roi_model=roi)
 
 
-def test_export_onnx_command_matches_torch(tiny_pipe, tmp_path, capsys):
+def test_export_onnx_command_matches_torch(memory_pipe, tmp_path, capsys):
     folder = tmp_path / "model"
-    tiny_pipe.save_pretrained(folder)
+    memory_pipe.save_pretrained(folder)
     assert export_onnx.main(["--model", str(folder), "--out", str(tmp_path / "onnx")]) == 0
     summary = json.loads((tmp_path / "onnx" / "onnx_export.json").read_text())
     assert summary["opset"] == export_onnx.OPSET
@@ -42,16 +43,16 @@ def test_export_onnx_command_matches_torch(tiny_pipe, tmp_path, capsys):
     session = ort.InferenceSession(str(tmp_path / "onnx" / "segmentation.onnx"), providers=["CPUExecutionProvider"])
     x = torch.randn(7, 1, 64, 64)
     with torch.inference_mode():
-        expected = tiny_pipe.model(pixel_values=x).logits.numpy()
+        expected = memory_pipe.model(pixel_values=x).logits.numpy()
     assert np.abs(session.run(None, {"pixel_values": x.numpy()})[0] - expected).max() < MAX_ABS_DIFF
 
 
-def test_onnx_backend_gives_the_torch_label_maps(tiny_pipe):
+def test_onnx_backend_gives_the_torch_label_maps(memory_pipe):
     rng = np.random.default_rng(0)
     volume = rng.random((5, 90, 77)).astype(np.float32)
-    expected = tiny_pipe(volume)
-    onnx_pipe = CardiacLVSegmentationPipeline(model=tiny_pipe.model, image_processor=tiny_pipe.image_processor,
-                                              roi_model=tiny_pipe.roi_model, backend="onnx")
+    expected = memory_pipe(volume)
+    onnx_pipe = CardiacLVSegmentationPipeline(model=memory_pipe.model, image_processor=memory_pipe.image_processor,
+                                              roi_model=memory_pipe.roi_model, backend="onnx")
     assert onnx_pipe.backend == "onnx"
     got = onnx_pipe(volume)
     assert got["slices"][0]["roi"] == expected["slices"][0]["roi"]

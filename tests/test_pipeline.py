@@ -16,47 +16,12 @@ from PIL import Image
 from transformers import AutoImageProcessor, pipeline
 
 import halsr_hf
-from halsr_hf import (
-    CardiacLVSegmentationPipeline,
-    HalsrConfig,
-    HalsrForSemanticSegmentation,
-    HalsrImageProcessor,
-    InputError,
-    LvRoiConfig,
-    LvRoiRegressor,
-)
+from halsr_hf import CardiacLVSegmentationPipeline, HalsrImageProcessor, InputError
 from halsr_hf.image_processing_halsr import crop_and_resize, normalize_intensity, square_boxes
 
+from .conftest import tiny_models
+
 SUNNYBROOK_DICOM = "dicoms/SCD0000101/48.dcm"
-
-
-def tiny_models(seed=0, presence_bias=None):
-    torch.manual_seed(seed)
-    model = HalsrForSemanticSegmentation(HalsrConfig(hidden_sizes=[4, 8, 8, 16, 16], image_size=64)).eval()
-    roi = LvRoiRegressor(LvRoiConfig(image_size=64, encoder_sizes=[4, 8, 8, 16], fc_sizes=[16, 32],
-                                     reduce_sizes=[16, 16, 8], global_channels=16, head_sizes=[8, 8])).eval()
-    with torch.no_grad():  # a box near the centre, LV present
-        roi.box.weight.zero_()
-        roi.box.bias.copy_(torch.tensor([-0.6, -0.6, 0.6, 0.6]))
-        roi.presence.weight.zero_()
-        roi.presence.bias.fill_(5.0 if presence_bias is None else presence_bias)
-    return model, roi
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    model, roi = tiny_models()
-    processor = HalsrImageProcessor(size=64, roi_size=64)
-    pipe = CardiacLVSegmentationPipeline(model=model, image_processor=processor, roi_model=roi)
-    folder = tmp_path_factory.mktemp("tiny-model")
-    pipe.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_pipe(tiny_folder):
-    return pipeline("cardiac-lv-segmentation", model=str(tiny_folder), trust_remote_code=False,
-                    pipeline_class=CardiacLVSegmentationPipeline)
 
 
 def dice(a, b):
@@ -320,13 +285,12 @@ def test_acdc_slice_and_volume_end_to_end(tiny_pipe, acdc_dir):
     assert out["volumes_ml"] is None  # the SSL4MIS copy lost its spacing
 
 
-def test_default_model_dir_or_clear_error():
-    try:
-        folder = halsr_hf.default_model_dir()
-    except FileNotFoundError as error:
-        assert "no default model is bundled" in str(error)
-    else:
-        assert (folder / "config.json").is_file() and (folder / "roi" / "config.json").is_file()
+def test_default_model_is_bundled_and_its_absence_is_a_clear_error(monkeypatch, tmp_path):
+    folder = halsr_hf.default_model_dir()  # the package ships both stages
+    assert (folder / "config.json").is_file() and (folder / "roi" / "config.json").is_file()
+    monkeypatch.setattr(halsr_hf, "_DEFAULT_MODEL_DIR", tmp_path / "default_model")
+    with pytest.raises(FileNotFoundError, match="no default model is bundled"):
+        halsr_hf.default_model_dir()
 
 
 def test_normalisation_is_scale_invariant():

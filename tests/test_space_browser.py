@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_space import EXAMPLES, load_space_module, tiny_pipe
+from tests.test_space import EXAMPLES, load_space_module
 
 CHROMIUM = os.environ.get("HALSR_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -24,7 +24,7 @@ SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "space-screenshot.pn
 pytestmark = pytest.mark.browser
 
 
-def _pipe_for_screenshot(tmp_path_factory):
+def _pipe_for_screenshot(tiny_pipe):
     """The bundled model for the committed screenshot when it exists, else the tiny random one."""
     import halsr_hf
 
@@ -33,16 +33,16 @@ def _pipe_for_screenshot(tmp_path_factory):
             return halsr_hf.load_pipeline(), "bundled default model"
         except FileNotFoundError:
             pass
-    return tiny_pipe(tmp_path_factory), "tiny random model"
+    return tiny_pipe, "tiny random model"
 
 
 @pytest.fixture(scope="module")
-def browser_space(tmp_path_factory):
+def browser_space(tiny_pipe):
     if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
         pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium chromium-driver")
     pytest.importorskip("playwright.sync_api")
     space = load_space_module()
-    pipe, which = _pipe_for_screenshot(tmp_path_factory)
+    pipe, which = _pipe_for_screenshot(tiny_pipe)
     demo = space.build_demo(pipe)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

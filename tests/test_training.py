@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,11 +47,23 @@ def halsr_checkpoint(dataset_dir, tmp_path_factory):
     from halsr_hf.training.train import main
 
     out = tmp_path_factory.mktemp("runs") / "halsr"
-    assert main(["--dataset_dir", str(dataset_dir), "--output_dir", str(out), "--max_steps", "4", *FAST]) == 0
+    # hyphens, as in every other halsr-hf command (FAST uses the underscore spelling: both work)
+    assert main(["--dataset-dir", str(dataset_dir), "--output-dir", str(out), "--max-steps", "4", *FAST]) == 0
     return out
 
 
 # -- invariants (no training) --------------------------------------------------------------------
+
+
+def test_flags_take_hyphens_or_underscores():
+    from halsr_hf.training.train import build_argv
+
+    for spelling in (["--eval-strategy", "no"], ["--eval_strategy=no"]):
+        argv = build_argv(spelling, {}, "dice_mean")
+        assert argv[argv.index("--load_best_model_at_end") + 1] == "False"
+        assert argv[argv.index("--save_strategy") + 1] == "no"
+    argv = build_argv(["--eval-steps", "7"], {}, "dice_mean")
+    assert argv[argv.index("--save_steps") + 1] == "7"
 
 
 def test_dihedral_covers_the_eight_orientations():
@@ -68,12 +79,13 @@ def test_eval_crop_is_the_inference_crop_and_train_crop_follows_augmentation(dat
     from datasets import load_from_disk
 
     from halsr_hf import HalsrImageProcessor
-    from halsr_hf.training.data import DatasetSource, HalsrCropDataset, RoiDataset, lv_box
+    from halsr_hf.data.schema import bbox_from_label
+    from halsr_hf.training.data import DatasetSource, HalsrCropDataset, RoiDataset
 
     source = DatasetSource(load_from_disk(str(dataset_dir))["validation"])
     image, label = source.get(0)
     assert image.dtype == np.float32 and abs(float(image.mean())) < 1e-3  # normalised whole slice
-    expected, _ = HalsrImageProcessor(size=64).crop([image], [lv_box(label)])
+    expected, _ = HalsrImageProcessor(size=64).crop([image], [bbox_from_label(label)])
     sample = HalsrCropDataset(source, size=64)[0]
     torch.testing.assert_close(sample["pixel_values"], expected[0])
     assert set(sample["labels"].unique().tolist()) == {0, 1, 2}
@@ -88,7 +100,7 @@ def test_eval_crop_is_the_inference_crop_and_train_crop_follows_augmentation(dat
     roi = RoiDataset(source)[0]
     processor = HalsrImageProcessor()
     box = processor.boxes_from_roi_output(roi["labels"][None], [max(image.shape)], [image.shape])[0]
-    assert box.tolist() == [float(v) for v in lv_box(label)] and bool(roi["has_lv"])
+    assert box.tolist() == [float(v) for v in bbox_from_label(label)] and bool(roi["has_lv"])
 
 
 def test_label_sets_and_skipped_rows():
@@ -173,14 +185,15 @@ def test_train_roi_saves_a_reloadable_checkpoint(dataset_dir, tmp_path):
 
 
 def test_unet_baseline_from_the_arrays_file(acdc_dir, tmp_path):
-    """export_arrays.py -> --arrays_file (the GPU path, no datasets) with --architecture unet."""
+    """export_arrays.py -> --arrays_file (the GPU path, no datasets) with --architecture unet: a
+    HALSR-Net checkpoint whose config has the three modules and dropout off."""
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     try:
         from export_arrays import export
-        from unet import UnetForSemanticSegmentation
     finally:
-        sys.path[:2] = []
+        sys.path.remove(str(REPO_ROOT / "scripts"))
+    from halsr_hf import HalsrForSemanticSegmentation
+    from halsr_hf.configuration_halsr import PLAIN_UNET
     from halsr_hf.training.data import ArraySource
     from halsr_hf.training.train import main
 
@@ -193,8 +206,10 @@ def test_unet_baseline_from_the_arrays_file(acdc_dir, tmp_path):
 
     out = tmp_path / "unet"
     assert main(["--arrays_file", str(arrays), "--architecture", "unet", "--output_dir", str(out), "--max_steps", "2", *FAST]) == 0
-    model = UnetForSemanticSegmentation.from_pretrained(out)
+    model = HalsrForSemanticSegmentation.from_pretrained(out)
     assert model.config.hidden_sizes == [4, 8, 8, 16, 16]
+    assert {key: getattr(model.config, key) for key in PLAIN_UNET} == PLAIN_UNET
+    assert not any(part in name for name, _ in model.named_parameters() for part in ("hapm", "gate", "reconstruction"))
     assert "eval_dice_mean" in json.loads((out / "all_results.json").read_text())
 
 

@@ -285,7 +285,7 @@ def ejection_fraction(
         pixel_spacing, slice_thickness: override (or supply) the files' spacing; without any,
             volumes are in voxels and only the EF is meaningful.
     """
-    if pipe is None:
+    if pipe is None:  # by name, lazily: this file is also remote code, where the halsr_hf package may be absent
         import importlib
 
         pipe = importlib.import_module("halsr_hf").load_pipeline()

@@ -20,6 +20,12 @@ PRESETS = {
     "large": {"hidden_sizes": [64, 128, 256, 512, 1024]},
 }
 
+#: The U-Net baseline of the paper's comparisons is HALSR-Net with its three modules and its
+#: dropout off: the same encoder/decoder (two 3x3 conv + BatchNorm + ReLU per stage, 2x2
+#: max-pooling, transposed-conv upsampling, skip concatenation), the same 1x1 head and the same
+#: loss. These flags work with any preset or width (``HalsrConfig.plain_unet``).
+PLAIN_UNET = {"use_hapm": False, "use_attention_gates": False, "use_reconstruction": False, "dropout_rate": 0.0}
+
 
 class HalsrConfig(PretrainedConfig):
     r"""Configuration of :class:`HalsrForSemanticSegmentation`.
@@ -114,3 +120,11 @@ class HalsrConfig(PretrainedConfig):
         values = dict(PRESETS[name])
         values.update(kwargs)
         return cls(**values)
+
+    @classmethod
+    def plain_unet(cls, preset: str = "small", **kwargs) -> "HalsrConfig":
+        """The plain U-Net baseline at the widths of ``preset``: :data:`PLAIN_UNET` (no HAPM, no
+        attention gates, no reconstruction branch, no dropout); keyword arguments override (e.g.
+        ``hidden_sizes``). Trained (``halsr-hf train --architecture unet``), saved and loaded as
+        :class:`HalsrForSemanticSegmentation` like any HALSR-Net."""
+        return cls.from_preset(preset, **{**PLAIN_UNET, **kwargs})

@@ -21,14 +21,22 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from datasets import DatasetDict
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+from . import CardiacLVSegmentationPipeline, HalsrForSemanticSegmentation, HalsrImageProcessor, LvRoiRegressor
+from .atomic import atomic_folder, check_output_folder
+from .data.card import upload_dataset
 from .errors import InputError
+from .model_card import PROVENANCE_FILES, check_model_card, load_summary, package_version, write_model_card
 
 #: Files never uploaded from a Space folder (also left out of its dry-run copy).
 SPACE_IGNORE = ["__pycache__", "*.pyc", ".DS_Store", ".gradio", "flagged", ".ipynb_checkpoints", "*.egg-info"]
@@ -43,8 +51,6 @@ class PublishError(RuntimeError):
 
 
 def _check_online() -> None:
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE:
         raise PublishError(
             "the Hugging Face Hub is disabled here (HF_HUB_OFFLINE=1): nothing was uploaded; "
@@ -53,8 +59,6 @@ def _check_online() -> None:
 
 
 def _get_token() -> str:
-    from huggingface_hub import get_token
-
     token = os.environ.get("HF_TOKEN") or get_token()
     if not token:
         raise PublishError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access)")
@@ -75,9 +79,6 @@ def _transport_errors() -> tuple:
 
 def _network(action: str, repo_id: str, call):
     """Run one Hub call, turning its failures into a one-line :class:`PublishError`."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
     try:
         return call()
     except OfflineModeIsEnabled:
@@ -97,30 +98,10 @@ def _network(action: str, repo_id: str, call):
                            "check the network, or pass --dry-run OUT to only build the folder") from None
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"--dry-run {out}: exists and is not a folder")
-        if any(out.iterdir()) and not overwrite:
-            raise InputError(f"--dry-run {out}: folder exists and is not empty; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _staging_dir(out: Path | None) -> Path:
-    """A fresh temporary folder beside OUT (same file system, for the final rename) or in /tmp."""
-    if out is None:
-        return Path(tempfile.mkdtemp(prefix="halsr-hf-upload-"))
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-
-
-def _finish(staged: Path, out: Path) -> Path:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staged, 0o777 & ~umask)  # mkdtemp made it 0700
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staged, out)
-    return out
+def _print_dry_run(target: str, folder: Path) -> None:
+    print(f"dry run: {target} would hold ({folder}):")
+    for name in list_files(folder):
+        print(f"  {name}")
 
 
 def list_files(folder) -> list[str]:
@@ -140,8 +121,6 @@ def check_self_contained(folder) -> None:
 
 
 def _load_for_saving(model_dir: Path, roi_model):
-    from . import CardiacLVSegmentationPipeline, HalsrForSemanticSegmentation, HalsrImageProcessor, LvRoiRegressor
-
     if not (model_dir / "config.json").is_file():
         raise InputError(f"--model-dir {model_dir}: no config.json there (expected a HALSR-Net model folder)")
     try:
@@ -168,8 +147,6 @@ def _load_for_saving(model_dir: Path, roi_model):
 def _point_pipeline_default_at(config_path: Path, repo_id: str) -> None:
     """``custom_pipelines`` records the task's registered default model, a local folder of this
     installation; in a published repository the default is the repository itself."""
-    import json
-
     config = json.loads(config_path.read_text())
     for spec in (config.get("custom_pipelines") or {}).values():
         if isinstance(spec, dict) and "default" in spec:
@@ -182,17 +159,14 @@ def build_model_folder(model_dir, out, repo_id: str, eval_summaries=(), roi_mode
     """Build the model repository folder in ``out`` (temporary folder + rename); returns ``out``.
 
     ``out=None`` builds it in a new temporary folder (the caller removes it)."""
-    from .model_card import PROVENANCE_FILES, check_model_card, load_summary, write_model_card
-
     model_dir = Path(model_dir)
     for path in eval_summaries:  # fail on a bad summary before any work
         load_summary(path)
     out = Path(out) if out is not None else None
     if out is not None:
-        _prepare_out(out, overwrite)
+        check_output_folder(out, overwrite, "--dry-run")
     pipe = _load_for_saving(model_dir, roi_model)
-    staged = _staging_dir(out)
-    try:
+    with atomic_folder(out) as staged:
         pipe.save_pretrained(str(staged))
         _point_pipeline_default_at(staged / "config.json", repo_id)
         for name in PROVENANCE_FILES:
@@ -209,16 +183,11 @@ def build_model_folder(model_dir, out, repo_id: str, eval_summaries=(), roi_mode
             raise RuntimeError(f"{staged}: no model.safetensors was written")
         card = write_model_card(staged, copies, repo_id=repo_id, template_path=template)
         check_model_card(card)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return staged if out is None else _finish(staged, out)
+    return staged if out is None else out
 
 
 def create_repo(repo_id: str, repo_type: str, token: str, private: bool, space_sdk: str | None = None):
     """``HfApi.create_repo(exist_ok=True)``: also checks the token and the namespace before any work."""
-    from huggingface_hub import HfApi
-
     kwargs = {"repo_type": repo_type, "private": private, "exist_ok": True}
     if space_sdk:
         kwargs["space_sdk"] = space_sdk
@@ -228,16 +197,12 @@ def create_repo(repo_id: str, repo_type: str, token: str, private: bool, space_s
 
 def upload_folder(folder, repo_id: str, repo_type: str, token: str, commit_message: str):
     """``HfApi.upload_folder``: one commit with every file of ``folder``."""
-    from huggingface_hub import HfApi
-
     api = HfApi(token=token)
     return _network("uploading to", repo_id, lambda: api.upload_folder(
         folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, commit_message=commit_message))
 
 
 def push_model(args) -> int:
-    from .model_card import load_summary
-
     if not (Path(args.model_dir) / "config.json").is_file():
         raise InputError(f"--model-dir {args.model_dir}: no config.json there (expected a HALSR-Net model folder)")
     for path in args.eval_results or []:
@@ -245,9 +210,7 @@ def push_model(args) -> int:
     if args.dry_run is not None:
         folder = build_model_folder(args.model_dir, args.dry_run, args.repo_id, args.eval_results or [],
                                     roi_model=args.roi_model, template=args.template, overwrite=args.overwrite)
-        print(f"dry run: the model repository {args.repo_id} would hold ({folder}):")
-        for name in list_files(folder):
-            print(f"  {name}")
+        _print_dry_run(f"the model repository {args.repo_id}", folder)
         return 0
     _check_online()
     token = _get_token()
@@ -255,7 +218,7 @@ def push_model(args) -> int:
     folder = build_model_folder(args.model_dir, None, args.repo_id, args.eval_results or [],
                                 roi_model=args.roi_model, template=args.template)
     try:
-        message = args.commit_message or f"Upload HALSR-Net with its ROI regressor and model card (halsr-hf {_version()})"
+        message = args.commit_message or f"Upload HALSR-Net with its ROI regressor and model card (halsr-hf {package_version()})"
         upload_folder(folder, args.repo_id, "model", token, message)
         print(f"uploaded {len(list_files(folder))} files to https://huggingface.co/{args.repo_id}")
         return 0
@@ -267,8 +230,6 @@ def push_model(args) -> int:
 
 
 def _load_dataset_dict(dataset_dir: Path):
-    from datasets import DatasetDict
-
     if not (dataset_dir / "dataset_dict.json").is_file():
         raise InputError(f"--dataset-dir {dataset_dir}: not a DatasetDict saved with save_to_disk (no dataset_dict.json)")
     return DatasetDict.load_from_disk(str(dataset_dir))
@@ -278,18 +239,14 @@ def build_dataset_folder(dataset_dir, out, overwrite: bool = False) -> Path:
     """What ``push_to_hub`` uploads: the card and one Parquet file per split (``data/SPLIT-00000-of-00001.parquet``)."""
     dataset_dir, out = Path(dataset_dir), Path(out)
     dataset = _load_dataset_dict(dataset_dir)
-    _prepare_out(out, overwrite)
-    staged = _staging_dir(out)
-    try:
+    check_output_folder(out, overwrite, "--dry-run")
+    with atomic_folder(out) as staged:
         if (dataset_dir / "README.md").is_file():
             shutil.copy2(dataset_dir / "README.md", staged / "README.md")
         (staged / "data").mkdir()
         for split, part in dataset.items():
             part.to_parquet(str(staged / "data" / f"{split}-00000-of-00001.parquet"))
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return _finish(staged, out)
+    return staged if out is None else out
 
 
 def push_dataset(args) -> int:
@@ -297,29 +254,20 @@ def push_dataset(args) -> int:
     card = dataset_dir / "README.md"
     if args.dry_run is not None:
         folder = build_dataset_folder(dataset_dir, args.dry_run, overwrite=args.overwrite)
-        print(f"dry run: the dataset repository {args.repo_id} would hold ({folder}):")
-        for name in list_files(folder):
-            print(f"  {name}")
+        _print_dry_run(f"the dataset repository {args.repo_id}", folder)
         if not card.is_file():
             print(f"warning: {card} not found: the repository would get an automatic card without license or description")
         return 0
     _check_online()
     token = _get_token()
     dataset = _load_dataset_dict(dataset_dir)
-    message = args.commit_message or f"Upload dataset with halsr-hf {_version()}"
-    from huggingface_hub import HfApi
-
+    message = args.commit_message or f"Upload dataset with halsr-hf {package_version()}"
     create_repo(args.repo_id, "dataset", token, args.private)
-    api = HfApi(token=token)
-    if card.is_file():
-        # the card first: push_to_hub then adds its dataset_info/configs to this card's metadata
-        _network("uploading the dataset card to", args.repo_id, lambda: api.upload_file(
-            path_or_fileobj=str(card), path_in_repo="README.md", repo_id=args.repo_id, repo_type="dataset",
-            commit_message=f"{message}: dataset card"))
-    else:
+    if not card.is_file():
         print(f"warning: {card} not found: the repository gets an automatic card without license or description")
-    _network("pushing the dataset to", args.repo_id, lambda: dataset.push_to_hub(
-        args.repo_id, private=args.private, token=token, commit_message=message))
+    _network("uploading the dataset to", args.repo_id, lambda: upload_dataset(
+        dataset, args.repo_id, card.read_text() if card.is_file() else None, token=token, private=args.private,
+        commit_message=message))
     print(f"uploaded {', '.join(f'{k} ({len(v)} rows)' for k, v in dataset.items())} to "
           f"https://huggingface.co/datasets/{args.repo_id}")
     return 0
@@ -347,31 +295,25 @@ def build_space_folder(space_dir, out, overwrite: bool = False) -> Path:
         raise InputError(f"--space-dir {space_dir}: README.md with 'sdk: gradio' in its front matter is required by Spaces")
     out = Path(out) if out is not None else None
     if out is not None:
-        _prepare_out(out, overwrite)
-    staged = _staging_dir(out)
-    try:
+        check_output_folder(out, overwrite, "--dry-run")
+    with atomic_folder(out) as staged:
         shutil.copytree(space_dir, staged, dirs_exist_ok=True,
                         ignore=lambda _dir, names: [n for n in names if _ignored(n)])
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return staged if out is None else _finish(staged, out)
+    return staged if out is None else out
 
 
 def push_space(args) -> int:
     space_dir = Path(args.space_dir) if args.space_dir else _default_space_dir()
     if args.dry_run is not None:
         folder = build_space_folder(space_dir, args.dry_run, overwrite=args.overwrite)
-        print(f"dry run: the Space {args.repo_id} would hold ({folder}):")
-        for name in list_files(folder):
-            print(f"  {name}")
+        _print_dry_run(f"the Space {args.repo_id}", folder)
         return 0
     _check_online()
     token = _get_token()
     folder = build_space_folder(space_dir, None)  # checks the folder before the repository is created
     try:
         create_repo(args.repo_id, "space", token, args.private, space_sdk="gradio")
-        message = args.commit_message or f"Upload the HALSR-Net Gradio demo (halsr-hf {_version()})"
+        message = args.commit_message or f"Upload the HALSR-Net Gradio demo (halsr-hf {package_version()})"
         upload_folder(folder, args.repo_id, "space", token, message)
         print(f"uploaded {len(list_files(folder))} files to https://huggingface.co/spaces/{args.repo_id}")
         return 0
@@ -380,12 +322,6 @@ def push_space(args) -> int:
 
 
 # ---- command line ------------------------------------------------------------------------------------
-
-
-def _version() -> str:
-    from .model_card import _package_version
-
-    return _package_version()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,12 +16,12 @@ from a Hub folder loaded with ``trust_remote_code=True``.
 """
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_file
 from .errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -63,6 +63,16 @@ def _extension(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def _has_dicom_preamble(path: Path) -> bool:
+    """DICOM files often have no extension; they are recognised by 'DICM' after the 128-byte preamble."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -102,9 +112,23 @@ def read_image_file(path: Path) -> LoadedInput:
     return LoadedInput(name=str(path), slices=[array], kind=_extension(path).lstrip("."), native_shape=array.shape)
 
 
+def _dicom_tag(dataset, name: str, cast=float):
+    """A DICOM attribute cast with ``cast``, or None when absent, empty or malformed."""
+    value = getattr(dataset, name, None)
+    if value in (None, ""):
+        return None
+    try:
+        return cast(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def read_dicom_file(path: Path) -> LoadedInput:
-    """One DICOM file (single- or multi-frame); rescale slope/intercept applied, PixelSpacing and
-    SliceThickness read when present."""
+    """One DICOM file (single- or multi-frame); rescale slope/intercept applied. ``pixel_spacing``
+    from PixelSpacing; ``slice_thickness`` (the distance between slice centres) from
+    SpacingBetweenSlices, else SliceThickness. ``extra`` keeps ImageOrientationPatient,
+    InstanceNumber and CardiacNumberOfImages (None when absent). The one DICOM reader: the
+    pipeline and the dataset converters (``halsr_hf.data.sunnybrook``) use it."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -129,7 +153,9 @@ def read_dicom_file(path: Path) -> LoadedInput:
     return LoadedInput(
         name=str(path), slices=slices, is_volume=is_volume, pixel_spacing=spacing, slice_thickness=thickness,
         kind="dicom", native_shape=array.shape,
-        extra={"ImageOrientationPatient": [float(v) for v in getattr(dataset, "ImageOrientationPatient", [])]},
+        extra={"ImageOrientationPatient": [float(v) for v in getattr(dataset, "ImageOrientationPatient", [])],
+               "InstanceNumber": _dicom_tag(dataset, "InstanceNumber", int),
+               "CardiacNumberOfImages": _dicom_tag(dataset, "CardiacNumberOfImages", int)},
     )
 
 
@@ -169,21 +195,23 @@ def read_nifti_file(path: Path, frame: int | None = None) -> LoadedInput:
 
 def load_input(item, frame: int | None = None, pixel_spacing=None, slice_thickness=None) -> LoadedInput:
     """Read one pipeline input: a path, a PIL image, a numpy array or torch tensor (H, W) or (Z, H, W).
+    A path is read by its extension; a file without a known one is read as DICOM when it has the
+    DICOM preamble.
 
     ``pixel_spacing``/``slice_thickness`` override (or supply) what the source says.
     """
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
         extension = _extension(path)
-        if extension not in SUPPORTED:
+        if extension not in SUPPORTED and not _has_dicom_preamble(path):
             raise InputError(f"{path}: unsupported file type {extension or '(no extension)'!r}; supported: {', '.join(SUPPORTED)}")
         _check_file(path)
         if extension in NIFTI_EXTENSIONS:
             loaded = read_nifti_file(path, frame)
-        elif extension in DICOM_EXTENSIONS:
-            loaded = read_dicom_file(path)
-        else:
+        elif extension in IMAGE_EXTENSIONS:
             loaded = read_image_file(path)
+        else:  # a DICOM extension, or none but the DICOM preamble
+            loaded = read_dicom_file(path)
     else:
         loaded = _load_in_memory(item)
     if pixel_spacing is not None:
@@ -238,17 +266,7 @@ def _atomic_write(path: Path, overwrite: bool, write) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path}: already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_file(path, write)
 
 
 def save_mask(label_map: np.ndarray, path, loaded: LoadedInput | None = None, overwrite: bool = False) -> Path:

@@ -24,9 +24,17 @@ from __future__ import annotations
 
 import json
 import math
+from importlib.metadata import version
 from pathlib import Path
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from transformers import AutoImageProcessor
+
+from .configuration_halsr import PRESETS
 from .errors import InputError
+from .modeling_halsr import HalsrForSemanticSegmentation
+from .modeling_roi import LvRoiRegressor
 
 #: The one template for a HALSR-Net repository (its ROI regressor in ``roi/`` included).
 TEMPLATE_NAME = "halsr_net.md"
@@ -210,8 +218,6 @@ def _segmentation_rows(block: dict, distance_unit: str | None) -> list[dict]:
 def eval_results_from_summary(summary: dict) -> list:
     """``model-index`` entries (``huggingface_hub.EvalResult``) for one summary and its
     ``extra_evaluations``. Values are the summary's numbers unchanged; non-finite ones are left out."""
-    from huggingface_hub import EvalResult
-
     results = []
 
     def add(task_type, task_name, dataset, metric_type, metric_name, value, args=None):
@@ -333,12 +339,6 @@ def training_view(model_dir: Path) -> dict:
 
 def model_view(model_dir: Path) -> dict:
     """Architecture facts computed from the saved models (parameter counts, preset, processor settings)."""
-    from transformers import AutoImageProcessor
-
-    from .configuration_halsr import PRESETS
-    from .modeling_halsr import HalsrForSemanticSegmentation
-    from .modeling_roi import LvRoiRegressor
-
     try:
         model = HalsrForSemanticSegmentation.from_pretrained(str(model_dir))
     except (OSError, ValueError) as error:
@@ -392,8 +392,6 @@ def render_model_card(model_dir, eval_summaries=(), repo_id: str | None = None, 
     Returns:
         ``huggingface_hub.ModelCard``; its ``data.eval_results`` hold the ``model-index`` entries.
     """
-    from huggingface_hub import ModelCard, ModelCardData
-
     model_dir = Path(model_dir)
     summaries, sources = [], []
     for item in eval_summaries or ():
@@ -439,7 +437,7 @@ def render_model_card(model_dir, eval_summaries=(), repo_id: str | None = None, 
         citation=CITATION,
         model_name=model_name,
         fmt=format_number,
-        package_version=_package_version(),
+        package_version=package_version(),
     )
     return card
 
@@ -449,10 +447,8 @@ def format_number(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if _finite(value) else "n/a"
 
 
-def _package_version() -> str:
+def package_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("halsr-hf")
     except Exception:  # noqa: BLE001 - not installed as a distribution
         return "0.1.0"
@@ -470,9 +466,6 @@ def write_model_card(model_dir, eval_summaries=(), repo_id: str | None = None, o
 def check_model_card(path) -> list:
     """Load a written card with ``ModelCard.load`` and re-parse its ``model-index``; returns the
     ``EvalResult`` list (raises ``ValueError`` when the metadata does not validate)."""
-    from huggingface_hub import ModelCard
-    from huggingface_hub.repocard_data import model_index_to_eval_results
-
     card = ModelCard.load(path)
     model_index = card.data.to_dict().get("model-index")
     if card.data.eval_results and not model_index:

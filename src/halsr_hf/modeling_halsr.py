@@ -50,6 +50,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_halsr import HalsrConfig
 from .errors import InputError
+from .weight_init import init_conv_bn_weights
 
 
 class ConvBlock(nn.Module):
@@ -240,19 +241,8 @@ class HalsrPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = False
 
-    @torch.no_grad()
     def _init_weights(self, module):
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-            if getattr(module, "running_mean", None) is not None:
-                module.running_mean.zero_()
-                module.running_var.fill_(1.0)
-                module.num_batches_tracked.zero_()
+        init_conv_bn_weights(module)
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         expected = f"(batch, {self.config.num_channels}, height, width)"

@@ -31,6 +31,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_roi import LvRoiConfig
 from .errors import InputError
+from .weight_init import init_conv_bn_weights
 
 
 @dataclass
@@ -77,19 +78,8 @@ class LvRoiPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
 
-    @torch.no_grad()
     def _init_weights(self, module):
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-            if getattr(module, "running_mean", None) is not None:
-                module.running_mean.zero_()
-                module.running_var.fill_(1.0)
-                module.num_batches_tracked.zero_()
+        init_conv_bn_weights(module)
 
 
 class LvRoiRegressor(LvRoiPreTrainedModel):

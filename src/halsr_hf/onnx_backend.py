@@ -13,17 +13,17 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import InputError
+from .modeling_roi import LvRoiOutput
 
 #: ONNX opset of the exports (TorchScript-based exporter; see ``halsr-hf export-onnx``).
 OPSET = 17
 
 
 def _wrappers():
-    import torch
-
     class SegmentationLogits(torch.nn.Module):
         def __init__(self, model):
             super().__init__()
@@ -47,8 +47,6 @@ def _wrappers():
 
 def export_segmentation(model, path, size: int = 128, opset: int = OPSET) -> Path:
     """Export a :class:`HalsrForSemanticSegmentation` to ``path`` for ``size`` x ``size`` inputs (dynamic batch)."""
-    import torch
-
     SegmentationLogits, _ = _wrappers()
     wrapper = SegmentationLogits(model.eval()).eval()
     example = torch.randn(2, model.config.num_channels, size, size)
@@ -70,8 +68,6 @@ def is_localizer(roi_model) -> bool:
 def export_roi(model, path, opset: int = OPSET) -> Path:
     """Export a :class:`LvRoiRegressor` to ``path`` (dynamic batch axis; the size is fixed by its
     config), or a localiser (a :class:`HalsrForSemanticSegmentation`) like the segmentation model."""
-    import torch
-
     if is_localizer(model):
         return export_segmentation(model, path, model.config.image_size or 128, opset)
     _, RoiOutputs = _wrappers()
@@ -90,9 +86,7 @@ def export_roi(model, path, opset: int = OPSET) -> Path:
 
 def parity(model_path, torch_fn, inputs: list) -> float:
     """Max abs difference between onnxruntime (CPU) and ``torch_fn`` over ``inputs``."""
-    import numpy as np
-    import onnxruntime as ort
-    import torch
+    import onnxruntime as ort  # optional package (pip install halsr-hf[onnx])
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     worst = 0.0
@@ -112,7 +106,7 @@ class OnnxRunner:
 
     def __init__(self, model, roi_model=None, size: int = 128, onnx_dir=None, threads: int | None = None):
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # optional package
         except ImportError as error:  # pragma: no cover
             raise InputError(f"backend='onnx' needs onnxruntime (pip install onnxruntime): {error}") from None
         folder = Path(onnx_dir) if onnx_dir is not None else None
@@ -145,7 +139,5 @@ class OnnxRunner:
         return torch.from_numpy(logits)
 
     def roi(self, pixel_values: torch.Tensor):
-        from .modeling_roi import LvRoiOutput
-
         boxes, presence = self.roi_session.run(None, {"pixel_values": pixel_values.float().cpu().numpy()})
         return LvRoiOutput(pred_boxes=torch.from_numpy(boxes), presence_logits=torch.from_numpy(presence))

@@ -161,9 +161,10 @@ def volume_consensus(results: list, sizes: list, confidence: float = 0.9, max_of
             result.flags.append("box_corrected")
 
 
-def lv_box(label_map: np.ndarray) -> list | None:
-    """Inclusive pixel box of the LV (any non-zero label) of a label map, or None."""
-    mask = label_map > 0
+def mask_box(mask: np.ndarray) -> list | None:
+    """Inclusive pixel box (x_min, y_min, x_max, y_max) of a predicted boolean mask, or None. (The
+    LV box of *reference* labels is ``data.schema.bbox_from_label``; this module travels with model
+    repositories as remote code and cannot import the data package.)"""
     if not mask.any():
         return None
     rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
@@ -175,7 +176,7 @@ def second_look_box(crop_prediction: np.ndarray, crop_box, label_map: np.ndarray
     """The box to crop again around, or None when the crop is good (see the module docstring).
     ``crop_prediction`` is the crop's label map on the network grid, ``crop_box`` the crop's
     continuous pixel coordinates (x0, y0, x1, y1), ``label_map`` the prediction on the slice."""
-    box = lv_box(label_map)
+    box = mask_box(label_map > 0)
     if box is None:
         return None
     lv = crop_prediction > 0

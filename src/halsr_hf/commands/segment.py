@@ -8,12 +8,12 @@ known), volumes (mL) and the ROI boxes. Prints a table (or the JSON with ``--jso
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import atomic_file
 
 
 def _stem(path_or_name: str) -> str:
@@ -40,10 +40,7 @@ def _write_json(path: Path, payload, overwrite: bool) -> None:
         from ..errors import InputError
 
         raise InputError(f"{path}: already exists; pass --overwrite to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, default=float)
-    os.replace(tmp, path)
+    atomic_file(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=float)))
 
 
 def main(argv=None) -> int:

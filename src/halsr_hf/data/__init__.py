@@ -9,7 +9,6 @@ reads it back. ``halsr-hf prepare`` is the command-line form.
 from .acdc import prepare_acdc, read_info_cfg
 from .acdc_ssl4mis import prepare_acdc_ssl4mis, read_acdc_volume
 from .card import dataset_card, push_dataset, save_dataset, split_counts
-from .dicom import read_dicom_slice
 from .lvquan import prepare_lvquan
 from .schema import (
     COLUMNS,
@@ -38,7 +37,6 @@ __all__ = [
     "prepare_sunnybrook",
     "push_dataset",
     "read_acdc_volume",
-    "read_dicom_slice",
     "read_info_cfg",
     "save_dataset",
     "split_counts",

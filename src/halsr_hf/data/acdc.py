@@ -21,11 +21,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
-from .acdc_ssl4mis import ACDC_LABELS, CITATION, HOMEPAGE, LICENSE
-from .schema import build_dataset_dict, make_row, parallel_map, remap_labels, split_patients
+from .acdc_ssl4mis import CITATION, HOMEPAGE, LICENSE
+from .schema import acdc_to_canonical, build_dataset_dict, make_row, parallel_map, split_patients
 
 SOURCE = "acdc"
 _PATIENT = re.compile(r"^patient\d+$")
@@ -64,8 +65,6 @@ def read_info_cfg(path) -> dict:
 
 def read_nifti(path) -> tuple[np.ndarray, tuple]:
     """(data, zooms) of a NIfTI file; :class:`InputError` naming the file when missing/unreadable."""
-    import nibabel as nib
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -102,7 +101,7 @@ def _convert_patient(job: tuple) -> list[dict]:
             raise InputError(f"{image_path}: expected a 3D (X, Y, Z) volume, got shape {image.shape}")
         if image.shape != label.shape:
             raise InputError(f"{label_path}: label shape {label.shape} differs from image shape {image.shape} ({image_path.name})")
-        mapped = remap_labels(label, ACDC_LABELS, keep_rv, str(label_path))
+        mapped = acdc_to_canonical(label, keep_rv, str(label_path))
         image = image.astype(np.float32)
         spacing = (zooms[1], zooms[0]) if len(zooms) >= 2 else None
         thickness = zooms[2] if len(zooms) >= 3 else None

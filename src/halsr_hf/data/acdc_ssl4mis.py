@@ -17,13 +17,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from ..errors import InputError
-from .schema import ACDC_GROUPS, build_dataset_dict, make_row, parallel_map
+from .schema import ACDC_GROUPS, acdc_to_canonical, build_dataset_dict, make_row, parallel_map
 
 SOURCE = "acdc-ssl4mis"
-ACDC_LABELS = {0: "background", 1: "rv_cavity", 2: "myocardium", 3: "lv_cavity"}
 SPLIT_LISTS = {"train": "train.list", "validation": "val.list", "test": "test.list"}
 _STACK = re.compile(r"^(patient\d+)_frame(\d+)$")
 _SLICE = re.compile(r"^(patient\d+_frame\d+)_slice_(\d+)\.h5$")
@@ -57,8 +57,6 @@ def acdc_phase(frame: int) -> str:
 def read_acdc_volume(h5_path) -> tuple[np.ndarray, np.ndarray]:
     """``(image float32, label uint8)`` of one SSL4MIS HDF5 file (volume (Z, H, W) or slice (H, W)),
     labels as stored (ACDC ids: 1 RV, 2 MYO, 3 LV). Raises :class:`InputError` naming the file."""
-    import h5py
-
     path = Path(h5_path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -93,8 +91,6 @@ def _read_list(path: Path) -> list[str]:
 def _convert_file(job: tuple) -> list[dict]:
     """One HDF5 file -> rows. job = (path, stack, slice_index or None, num_slices or None, keep_rv)."""
     path, stack, slice_index, num_slices, keep_rv = job
-    from .schema import remap_labels
-
     patient, frame = _STACK.match(stack).groups()
     image, label = read_acdc_volume(path)
     common = dict(patient_id=patient, source=SOURCE, phase=acdc_phase(int(frame)), group=acdc_group(patient))
@@ -106,7 +102,7 @@ def _convert_file(job: tuple) -> list[dict]:
         if image.ndim != 3:
             raise InputError(f"{path}: a volume file must hold a 3D (Z, H, W) image, got shape {image.shape}")
         images, labels, indices, total = list(image), list(label), range(image.shape[0]), image.shape[0]
-    mapped = remap_labels(np.stack(labels), ACDC_LABELS, keep_rv, str(path))
+    mapped = acdc_to_canonical(np.stack(labels), keep_rv, str(path))
     return [
         make_row(img, lab, name=f"{path} slice {k}", slice_index=k, num_slices=total, **common)
         for img, lab, k in zip(images, mapped, indices)

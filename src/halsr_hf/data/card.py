@@ -1,12 +1,17 @@
-"""Dataset card (README.md) of a converted dataset, atomic saving and Hub upload."""
+"""A converted dataset on disk and on the Hub: its card (README.md), atomic saving, loading one
+split back (training and evaluation), and the upload."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
+import datasets
+from huggingface_hub import DatasetCard, DatasetCardData, HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+from ..atomic import atomic_folder
 from ..errors import InputError
 from .schema import label_names_from_info
 
@@ -96,7 +101,8 @@ def split_counts(dsdict) -> dict:
 
 
 def dataset_card(dsdict, source: str | None = None) -> str:
-    """README.md text (YAML metadata, schema, provenance, license, citation, per-split counts)."""
+    """README.md text: the metadata (``DatasetCardData``: license, task, tags, name, size) and the
+    schema, provenance, license, citation and per-split counts."""
     first = next(iter(dsdict.values()))
     source = source or first.select_columns(["source"])[0]["source"]
     pretty, license_id, license_text, provenance = SOURCES.get(
@@ -110,21 +116,12 @@ def dataset_card(dsdict, source: str | None = None) -> str:
         f"| {split} | {c['patients']} | {c['slices']} | {c['with_lv']} | {c['myocardium_annotated']} |"
         for split, c in counts.items()
     )
-    return f"""---
-license: {license_id}
-task_categories:
-- image-segmentation
-tags:
-- medical-imaging
-- cardiac-mri
-- left-ventricle
-- halsr-hf
-pretty_name: {pretty} - HALSR-Net canonical LV slices
-size_categories:
-- {size}
----
-
-# {pretty}: 2D short-axis slices in the halsr-hf canonical schema
+    metadata = DatasetCardData(
+        license=license_id, task_categories=["image-segmentation"],
+        tags=["medical-imaging", "cardiac-mri", "left-ventricle", "halsr-hf"],
+        pretty_name=f"{pretty} - HALSR-Net canonical LV slices", size_categories=[size],
+    )
+    body = f"""# {pretty}: 2D short-axis slices in the halsr-hf canonical schema
 
 Converted with `halsr-hf prepare {source}` for the HALSR-Net left-ventricle segmentation models.
 One row is one 2D short-axis slice. Labels: {labels}.
@@ -160,6 +157,7 @@ Homepage: {first.info.homepage or 'n/a'}
 {first.info.citation.strip()}
 ```
 """
+    return str(DatasetCard(f"---\n{metadata.to_yaml()}\n---\n\n{body}"))
 
 
 def save_dataset(dsdict, out, *, overwrite: bool = False, card: str | None = None) -> Path:
@@ -174,38 +172,79 @@ def save_dataset(dsdict, out, *, overwrite: bool = False, card: str | None = Non
         raise InputError(f"{out}: exists and is not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     text = dataset_card(dsdict) if card is None else card
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
-    try:
+    with atomic_folder(out) as tmp:
         dsdict.save_to_disk(str(tmp))
         (tmp / "README.md").write_text(text)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "data")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
-def push_dataset(dsdict, repo_id: str, *, card: str | None = None, private: bool | None = None, token=None) -> str:
-    """``DatasetDict.push_to_hub`` then the card as README.md. Offline (``HF_HUB_OFFLINE=1``) or
-    without a connection: :class:`InputError` at once."""
-    from huggingface_hub import DatasetCard, constants
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+def load_split(dataset_dir, split: str, *, dataset_name: str | None = None, config_name: str | None = None):
+    """The ``datasets.Dataset`` of ``split``: from a ``save_to_disk`` folder (``dataset_dir``), else
+    from the Hub (``dataset_name``, ``config_name``). The one loader of ``halsr-hf train``,
+    ``train-roi`` and ``evaluate``.
 
+    A folder may be a ``DatasetDict`` (picks ``split``), hold ``split/`` as a dataset, or be a plain
+    ``Dataset`` (with a ``split`` column it is filtered on it; without, it is used as a whole)."""
+    if dataset_dir is None:
+        if dataset_name is None:
+            raise InputError("no dataset: give --dataset-dir (a `halsr-hf prepare` folder) or --dataset-name (a Hub dataset)")
+        return datasets.load_dataset(dataset_name, config_name, split=split)
+    path = Path(dataset_dir)
+    if not path.exists():
+        raise InputError(f"--dataset-dir {path}: no such folder")
+    if not path.is_dir():
+        raise InputError(f"--dataset-dir {path}: not a folder (expected a datasets.save_to_disk folder)")
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError, OSError) as error:
+        sub = path / split
+        if sub.is_dir():
+            try:
+                return datasets.load_from_disk(str(sub))
+            except (FileNotFoundError, ValueError, OSError):
+                pass
+        raise InputError(
+            f"--dataset-dir {path}: not a datasets.save_to_disk folder ({type(error).__name__}: {error}); "
+            "write one with `halsr-hf prepare`"
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise InputError(f"--dataset-dir {path}: no split {split!r}; available: {sorted(loaded)}")
+        return loaded[split]
+    if "split" in loaded.column_names:
+        values = set(loaded.unique("split"))
+        if split not in values:
+            raise InputError(f"--dataset-dir {path}: no rows with split == {split!r}; available: {sorted(map(str, values))}")
+        return loaded.filter(lambda s: s == split, input_columns="split")
+    return loaded
+
+
+def upload_dataset(dsdict, repo_id: str, card: str | None, *, token=None, private: bool | None = None,
+                   commit_message: str | None = None) -> None:
+    """Upload to an existing Hub dataset repository: the card (README.md) first, then
+    ``DatasetDict.push_to_hub``, which adds its ``dataset_info``/``configs`` to the metadata of the
+    card it finds (pushed the other way round, the card would overwrite them). Used by ``halsr-hf
+    prepare --push-to-hub`` (:func:`push_dataset`) and ``halsr-hf push-to-hub dataset``."""
+    message = commit_message or "Upload dataset with halsr-hf"
+    if card is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "README.md"
+            path.write_text(card)
+            HfApi(token=token).upload_file(path_or_fileobj=str(path), path_in_repo="README.md", repo_id=repo_id,
+                                           repo_type="dataset", commit_message=f"{message}: dataset card")
+    dsdict.push_to_hub(repo_id, private=private, token=token, commit_message=message)
+
+
+def push_dataset(dsdict, repo_id: str, *, card: str | None = None, private: bool | None = None, token=None) -> str:
+    """Create the Hub dataset repository if needed and :func:`upload_dataset` (card: default
+    :func:`dataset_card`). Offline (``HF_HUB_OFFLINE=1``) or without a connection:
+    :class:`InputError` at once."""
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise InputError(f"--push-to-hub {repo_id}: the Hub is offline (HF_HUB_OFFLINE=1); unset it to upload")
     text = dataset_card(dsdict) if card is None else card
     try:
-        dsdict.push_to_hub(repo_id, private=private, token=token)
-        DatasetCard(text).push_to_hub(repo_id, token=token, repo_type="dataset")
+        HfApi(token=token).create_repo(repo_id, repo_type="dataset", private=bool(private), exist_ok=True)
+        upload_dataset(dsdict, repo_id, text, token=token, private=private)
     except OfflineModeIsEnabled as error:
         raise InputError(f"--push-to-hub {repo_id}: the Hub is offline ({error})") from None
     except (HfHubHTTPError, OSError, ConnectionError) as error:

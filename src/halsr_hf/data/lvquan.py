@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
+import scipy.io
 
 from ..errors import InputError
 from .schema import build_dataset_dict, make_row, parallel_map, split_patients
@@ -60,8 +62,6 @@ def _resolve_fields(fields: dict | None) -> dict:
 
 def read_mat(path) -> dict:
     """All top-level arrays of a MATLAB v5 or v7.3 file, in MATLAB axis order."""
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -70,8 +70,6 @@ def read_mat(path) -> dict:
             with h5py.File(path, "r") as f:
                 return {k: np.asarray(f[k][()]).T for k in f.keys()
                         if not k.startswith("#") and isinstance(f[k], h5py.Dataset)}
-        import scipy.io
-
         data = scipy.io.loadmat(str(path))
     except Exception as error:  # scipy/h5py raise ValueError, OSError, TypeError, NotImplementedError...
         raise InputError(f"{path}: unreadable MATLAB file ({type(error).__name__}: {error})") from None

@@ -37,9 +37,13 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ProcessPoolExecutor
 from typing import Iterable, Sequence
 
 import numpy as np
+from datasets import Dataset, DatasetDict, DatasetInfo, Features, Image, List, NamedSplit, Value
+from PIL import Image as PILImage
+from tqdm.auto import tqdm
 
 from ..errors import InputError
 
@@ -47,6 +51,8 @@ from ..errors import InputError
 LABEL_NAMES = ["background", "lv_cavity", "myocardium"]
 #: With ``keep_rv=True`` (sources that have it), id 3 is the RV cavity.
 LABEL_NAMES_RV = LABEL_NAMES + ["rv_cavity"]
+#: ACDC's label ids (original release and SSL4MIS layout): 1 RV, 2 myocardium, 3 LV cavity.
+ACDC_LABELS = {0: "background", 1: "rv_cavity", 2: "myocardium", 3: "lv_cavity"}
 
 #: Lossless TIFF compression of ``image`` (measured on ACDC slices: none 2.6 ms / 244 kB,
 #: LZW 11 ms / 112 kB, deflate 29 ms / 79 kB per 256x256 slice).
@@ -69,8 +75,6 @@ def label_names(keep_rv: bool = False) -> list[str]:
 def features(keep_rv: bool = False):
     """The :class:`datasets.Features` of every converted dataset (``keep_rv`` changes only the label
     names written to the dataset info, not the features)."""
-    from datasets import Features, Image, List, Value
-
     return Features(
         {
             "image": Image(),
@@ -96,8 +100,6 @@ def dataset_info(source: str, keep_rv: bool = False, description: str = "", cita
                  homepage: str = "", license: str = ""):
     """A :class:`datasets.DatasetInfo` whose description ends with the label names as JSON
     (``label_names: [...]``, read back by :func:`label_names_from_info`)."""
-    from datasets import DatasetInfo
-
     names = label_names(keep_rv)
     text = (description.strip() + "\n\n" if description else "") + "label_names: " + json.dumps(names)
     return DatasetInfo(
@@ -116,7 +118,9 @@ def label_names_from_info(info) -> list[str]:
 
 def bbox_from_label(label) -> list[int] | None:
     """``[x_min, y_min, x_max, y_max]`` (inclusive pixel indices, x = column) of the LV (ids 1 and 2)
-    in a 2D label, or None when it has no LV."""
+    in a 2D label (numpy array or CPU tensor), or None when it has no LV. The one definition of
+    the LV box: the dataset's ``roi`` column, the training crops and targets, the evaluation's
+    reference box."""
     label = np.asarray(label)
     if label.ndim != 2:
         raise InputError(f"bbox_from_label: expected a 2D label, got shape {label.shape}")
@@ -160,27 +164,29 @@ def remap_labels(label: np.ndarray, source_names: dict, keep_rv: bool, name: str
     return out
 
 
+def acdc_to_canonical(label, keep_rv: bool = False, name: str = "ACDC label") -> np.ndarray:
+    """ACDC ids (1 RV, 2 myocardium, 3 LV cavity) to canonical ids (1 lv_cavity, 2 myocardium; RV
+    becomes background, or 3 with ``keep_rv``), by name (:func:`remap_labels`)."""
+    return remap_labels(label, ACDC_LABELS, keep_rv, name)
+
+
 def encode_image(image: np.ndarray) -> dict:
     """float32 (H, W) -> ``{"bytes": TIFF, "path": None}`` (mode F, lossless LZW: on ACDC slices
     about 2.2x smaller than raw, 3x faster to write than deflate)."""
-    from PIL import Image
-
     image = np.ascontiguousarray(image, dtype=np.float32)
     buffer = io.BytesIO()
     try:
-        Image.fromarray(image).save(buffer, format="TIFF", compression=TIFF_COMPRESSION)
+        PILImage.fromarray(image).save(buffer, format="TIFF", compression=TIFF_COMPRESSION)
     except (OSError, TypeError, ValueError):  # Pillow built without libtiff: uncompressed, still exact
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="TIFF")
+        PILImage.fromarray(image).save(buffer, format="TIFF")
     return {"bytes": buffer.getvalue(), "path": None}
 
 
 def encode_label(label: np.ndarray) -> dict:
     """uint8 (H, W) -> ``{"bytes": PNG, "path": None}`` (mode L)."""
-    from PIL import Image
-
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8)).save(buffer, format="PNG")
+    PILImage.fromarray(np.ascontiguousarray(label, dtype=np.uint8)).save(buffer, format="PNG")
     return {"bytes": buffer.getvalue(), "path": None}
 
 
@@ -255,8 +261,6 @@ def build_dataset_dict(rows_by_split: dict, source: str, keep_rv: bool = False, 
                        citation: str = "", homepage: str = "", license: str = ""):
     """``{"train": [row, ...], ...}`` -> :class:`datasets.DatasetDict` with the canonical features.
     Rows are sorted by (patient_id, phase, slice_index) for a deterministic order."""
-    from datasets import Dataset, DatasetDict, NamedSplit
-
     # a patient in two splits would leak: refuse, whatever the caller did
     seen: dict[str, str] = {}
     for split, rows in rows_by_split.items():
@@ -284,12 +288,8 @@ def decode_row(row: dict) -> tuple[np.ndarray, np.ndarray]:
 def parallel_map(function, items: list, num_proc: int | None = None, desc: str = "") -> list:
     """``[function(item) for item in items]`` with a progress bar, in ``num_proc`` processes when
     ``num_proc > 1`` (``function`` must be a module-level function). Order is kept."""
-    from tqdm.auto import tqdm
-
     if not num_proc or num_proc <= 1 or len(items) < 2:
         return [function(item) for item in tqdm(items, desc=desc, unit="file")]
-    from concurrent.futures import ProcessPoolExecutor
-
     chunksize = max(1, len(items) // (num_proc * 8))
     with ProcessPoolExecutor(max_workers=num_proc) as pool:
         return list(tqdm(pool.map(function, items, chunksize=chunksize), total=len(items), desc=desc, unit="file"))

@@ -21,8 +21,10 @@ Layout (as in ``../shared/data/sunnybrook``): ``link.csv`` (``patient_id,origina
   SCD0000501, whose epicardium contours are shifted and do not enclose the endocardium) keep the
   myocardium label as drawn, but with ``myocardium_annotated=False``, and their ``roi`` comes from
   the cavity alone.
-- ``image``: the DICOM values as float32 after RescaleSlope/Intercept; ``pixel_spacing`` from
-  PixelSpacing, ``slice_thickness`` from SliceThickness.
+- ``image``, ``pixel_spacing``, ``slice_thickness``: as read by
+  :func:`halsr_hf.image_io.read_dicom_file` (the pipeline's reader): the DICOM values as float32
+  after RescaleSlope/Intercept, PixelSpacing, SpacingBetweenSlices else SliceThickness (equal in
+  the Sunnybrook files).
 - ``phase``: ``frameFF`` = (InstanceNumber - 1) mod CardiacNumberOfImages + 1 (the cine frame;
   Sunnybrook does not say which of its two contoured frames is ED), ``unknown`` without those tags.
   ``slice_index``/``num_slices`` count the *annotated* slices of that patient and frame, in
@@ -38,8 +40,10 @@ import re
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from ..errors import InputError
+from ..image_io import read_dicom_file
 from .schema import build_dataset_dict, make_row, parallel_map, split_patients
 
 SOURCE = "sunnybrook"
@@ -72,8 +76,6 @@ def read_contour(path) -> np.ndarray:
 
 def rasterize(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Boolean (H, W) mask of the polygon (x = column, y = row), filled with its outline."""
-    from PIL import Image, ImageDraw
-
     canvas = Image.new("L", (shape[1], shape[0]), 0)
     ImageDraw.Draw(canvas).polygon([tuple(p) for p in points], fill=1, outline=1)
     return np.asarray(canvas, dtype=bool)
@@ -93,9 +95,10 @@ def _read_links(source: Path) -> list[tuple[str, str]]:
 
 def _convert_slice(job: tuple) -> dict:
     patient, dicom_path, endo_path, epi_path, unreliable = job
-    from .dicom import read_dicom_slice
-
-    image, meta = read_dicom_slice(dicom_path)
+    loaded = read_dicom_file(Path(dicom_path))
+    if loaded.is_volume:
+        raise InputError(f"{dicom_path}: expected a single-frame DICOM slice, got {len(loaded.slices)} frames")
+    image = loaded.slices[0]
     endo = rasterize(read_contour(endo_path), image.shape)
     label = np.zeros(image.shape, dtype=np.uint8)
     annotated = epi_path is not None and not unreliable
@@ -106,11 +109,11 @@ def _convert_slice(job: tuple) -> dict:
         if unreliable:
             roi_label = endo.astype(np.uint8)
     label[endo] = 1
-    frames, number = meta["cardiac_number_of_images"], meta["instance_number"]
+    frames, number = loaded.extra["CardiacNumberOfImages"], loaded.extra["InstanceNumber"]
     phase = f"frame{(number - 1) % frames + 1:02d}" if frames and number else "unknown"
     return {
         "image": image, "label": label, "name": str(dicom_path), "patient_id": patient, "phase": phase,
-        "pixel_spacing": meta["pixel_spacing"], "slice_thickness": meta["slice_thickness"],
+        "pixel_spacing": loaded.pixel_spacing, "slice_thickness": loaded.slice_thickness,
         "myocardium_annotated": annotated, "roi_label": roi_label, "order": number or 0,
     }
 

@@ -9,8 +9,8 @@
 Definitions: docs/evaluation.md.
 """
 
-from .core import OUTLIER_DEFINITION, agreement, box_iou, corner_rmse, describe, label_box, predict, score
-from .data import EvalDataset, SliceGroup, build_groups, load_eval_dataset, load_split
+from .core import OUTLIER_DEFINITION, agreement, box_iou, corner_rmse, describe, predict, score
+from .data import EvalDataset, SliceGroup, build_groups, load_eval_dataset
 from .run import evaluate, main
 
 __all__ = [
@@ -23,9 +23,7 @@ __all__ = [
     "corner_rmse",
     "describe",
     "evaluate",
-    "label_box",
     "load_eval_dataset",
-    "load_split",
     "main",
     "predict",
     "score",

@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..clinical import cardiac_function
+from ..data.schema import bbox_from_label
 from ..metrics import DEFAULT_LABELS, segmentation_metrics
 from .data import EvalDataset, SliceGroup
 
@@ -74,8 +76,6 @@ def predict(pipe, dataset: EvalDataset, batch_size: int = 16, use_roi: bool = Tr
     """Run the pipeline on every group (complete stacks as volumes, so ROI + segmentation are
     evaluated end to end) and return ``{group.key: Prediction}``. Groups are sent in chunks of
     at least ``4 * batch_size`` slices so the pipeline fills its batches across volumes."""
-    from tqdm.auto import tqdm
-
     out = {}
     bar = tqdm(total=len(dataset.slices), desc=desc or f"predict {dataset.name}", unit="slice", disable=not progress)
     chunk: List[SliceGroup] = []
@@ -134,15 +134,6 @@ def distance_unit(dataset: EvalDataset, force_pixels: bool = False) -> str:
     return "mm"
 
 
-def label_box(label: np.ndarray) -> Optional[list]:
-    """Inclusive pixel box [x_min, y_min, x_max, y_max] of the non-background pixels, or None."""
-    rows = np.flatnonzero(np.any(label > 0, axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(np.any(label > 0, axis=0))
-    return [float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1])]
-
-
 def box_iou(a, b) -> float:
     """IoU of two inclusive pixel boxes."""
     ix = min(a[2], b[2]) - max(a[0], b[0]) + 1
@@ -174,8 +165,6 @@ def score(dataset: EvalDataset, predictions: dict, model: str, force_pixels: boo
           both_empty: str = "nan", roi_evaluated: bool = True, roi_reference: str = "label",
           progress: bool = True, crop_margin: float = 0.25) -> DatasetResult:
     """Per-slice, per-volume, ROI and clinical rows for one dataset and one model's predictions."""
-    from tqdm.auto import tqdm
-
     unit = distance_unit(dataset, force_pixels)
     res = DatasetResult(dataset=dataset, model=model, distance_unit=unit, roi_evaluated=roi_evaluated,
                         predictions=predictions)
@@ -229,7 +218,7 @@ def crop_contains(pred_box, ref_box, margin: float) -> bool:
 
 
 def _roi_row(common: dict, s, pred: Prediction, i: int, unit: str, roi_reference: str, crop_margin: float = 0.25) -> dict:
-    ref_box = s.roi if roi_reference == "column" else label_box(s.label)
+    ref_box = s.roi if roi_reference == "column" else bbox_from_label(s.label)
     has_lv = bool(np.any(s.label == 1))
     scored = has_lv and ref_box is not None and (roi_reference == "column" or s.myocardium_annotated)
     pred_box = pred.rois[i] if pred.lv_found[i] else None
@@ -242,7 +231,7 @@ def _roi_row(common: dict, s, pred: Prediction, i: int, unit: str, roi_reference
         "outlier": None, "outlier_reason": "", "in_crop": None,
     }
     if ref_box is not None:
-        row.update(zip(("ref_x_min", "ref_y_min", "ref_x_max", "ref_y_max"), ref_box))
+        row.update(zip(("ref_x_min", "ref_y_min", "ref_x_max", "ref_y_max"), (float(v) for v in ref_box)))
     if pred_box is not None:
         row.update(zip(("pred_x_min", "pred_y_min", "pred_x_max", "pred_y_max"), (float(v) for v in pred_box)))
     if not has_lv and pred_box is not None:

@@ -23,6 +23,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..data.card import load_split
+from ..data.schema import label_names_from_info
 from ..errors import InputError
 
 #: Sources whose (patient, phase) groups hold only the annotated slices of a stack (Sunnybrook:
@@ -135,49 +137,9 @@ def _roi(value) -> Optional[list]:
     return box
 
 
-def load_split(dataset_dir, split: str):
-    """The ``datasets.Dataset`` of ``split`` in a ``save_to_disk`` folder.
-
-    Accepts a ``DatasetDict`` folder (picks ``split``), a folder holding ``split/`` as a dataset, or
-    a plain ``Dataset`` folder (with a ``split`` column it is filtered on it; without, it is used
-    as a whole)."""
-    import datasets
-
-    path = Path(dataset_dir)
-    if not path.exists():
-        raise InputError(f"--dataset-dir {path}: no such folder")
-    if not path.is_dir():
-        raise InputError(f"--dataset-dir {path}: not a folder (expected a datasets.save_to_disk folder)")
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError, OSError) as error:
-        sub = path / split
-        if sub.is_dir():
-            try:
-                return datasets.load_from_disk(str(sub))
-            except (FileNotFoundError, ValueError, OSError):
-                pass
-        raise InputError(
-            f"--dataset-dir {path}: not a datasets.save_to_disk folder ({type(error).__name__}: {error}); "
-            "write one with `halsr-hf prepare`"
-        ) from None
-    if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise InputError(f"--dataset-dir {path}: no split {split!r}; available: {sorted(loaded)}")
-        return loaded[split]
-    if "split" in loaded.column_names:
-        values = set(loaded.unique("split"))
-        if split not in values:
-            raise InputError(f"--dataset-dir {path}: no rows with split == {split!r}; available: {sorted(map(str, values))}")
-        return loaded.filter(lambda s: s == split, input_columns="split")
-    return loaded
-
-
 def _rv_label(ds) -> Optional[int]:
     """The id of ``rv_cavity`` in a dataset prepared with ``--keep-rv`` (scored as background), else None."""
     try:
-        from ..data.schema import label_names_from_info
-
         names = label_names_from_info(ds.info)
     except (ImportError, InputError, AttributeError, TypeError, ValueError):
         return None

@@ -4,7 +4,6 @@ summary.md (tables as in the paper's Tables 3-8), boxplots and Bland-Altman plot
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 from .core import (
     CLASSES,
     METRICS,
-    SUMMARY_METRICS,
     DatasetResult,
     agreement,
     clinical_summary,
@@ -222,6 +220,7 @@ def summary_markdown(model: str, main: DatasetResult, extras: List[DatasetResult
 
 
 def _pyplot():
+    """matplotlib, imported only when plots are drawn (slow to import; --no-plots skips it)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 
+from .. import default_model_dir, load_pipeline
+from ..atomic import atomic_folder, check_output_folder
 from ..errors import InputError
 from . import core, report
 from .data import EvalDataset, load_eval_dataset
@@ -70,27 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out-dir {out_dir}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise InputError(f"--out-dir {out_dir}: exists and is not empty; pass --overwrite to replace it")
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by ``tmp`` with renames (the old folder is removed only afterwards)."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.rename(out_dir, old / "x")
-    os.rename(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _load(model, roi_model, device):
-    from .. import default_model_dir, load_pipeline
-
     try:
         if model is None:
             model = str(default_model_dir())
@@ -119,7 +98,7 @@ def _save_predictions(folder: Path, title: str, res: core.DatasetResult) -> None
 def evaluate(args) -> dict:
     """Run the whole evaluation for parsed ``args``; returns summary.json's content."""
     out_dir = Path(args.out_dir)
-    _check_out_dir(out_dir, args.overwrite)
+    check_output_folder(out_dir, args.overwrite, "--out-dir")
     extra_dirs = list(args.extra_dataset_dir)
     splits = list(args.extra_split) or ["test"]
     if len(splits) == 1:
@@ -170,9 +149,7 @@ def evaluate(args) -> dict:
                "roi_model_kind": getattr(pipe, "roi_kind", None)}
     summary = report.summary_json(model_name, main, extras, baseline)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         every = [r for rs in results.values() for r in rs]
         report.write_csv(tmp / "slices.csv", [row for r in every for row in r.slice_rows])
         report.write_csv(tmp / "volumes.csv", [row for r in every for row in r.volume_rows], _volume_columns(every))
@@ -191,10 +168,6 @@ def evaluate(args) -> dict:
             for title, rs in results.items():
                 for res in rs:
                     _save_predictions(tmp / "predictions", title, res)
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if progress:
         print(f"halsr-hf evaluate: wrote {out_dir} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return summary

@@ -4,8 +4,7 @@
 * :mod:`.train_roi` — ``halsr-hf train-roi`` / ``scripts/train_roi.py``;
 * :mod:`.data` — slice sources (``datasets`` split or arrays file) and the torch datasets that crop
   and augment with the image processor's own functions;
-* :mod:`.augment` — on-the-fly augmentation (dihedral group, rotation, scaling, elastic, intensity);
-* :mod:`.unet_baseline` — the plain U-Net baseline (also ``benchmarks/unet.py``).
+* :mod:`.augment` — on-the-fly augmentation (dihedral group, rotation, scaling, elastic, intensity).
 
 Submodules are imported lazily (``halsr_hf`` does not import this package).
 """

@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..data.schema import LABEL_NAMES, bbox_from_label
 from ..image_processing_halsr import HalsrImageProcessor, crop_and_resize, normalize_intensity, square_boxes
 from .augment import AugmentConfig, augment_slice
 
-CANONICAL_LABELS = ("background", "lv_cavity", "myocardium")
+CANONICAL_LABELS = tuple(LABEL_NAMES)
 IGNORE_INDEX = 255
 
 
@@ -52,16 +53,6 @@ def label_lookup(label_names) -> np.ndarray:
         table[canonical_id] = label_names.index(name) if name in label_names else 0
     table[IGNORE_INDEX] = IGNORE_INDEX
     return table
-
-
-def lv_box(label) -> list | None:
-    """Inclusive pixel box (x_min, y_min, x_max, y_max) of the LV (cavity + myocardium) or None."""
-    label = label.numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
-    mask = (label == 1) | (label == 2)
-    if not mask.any():
-        return None
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
 
 
 # -- quantisation of the arrays file ------------------------------------------------------------
@@ -92,7 +83,7 @@ class DatasetSource:
         if "has_lv" in columns:
             self.has_lv = np.asarray(self.dataset["has_lv"], dtype=bool)
         else:
-            self.has_lv = np.array([lv_box(row["label"]) is not None for row in self.dataset], dtype=bool)
+            self.has_lv = np.array([bbox_from_label(row["label"]) is not None for row in self.dataset], dtype=bool)
         if "myocardium_annotated" in columns:
             self.myocardium_annotated = np.asarray(self.dataset["myocardium_annotated"], dtype=bool)
         else:
@@ -200,11 +191,11 @@ class HalsrCropDataset(Dataset):
         box = None
         if self.train:
             aug_image, aug_label = augment_slice(image, label, self.augment, rng)
-            box = lv_box(aug_label)
+            box = bbox_from_label(aug_label)
             if box is not None:
                 image, label = aug_image, aug_label
         if box is None:
-            box = lv_box(label)
+            box = bbox_from_label(label)
         crop_box = self._crop_box(box, rng)
         pixel_values = crop_and_resize(image[None, None], crop_box, self.size, mode="bilinear")[0]
         crop_label = crop_and_resize(label[None, None].float(), crop_box, self.size, mode="nearest")[0, 0]
@@ -235,7 +226,7 @@ class RoiDataset(Dataset):
         if self.train:
             image, label = augment_slice(image, label, self.augment, _sample_rng())
         pixel_values, sides = self.processor.preprocess_roi([image.numpy()])
-        box = lv_box(label)
+        box = bbox_from_label(label)
         if box is None:
             target = torch.zeros(4)
         else:

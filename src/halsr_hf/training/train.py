@@ -4,7 +4,10 @@
 ``accelerate launch scripts/train.py``, all with the same arguments
 (``HfArgumentParser(ModelArguments, DataArguments, TrainingArguments)``). Example (CPU)::
 
-    halsr-hf train --dataset_dir data/acdc --preset small --output_dir runs/small
+    halsr-hf train --dataset-dir data/acdc --preset small --output-dir runs/small
+
+Flags are spelt with hyphens like every other ``halsr-hf`` command; the underscore spelling of
+``transformers`` examples (``--dataset_dir``, ``--output_dir``) is accepted too.
 
 Defaults differ from ``TrainingArguments``' own where the paper or this task says so (Adam with
 lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 0, cosine decay, batch 16, evaluation and
@@ -21,11 +24,24 @@ import json
 import os
 import shlex
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
+from torch.utils.data import default_collate
+from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
+
+from ..configuration_halsr import PLAIN_UNET, HalsrConfig
+from ..data.card import load_split
+from ..errors import InputError
+from ..image_processing_halsr import HalsrImageProcessor
+from ..modeling_halsr import HalsrForSemanticSegmentation
+from .augment import AugmentConfig
+from .callbacks import TimeLimitCallback
+from .data import ArraySource, DatasetSource, HalsrCropDataset, LocalizerDataset
 
 #: TrainingArguments defaults of these scripts (prepended to argv, so the command line wins).
 TRAINING_DEFAULTS = {
@@ -54,7 +70,7 @@ class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "checkpoint folder or Hub id to fine-tune from"})
     preset: str = field(default="small", metadata={"help": "width preset when starting fresh: tiny, small, base, large"})
     config_name: str | None = field(default=None, metadata={"help": "config folder/Hub id/JSON file when starting fresh"})
-    architecture: str = field(default="halsr", metadata={"help": "halsr or unet (the plain U-Net baseline, same widths)"})
+    architecture: str = field(default="halsr", metadata={"help": "halsr, or unet: the plain U-Net baseline = HALSR-Net with HAPM, attention gates, reconstruction and dropout off (HalsrConfig.plain_unet)"})
     ignore_mismatched_sizes: bool = field(default=False, metadata={"help": "fine-tune to another label set (new head)"})
     dropout_rate: float | None = field(default=None, metadata={"help": "override the config's dropout rate"})
     channels_last: bool = field(default=True, metadata={"help": "channels_last memory format on CUDA"})
@@ -94,12 +110,14 @@ class DataArguments:
 
 
 def _flag_value(argv, name):
+    """The last value of ``--name`` in ``argv``, spelt with underscores or hyphens (HfArgumentParser
+    accepts both: ``--eval_strategy`` = ``--eval-strategy``)."""
+    spellings = {f"--{name}", f"--{name.replace('_', '-')}"}
     value = None
     for i, arg in enumerate(argv):
-        if arg == f"--{name}" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
+        flag, equals, inline = arg.partition("=")
+        if flag in spellings:
+            value = inline if equals else (argv[i + 1] if i + 1 < len(argv) else None)
     return value
 
 
@@ -125,38 +143,19 @@ def build_argv(argv, defaults: dict, metric: str) -> list:
 
 
 def parse(argv, model_arguments_class, defaults: dict, metric: str, prog: str):
-    from transformers import HfArgumentParser, TrainingArguments
-
     parser = HfArgumentParser((model_arguments_class, DataArguments, TrainingArguments), prog=prog)
     if any(a in ("-h", "--help") for a in argv):
         parser.parse_args_into_dataclasses(args=["--help"])
     return parser.parse_args_into_dataclasses(args=build_argv(argv, defaults, metric))
 
 
-def load_split(data_args: DataArguments, split: str):
-    """A ``datasets`` split from ``--dataset_dir`` or ``--dataset_name``."""
-    if data_args.dataset_dir:
-        from datasets import load_from_disk
-
-        data = load_from_disk(data_args.dataset_dir)
-        if hasattr(data, "keys"):
-            if split not in data:
-                raise KeyError(f"{data_args.dataset_dir} has no split {split!r} (splits: {list(data.keys())})")
-            return data[split]
-        return data
-    if data_args.dataset_name:
-        from datasets import load_dataset
-
-        return load_dataset(data_args.dataset_name, data_args.dataset_config_name, split=split)
-    raise ValueError("give --dataset_dir, --dataset_name or --arrays_file")
-
-
 def load_source(data_args: DataArguments, split: str, kind: str):
-    from .data import ArraySource, DatasetSource
-
     if data_args.arrays_file:
         return ArraySource(data_args.arrays_file, split, kind)
-    return DatasetSource(load_split(data_args, split))
+    if not (data_args.dataset_dir or data_args.dataset_name):
+        raise InputError("no training data: give --dataset-dir, --dataset-name or --arrays-file")
+    return DatasetSource(load_split(data_args.dataset_dir, split, dataset_name=data_args.dataset_name,
+                                    config_name=data_args.dataset_config_name))
 
 
 def limit(dataset, n):
@@ -166,8 +165,6 @@ def limit(dataset, n):
 
 
 def augment_config(data_args: DataArguments):
-    from .augment import AugmentConfig
-
     return AugmentConfig(
         rotation_degrees=data_args.rotation_degrees,
         scale_range=(data_args.scale_min, data_args.scale_max),
@@ -176,10 +173,6 @@ def augment_config(data_args: DataArguments):
 
 
 def make_callbacks(model_args, data_args, training_args, has_eval: bool) -> list:
-    from transformers import EarlyStoppingCallback
-
-    from .callbacks import TimeLimitCallback
-
     callbacks = []
     if has_eval and model_args.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
@@ -189,8 +182,6 @@ def make_callbacks(model_args, data_args, training_args, has_eval: bool) -> list
 
 
 def make_collator(channels_last: bool):
-    from torch.utils.data import default_collate
-
     def collate(features):
         batch = default_collate(features)
         if channels_last:
@@ -203,8 +194,6 @@ def make_collator(channels_last: bool):
 def write_run_info(output_dir, argv, prog, training_args, model_args, data_args, extra=None):
     """``command.txt`` (the exact command, seed, versions), ``run_args.json`` (model and data
     arguments) and ``training_args.json`` (``TrainingArguments.to_json_string()``) for the model card."""
-    import transformers
-
     os.makedirs(output_dir, exist_ok=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     launcher = f"torchrun --nproc_per_node={world} " if world > 1 else ""
@@ -225,8 +214,6 @@ def write_run_info(output_dir, argv, prog, training_args, model_args, data_args,
 
 def finish(trainer, training_args, model_args, train_result, start_time, num_train_samples):
     """Save the final (best) model, processor, metrics and state as ``run_*.py`` examples do."""
-    import time
-
     trainer.save_model()
     metrics = dict(train_result.metrics)
     metrics["train_samples"] = num_train_samples
@@ -244,6 +231,39 @@ def finish(trainer, training_args, model_args, train_result, start_time, num_tra
         for old in out.glob("model*.safetensors*"):
             old.unlink()
         trainer.model.save_pretrained(out, max_shard_size=model_args.max_shard_size)
+
+
+def train_and_save(argv, prog: str, args: tuple, model, train_dataset, eval_dataset, processor, compute_metrics,
+                   architecture: str, preprocess_logits_for_metrics=None) -> int:
+    """The common end of ``halsr-hf train`` and ``train-roi``: channels_last on CUDA, the Trainer
+    (early stopping, time limit), the run information files, training, then :func:`finish`.
+    ``args``: the parsed (model, data, training) arguments."""
+    model_args, data_args, training_args = args
+    channels_last = model_args.channels_last and torch.cuda.is_available()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    has_eval = eval_dataset is not None
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=make_collator(channels_last),
+        processing_class=processor,
+        compute_metrics=compute_metrics if has_eval else None,
+        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        callbacks=make_callbacks(model_args, data_args, training_args, has_eval),
+    )
+    if trainer.is_world_process_zero():
+        write_run_info(
+            training_args.output_dir, argv, prog, training_args, model_args, data_args,
+            {"architecture": architecture, "num_parameters": sum(p.numel() for p in model.parameters()),
+             "train_slices": len(train_dataset), "eval_slices": len(eval_dataset) if has_eval else 0},
+        )
+    start = time.time()
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish(trainer, training_args, model_args, train_result, start, len(train_dataset))
+    return 0
 
 
 # -- segmentation metrics -----------------------------------------------------------------------
@@ -293,29 +313,29 @@ class DiceMetric:
 
 
 def build_model(model_args: ModelArguments, data_args: DataArguments, label_names):
-    from ..configuration_halsr import HalsrConfig
-    from ..modeling_halsr import HalsrForSemanticSegmentation
-
+    """A fresh model from ``--preset``/``--config_name``, or ``--model_name_or_path`` to fine-tune.
+    ``--architecture unet`` is the same class with :data:`PLAIN_UNET` (HALSR-Net without its three
+    modules and dropout): the baseline is a configuration, not another network."""
+    if model_args.architecture not in ("halsr", "unet"):
+        raise ValueError(f"--architecture must be halsr or unet, got {model_args.architecture!r}")
     id2label = {i: name for i, name in enumerate(label_names)}
     label2id = {name: i for i, name in id2label.items()}
-    label_kwargs = {"id2label": id2label, "label2id": label2id, "num_labels": len(id2label)}
-    extra = {} if model_args.dropout_rate is None else {"dropout_rate": model_args.dropout_rate}
-    config_class, model_class = HalsrConfig, HalsrForSemanticSegmentation
-    if model_args.architecture == "unet":  # the plain U-Net baseline: HALSR-Net without its three modules
-        extra = {"use_hapm": False, "use_attention_gates": False, "use_reconstruction": False, "dropout_rate": 0.0, **extra}
-    elif model_args.architecture != "halsr":
-        raise ValueError(f"--architecture must be halsr or unet, got {model_args.architecture!r}")
+    overrides = {"id2label": id2label, "label2id": label2id, "num_labels": len(id2label)}
+    if model_args.architecture == "unet":
+        overrides.update(PLAIN_UNET)
+    if model_args.dropout_rate is not None:
+        overrides["dropout_rate"] = model_args.dropout_rate
     if model_args.model_name_or_path:
-        model = model_class.from_pretrained(
+        model = HalsrForSemanticSegmentation.from_pretrained(
             model_args.model_name_or_path, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-            trust_remote_code=model_args.trust_remote_code, **label_kwargs, **extra,
+            trust_remote_code=model_args.trust_remote_code, **overrides,
         )
     else:
         if model_args.config_name:
-            config = config_class.from_pretrained(model_args.config_name, **label_kwargs, **extra)
+            config = HalsrConfig.from_pretrained(model_args.config_name, **overrides)
         else:
-            config = config_class.from_preset(model_args.preset, **label_kwargs, **extra)
-        model = model_class(config)
+            config = HalsrConfig.from_preset(model_args.preset, **overrides)
+        model = HalsrForSemanticSegmentation(config)
     model.config.image_size = data_args.image_size
     # forward(**kwargs) makes the Trainer think the model scales the loss for gradient accumulation.
     model.accepts_loss_kwargs = False
@@ -323,13 +343,6 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, label_name
 
 
 def main(argv=None) -> int:
-    import time
-
-    from transformers import Trainer, set_seed
-
-    from ..image_processing_halsr import HalsrImageProcessor
-    from .data import HalsrCropDataset, LocalizerDataset
-
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "halsr-hf train"
     model_args, data_args, training_args = parse(argv, ModelArguments, TRAINING_DEFAULTS, "dice_mean", prog)
@@ -340,10 +353,6 @@ def main(argv=None) -> int:
 
     set_seed(training_args.seed)  # before the model is built
     model = build_model(model_args, data_args, label_names)
-    channels_last = model_args.channels_last and torch.cuda.is_available()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-
     if localization:
         train_dataset = limit(
             LocalizerDataset(load_source(data_args, data_args.train_split, "roi"), roi_size=data_args.image_size,
@@ -367,30 +376,12 @@ def main(argv=None) -> int:
         else:
             eval_source = HalsrCropDataset(load_source(data_args, data_args.eval_split, "halsr"), train=False, **common)
         eval_dataset = limit(eval_source, data_args.max_eval_samples)
-
-    processor = HalsrImageProcessor(size=data_args.image_size, crop_margin=data_args.eval_margin)
-    callbacks = make_callbacks(model_args, data_args, training_args, eval_dataset is not None)
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=make_collator(channels_last),
-        processing_class=processor,
-        compute_metrics=DiceMetric(label_names, model.config.semantic_loss_ignore_index) if eval_dataset is not None else None,
+    return train_and_save(
+        argv, prog, (model_args, data_args, training_args), model, train_dataset, eval_dataset,
+        HalsrImageProcessor(size=data_args.image_size, crop_margin=data_args.eval_margin),
+        DiceMetric(label_names, model.config.semantic_loss_ignore_index), model_args.architecture,
         preprocess_logits_for_metrics=argmax_logits,
-        callbacks=callbacks,
     )
-    if trainer.is_world_process_zero():
-        write_run_info(
-            training_args.output_dir, argv, prog, training_args, model_args, data_args,
-            {"architecture": model_args.architecture, "num_parameters": sum(p.numel() for p in model.parameters()),
-             "train_slices": len(train_dataset), "eval_slices": len(eval_dataset) if eval_dataset is not None else 0},
-        )
-    start = time.time()
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    finish(trainer, training_args, model_args, train_result, start, len(train_dataset))
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,13 +11,17 @@ coordinates in pixels of the ``roi_size`` input) and ``presence_accuracy``.
 """
 
 import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from transformers import set_seed
 
-from .train import TRAINING_DEFAULTS, augment_config, finish, limit, load_source, make_callbacks, make_collator, parse, write_run_info
+from ..configuration_roi import LvRoiConfig
+from ..image_processing_halsr import HalsrImageProcessor
+from ..modeling_roi import LvRoiRegressor
+from .data import RoiDataset
+from .train import TRAINING_DEFAULTS, augment_config, limit, load_source, parse, train_and_save
 
 ROI_DEFAULTS = dict(TRAINING_DEFAULTS)
 ROI_DEFAULTS["output_dir"] = "runs/roi"
@@ -81,9 +85,6 @@ class BoxMetric:
 
 
 def build_model(model_args: RoiModelArguments):
-    from ..configuration_roi import LvRoiConfig
-    from ..modeling_roi import LvRoiRegressor
-
     extra = {} if model_args.dropout_rate is None else {"dropout_rate": model_args.dropout_rate}
     if model_args.model_name_or_path:
         model = LvRoiRegressor.from_pretrained(
@@ -99,11 +100,6 @@ def build_model(model_args: RoiModelArguments):
 
 
 def main(argv=None) -> int:
-    from transformers import Trainer, set_seed
-
-    from ..image_processing_halsr import HalsrImageProcessor
-    from .data import RoiDataset
-
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "halsr-hf train-roi"
     model_args, data_args, training_args = parse(argv, RoiModelArguments, ROI_DEFAULTS, "iou_mean", prog)
@@ -111,10 +107,6 @@ def main(argv=None) -> int:
     set_seed(training_args.seed)  # before the model is built
     model = build_model(model_args)
     roi_size = model.config.image_size
-    channels_last = model_args.channels_last and torch.cuda.is_available()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-
     train_dataset = limit(
         RoiDataset(load_source(data_args, data_args.train_split, "roi"), roi_size=roi_size, train=data_args.augment, augment=augment_config(data_args)),
         data_args.max_train_samples,
@@ -122,27 +114,11 @@ def main(argv=None) -> int:
     eval_dataset = None
     if training_args.eval_strategy != "no":
         eval_dataset = limit(RoiDataset(load_source(data_args, data_args.eval_split, "roi"), roi_size=roi_size, train=False), data_args.max_eval_samples)
-    callbacks = make_callbacks(model_args, data_args, training_args, eval_dataset is not None)
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=make_collator(channels_last),
-        processing_class=HalsrImageProcessor(roi_size=roi_size, size=data_args.image_size, crop_margin=data_args.eval_margin),
-        compute_metrics=BoxMetric(roi_size) if eval_dataset is not None else None,
-        callbacks=callbacks,
+    return train_and_save(
+        argv, prog, (model_args, data_args, training_args), model, train_dataset, eval_dataset,
+        HalsrImageProcessor(roi_size=roi_size, size=data_args.image_size, crop_margin=data_args.eval_margin),
+        BoxMetric(roi_size), "lv_roi_regressor",
     )
-    if trainer.is_world_process_zero():
-        write_run_info(
-            training_args.output_dir, argv, prog, training_args, model_args, data_args,
-            {"architecture": "lv_roi_regressor", "num_parameters": sum(p.numel() for p in model.parameters()),
-             "train_slices": len(train_dataset), "eval_slices": len(eval_dataset) if eval_dataset is not None else 0},
-        )
-    start = time.time()
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    finish(trainer, training_args, model_args, train_result, start, len(train_dataset))
-    return 0
 
 
 if __name__ == "__main__":
