@@ -137,7 +137,9 @@ def check_schema(s, with_baseline=False):
     check_stats(s["volume_metrics"])
     check_stats(s["slice_metrics"])
     if s["roi"] is not None:
-        assert set(s["roi"]) == {"rmse", "rmse_sd", "unit", "outlier_rate_percent", "outlier_definition"}
+        assert set(s["roi"]) == {"rmse", "rmse_sd", "unit", "outlier_rate_percent", "outlier_definition",
+                                 "iou_mean", "in_crop_percent", "in_crop_definition", "n"}
+        assert 0.0 <= s["roi"]["iou_mean"] <= 1.0 and 0.0 <= s["roi"]["in_crop_percent"] <= 100.0
         assert s["roi"]["unit"] in ("px", "mm") and isinstance(s["roi"]["outlier_definition"], str)
     assert set(s["clinical"]) == {f"{q}_{k}" for q in ("ef", "edv", "esv") for k in ("bias", "mae", "r")} | {"unit_volume"}
     assert s["clinical"]["unit_volume"] in ("ml", "voxels")
