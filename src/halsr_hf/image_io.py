@@ -12,7 +12,12 @@ store the short-axis plane transposed, mirrored or rotated: the models are train
 the mask is written back with exactly the inverse of the transpose above.
 
 Dependencies (pydicom, nibabel, PIL) are imported lazily so the module also works, file-less,
-from a Hub folder loaded with ``trust_remote_code=True``.
+from a Hub folder loaded with ``trust_remote_code=True``; a file type whose reader is not installed
+raises :class:`InputError` naming the package to install.
+
+Images larger than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, about 89
+megapixels) are refused with :class:`InputError` before they are decoded. Masks are written to a
+temporary file and renamed, with the permissions of a normally created file (umask applied).
 """
 
 import os
@@ -22,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, argument
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima")
@@ -72,6 +77,19 @@ def _check_file(path: Path) -> None:
         raise InputError(f"{path}: empty file (0 bytes)")
 
 
+def _require(module: str, package: str, path, what: str):
+    """Import an optional reader, or raise :class:`InputError` saying which package to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError(
+            f"{path}: reading {what} needs the Python package {package!r}, which is not installed; "
+            f"install it with `pip install {package}`"
+        ) from None
+
+
 def _valid_spacing(values) -> tuple | None:
     try:
         spacing = tuple(float(v) for v in values)
@@ -84,10 +102,15 @@ def _valid_spacing(values) -> tuple | None:
 
 def read_image_file(path: Path) -> LoadedInput:
     """PNG/JPEG/TIFF/BMP, 8- or 16-bit, as one slice (no spacing: these formats carry none)."""
+    _require("PIL", "pillow", path, "PNG/JPEG/TIFF/BMP images")
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and image.size[0] * image.size[1] > limit:  # PIL only warns up to twice the limit
+                raise Image.DecompressionBombError(
+                    f"{image.size[0]}x{image.size[1]} = {image.size[0] * image.size[1]} pixels")
             image.load()
             if image.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
                 array = np.asarray(image.convert("L" if image.mode in ("P", "LA") else "RGB"), dtype=np.float32)
@@ -95,6 +118,11 @@ def read_image_file(path: Path) -> LoadedInput:
                     array = array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
             else:
                 array = np.asarray(image).astype(np.float32)
+    except Image.DecompressionBombError as error:
+        raise InputError(
+            f"{path}: image too large to decode safely ({error}); the limit is PIL.Image.MAX_IMAGE_PIXELS "
+            f"= {Image.MAX_IMAGE_PIXELS} pixels"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InputError(f"{path}: unreadable or truncated image file ({error})") from None
     if array.ndim != 2:
@@ -105,7 +133,7 @@ def read_image_file(path: Path) -> LoadedInput:
 def read_dicom_file(path: Path) -> LoadedInput:
     """One DICOM file (single- or multi-frame); rescale slope/intercept applied, PixelSpacing and
     SliceThickness read when present."""
-    import pydicom
+    pydicom = _require("pydicom", "pydicom", path, "DICOM files")
     from pydicom.errors import InvalidDicomError
 
     try:
@@ -135,7 +163,7 @@ def read_dicom_file(path: Path) -> LoadedInput:
 
 def read_nifti_file(path: Path, frame: int | None = None) -> LoadedInput:
     """NIfTI 2D, 3D or 4D (then ``frame`` is required). Spacing from the header zooms."""
-    import nibabel as nib
+    nib = _require("nibabel", "nibabel", path, "NIfTI files")
 
     try:
         image = nib.load(str(path))
@@ -147,13 +175,13 @@ def read_nifti_file(path: Path, frame: int | None = None) -> LoadedInput:
         if data.shape[3] == 1:
             data = data[..., 0]
         elif frame is None:
-            raise InputError(f"{path}: 4D NIfTI with {data.shape[3]} frames; pass frame= (0-based) to choose one")
+            raise InputError(f"{path}: 4D NIfTI with {data.shape[3]} frames; pass {argument('frame')} (0-based) to choose one")
         elif not -data.shape[3] <= frame < data.shape[3]:
-            raise InputError(f"{path}: frame={frame} out of range for {data.shape[3]} frames")
+            raise InputError(f"{path}: {argument('frame', frame)} out of range for {data.shape[3]} frames (0-based)")
         else:
             data = data[..., frame]
     elif frame is not None and frame != 0:
-        raise InputError(f"{path}: frame={frame} given but the NIfTI has no time axis (shape {data.shape})")
+        raise InputError(f"{path}: {argument('frame', frame)} given but the NIfTI has no time axis (shape {data.shape})")
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim != 3:
@@ -189,11 +217,11 @@ def load_input(item, frame: int | None = None, pixel_spacing=None, slice_thickne
     if pixel_spacing is not None:
         spacing = _valid_spacing(pixel_spacing)
         if spacing is None:
-            raise InputError(f"{loaded.name}: pixel_spacing must be two positive numbers (row_mm, col_mm), got {pixel_spacing!r}")
+            raise InputError(f"{loaded.name}: {argument('pixel_spacing')} must be two positive numbers (row_mm, col_mm), got {pixel_spacing!r}")
         loaded.pixel_spacing = spacing
     if slice_thickness is not None:
         if not float(slice_thickness) > 0:
-            raise InputError(f"{loaded.name}: slice_thickness must be positive, got {slice_thickness!r}")
+            raise InputError(f"{loaded.name}: {argument('slice_thickness')} must be positive, got {slice_thickness!r}")
         loaded.slice_thickness = float(slice_thickness)
     return loaded
 
@@ -234,21 +262,49 @@ def _load_in_memory(item) -> LoadedInput:
     raise InputError(f"{name}: expected (H, W) or (Z, H, W), got {item.ndim} dimensions")
 
 
-def _atomic_write(path: Path, overwrite: bool, write) -> Path:
+def check_can_write(path, overwrite: bool = False) -> Path:
+    """Raise :class:`InputError` when ``path`` exists and ``overwrite`` is not set."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise InputError(f"{path}: already exists; pass overwrite=True to replace it")
+        raise InputError(f"{path}: already exists; pass {argument('overwrite', True)} to replace it")
+    return path
+
+
+def default_file_mode() -> int:
+    """The mode of a newly created file under the process's umask (``0o666 & ~umask``)."""
+    try:  # Linux: read it without changing it (os.umask would, for a moment, in every thread)
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path, write, overwrite: bool = False) -> Path:
+    """Write a file through ``write(tmp_path)`` into a temporary file beside ``path``, then rename
+    it over ``path`` (refused if it exists, unless ``overwrite``). The file gets the permissions
+    of a normally created file (``mkstemp`` alone would leave it 0600)."""
+    path = check_can_write(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _atomic_write(path: Path, overwrite: bool, write) -> Path:
+    return atomic_write(path, write, overwrite=overwrite)
 
 
 def save_mask(label_map: np.ndarray, path, loaded: LoadedInput | None = None, overwrite: bool = False) -> Path:
@@ -265,12 +321,12 @@ def save_mask(label_map: np.ndarray, path, loaded: LoadedInput | None = None, ov
     if extension == ".png":
         if label_map.ndim != 2:
             raise InputError(f"{path}: PNG masks hold one slice; got shape {label_map.shape} (use .nii.gz for volumes)")
+        _require("PIL", "pillow", path, "PNG masks")
         from PIL import Image
 
         return _atomic_write(path, overwrite, lambda tmp: Image.fromarray(label_map, mode="L").save(tmp, format="PNG"))
     if extension in NIFTI_EXTENSIONS:
-        import nibabel as nib
-
+        nib = _require("nibabel", "nibabel", path, "NIfTI masks")
         volume = label_map[None] if label_map.ndim == 2 else label_map
         data = np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))  # (Z, H, W) -> (X, Y, Z)
         if loaded is not None and loaded.kind == "nifti" and loaded.affine is not None:
