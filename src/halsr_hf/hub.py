@@ -166,14 +166,15 @@ def _load_for_saving(model_dir: Path, roi_model):
 
 
 def _point_pipeline_default_at(config_path: Path, repo_id: str) -> None:
-    """``custom_pipelines`` records the task's registered default model, a local folder of this
-    installation; in a published repository the default is the repository itself."""
+    """The default model of the ``custom_pipelines`` task of a published repository is the
+    repository itself, in transformers 5's format ``{"model": [repo_id, revision]}`` (the pipeline's
+    ``save_pretrained`` writes no default: the registered one is a folder of this installation)."""
     import json
 
     config = json.loads(config_path.read_text())
     for spec in (config.get("custom_pipelines") or {}).values():
-        if isinstance(spec, dict) and "default" in spec:
-            spec["default"] = {"model": {"pt": [repo_id, "main"]}}
+        if isinstance(spec, dict):
+            spec["default"] = {"model": [repo_id, "main"]}
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -329,8 +330,15 @@ def push_dataset(args) -> int:
 
 
 def _default_space_dir() -> Path:
+    """``./space`` (run from a checkout of the halsr-hf repository); the Space is not part of the
+    installed package, so anywhere else ``--space-dir`` is required."""
     here = Path("space")
-    return here if here.is_dir() else Path(__file__).resolve().parents[2] / "space"
+    if not (here / "app.py").is_file():
+        raise InputError(
+            "no Space folder given and ./space/app.py not found: pass --space-dir DIR (the space/ folder "
+            "of the halsr-hf repository: app.py, README.md, requirements.txt)"
+        )
+    return here
 
 
 def _ignored(name: str) -> bool:
@@ -407,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--roi-model", type=Path, default=None, help="ROI regressor folder (default: MODEL_DIR/roi)")
     model.add_argument("--eval-results", action="append", type=Path, default=[], metavar="SUMMARY_JSON",
                        help="summary.json of halsr-hf evaluate (repeatable; the first is the main evaluation)")
-    model.add_argument("--template", type=Path, default=None, help="model card template (default model_cards/halsr_net.md)")
+    model.add_argument("--template", type=Path, default=None, help="model card template (default: halsr_hf/templates/halsr_net.md, installed with the package)")
     common(model)
     model.set_defaults(func=push_model)
 
@@ -417,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.set_defaults(func=push_dataset)
 
     space = sub.add_parser("space", help="the Gradio demo folder as a Space")
-    space.add_argument("--space-dir", type=Path, default=None, help="default: ./space, else the checkout's space/")
+    space.add_argument("--space-dir", type=Path, default=None,
+                       help="the Space folder (default: ./space, when run from a checkout of the repository)")
     common(space)
     space.set_defaults(func=push_space)
     return parser
