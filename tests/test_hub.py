@@ -29,7 +29,8 @@ from .conftest import load_acdc_slices
 REPO_ID = "someone/halsr-net-tiny-test"
 ACDC_SLICE = "patient003_frame01_slice_5"
 CODE_FILES = {"configuration_halsr.py", "modeling_halsr.py", "image_processing_halsr.py", "pipeline_halsr.py",
-              "image_io.py", "clinical.py", "errors.py", "configuration_roi.py", "modeling_roi.py"}
+              "image_io.py", "clinical.py", "errors.py", "configuration_roi.py", "modeling_roi.py",
+              "visualize.py"}  # the Space without the package takes visualize.py from the repository (docs/space.md)
 MODEL_REPO_FILES = CODE_FILES | {
     "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "evaluation/summary.json",
     "roi/config.json", "roi/model.safetensors", "roi/configuration_roi.py", "roi/modeling_roi.py", "roi/errors.py",
