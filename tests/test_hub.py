@@ -16,7 +16,9 @@ import yaml
 from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from halsr_hf import HalsrForSemanticSegmentation, load_pipeline
+from halsr_hf import CardiacLVSegmentationPipeline, HalsrConfig, HalsrForSemanticSegmentation, HalsrImageProcessor
+from halsr_hf import LvRoiConfig, LvRoiRegressor, load_pipeline
+import halsr_hf
 from halsr_hf import hub
 from halsr_hf.model_card import check_model_card, load_summary, render_model_card, write_model_card
 
@@ -25,7 +27,9 @@ from .conftest import load_acdc_slices, tiny_models
 REPO_ID = "someone/halsr-net-tiny-test"
 ACDC_SLICE = "patient003_frame01_slice_5"
 CODE_FILES = {"configuration_halsr.py", "modeling_halsr.py", "image_processing_halsr.py", "pipeline_halsr.py",
-              "image_io.py", "clinical.py", "errors.py", "configuration_roi.py", "modeling_roi.py", "weight_init.py"}
+              "image_io.py", "clinical.py", "errors.py", "configuration_roi.py", "modeling_roi.py", "weight_init.py",
+              "atomic.py", "roi_stage.py",
+              "visualize.py"}  # the Space without the package takes visualize.py from the repository (docs/space.md)
 MODEL_REPO_FILES = CODE_FILES | {
     "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "evaluation/summary.json",
     "roi/config.json", "roi/model.safetensors", "roi/configuration_roi.py", "roi/modeling_roi.py", "roi/errors.py",
@@ -100,7 +104,9 @@ def test_dry_run_model_folder_is_the_repository(dry_run, summary_path, capsys):
     assert config["auto_map"]["AutoConfig"] == "configuration_halsr.HalsrConfig"
     pipeline_spec = config["custom_pipelines"]["cardiac-lv-segmentation"]
     assert pipeline_spec["impl"] == "pipeline_halsr.CardiacLVSegmentationPipeline"
-    assert pipeline_spec["default"] == {"model": {"pt": [REPO_ID, "main"]}}  # no local path of this machine
+    # transformers 5's format ({"model": (id, revision)}), the repository itself: no local path of this machine
+    assert pipeline_spec["default"] == {"model": [REPO_ID, "main"]}
+    assert str(Path(halsr_hf.__file__).parent) not in (dry_run / "config.json").read_text()
     processor = json.loads((dry_run / "preprocessor_config.json").read_text())
     assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_halsr.HalsrImageProcessor"
     roi_config = json.loads((dry_run / "roi" / "config.json").read_text())
@@ -297,6 +303,26 @@ def test_render_and_write_model_card_api(tiny_folder, summary_path, tmp_path):
     no_eval = render_model_card(tiny_folder, [], repo_id="me/x")
     assert not no_eval.data.eval_results and "No evaluation results" in no_eval.text
     assert load_summary(summary_path)["model"] == "fixture-model"
+
+
+def test_model_card_template_is_package_data_and_the_space_is_never_guessed(tmp_path, monkeypatch, capsys):
+    """Issue 12: the template was read from the checkout's model_cards/ (absent from the wheel) and
+    the Space from parents[2] of the package; both silently depended on a checkout."""
+    import tomllib
+
+    from halsr_hf.model_card import default_template_path
+
+    package = Path(halsr_hf.__file__).resolve().parent
+    assert default_template_path() == package / "templates" / "halsr_net.md"
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    package_data = pyproject["tool"]["setuptools"]["package-data"]["halsr_hf"]
+    assert "templates/*.md" in package_data and "default_model/**/*" in package_data
+    for pattern in package_data:  # nothing declared that does not exist
+        assert list(package.glob(pattern)), pattern
+    monkeypatch.chdir(tmp_path)  # not a checkout: no ./space
+    assert hub.main(["space", "--repo-id", "x/y", "--dry-run", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "pass --space-dir" in err and not (tmp_path / "out").exists()
 
 
 # ---- upload code paths with only the network calls replaced -------------------------------------------

@@ -250,6 +250,26 @@ def test_bad_shapes_raise_input_error(tester, shape, match):
         model(torch.randn(1, 1, 32, 32), labels=torch.zeros(1, 16, 16, dtype=torch.long))
 
 
+def test_unknown_and_misspelt_keyword_arguments_raise_input_error(tester):
+    """Issue 12: forward(label=...) (a typo) returned loss=None, and any other keyword argument was
+    swallowed by **kwargs; the Trainer must not pass num_items_in_batch either."""
+    model = HalsrForSemanticSegmentation(tester.get_config())
+    pixel_values, labels = tester.prepare_inputs()
+    with pytest.raises(InputError, match="unknown keyword argument 'label' \\(did you mean 'labels'\\?\\)"):
+        model(pixel_values, label=labels)
+    with pytest.raises(InputError, match="'output_hidden_state' \\(did you mean 'output_hidden_states'\\?\\)"):
+        model(pixel_values, output_hidden_state=True)
+    with pytest.raises(InputError, match="crop_boxes is not a model input.*post_process_semantic_segmentation"):
+        model(pixel_values, crop_boxes=torch.zeros(2, 4))
+    roi = LvRoiRegressor(tiny_roi_config())
+    with pytest.raises(InputError, match="LvRoiRegressor.forward: unknown keyword argument 'label' \\(did you mean 'labels'\\?\\)"):
+        roi(torch.rand(1, 1, 64, 64), label=torch.zeros(1, 4))
+    with pytest.raises(InputError, match="'has_LV' \\(did you mean 'has_lv'\\?\\)"):
+        roi(torch.rand(1, 1, 64, 64), has_LV=torch.ones(1))
+    assert model(pixel_values, labels=labels).loss is not None
+    assert HalsrForSemanticSegmentation.accepts_loss_kwargs is False and LvRoiRegressor.accepts_loss_kwargs is False
+
+
 # ---- ROI regressor ----------------------------------------------------------------------
 
 

@@ -92,6 +92,154 @@ def test_crop_follows_the_box():
     assert torch.allclose(crops[0, 0], torch.ones(32, 32))
 
 
+def test_post_process_keeps_a_non_square_slice_in_place():
+    """Issue 12: the processor's square crop of a non-square slice, post-processed with the slice's
+    size, comes back where it was (post_process_semantic_segmentation used to stretch the square
+    logits to the slice: Dice 0 on this check)."""
+    processor = HalsrImageProcessor(size=64)
+    height, width = 60, 150
+    label = np.zeros((height, width), dtype=np.uint8)
+    label[10:50, 100:140] = 1  # a square object on the right
+    label[20:40, 110:130] = 2
+    inputs = processor(label.astype(np.float32) + np.random.default_rng(0).random((height, width)).astype(np.float32))
+    assert inputs["crop_boxes"].tolist() == [[0.0, 0.0, 150.0, 150.0]]  # the whole slice, padded to a square
+    crop = crop_and_resize(torch.from_numpy(label)[None, None].float(), inputs["crop_boxes"], 64, mode="nearest")[0, 0].long()
+    logits = torch.nn.functional.one_hot(crop, 3).permute(2, 0, 1)[None].float() * 10
+    for kwargs in ({}, {"crop_boxes": inputs["crop_boxes"]}):
+        label_map = processor.post_process_semantic_segmentation(logits, target_sizes=inputs["original_sizes"], **kwargs)[0]
+        assert label_map.shape == (height, width)
+        for class_id in (1, 2):
+            assert dice(label_map.numpy() == class_id, label == class_id) > 0.9
+    # with a ROI box: the crop is around the box, mapped back through crop_boxes
+    boxed = processor(label.astype(np.float32) + 0.5, boxes=[[100, 10, 139, 49]])
+    crop = crop_and_resize(torch.from_numpy(label)[None, None].float(), boxed["crop_boxes"], 64, mode="nearest")[0, 0].long()
+    logits = torch.nn.functional.one_hot(crop, 3).permute(2, 0, 1)[None].float() * 10
+    label_map = processor.post_process_semantic_segmentation(logits, target_sizes=boxed["original_sizes"],
+                                                             crop_boxes=boxed["crop_boxes"])[0]
+    assert dice(label_map.numpy() == 1, label == 1) > 0.9 and dice(label_map.numpy() == 2, label == 2) > 0.9
+    with pytest.raises(InputError, match="crop_boxes needs target_sizes"):
+        processor.post_process_semantic_segmentation(logits, crop_boxes=boxed["crop_boxes"])
+
+
+def test_processor_rejects_unknown_keyword_arguments():
+    processor = HalsrImageProcessor(size=32)
+    image = np.random.default_rng(0).random((40, 50)).astype(np.float32)
+    with pytest.raises(InputError, match="'box' \\(did you mean 'boxes'\\?\\)"):
+        processor(image, box=[1, 2, 10, 12])
+    with pytest.raises(InputError, match="'crop_margn' \\(did you mean 'crop_margin'\\?\\)"):
+        HalsrImageProcessor(crop_margn=0.1)
+    with pytest.raises(InputError, match="'size_roi'"):
+        processor.preprocess_for_roi(image, size_roi=64)
+    with pytest.raises(InputError, match="2 boxes for 1 images"):
+        processor(image, boxes=[[1, 2, 10, 12], None])
+
+
+# ---- the bundled model: the transformers-native path and the bare task --------------------------
+
+
+@pytest.fixture(scope="module")
+def bundled_pipe():
+    try:
+        halsr_hf.default_model_dir()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    return halsr_hf.load_pipeline()
+
+
+EXAMPLE_DICOM = Path(__file__).resolve().parents[1] / "space" / "examples" / "SCD0000101_48.dcm"
+
+
+def test_models_alone_give_the_pipelines_label_map_on_a_real_slice(bundled_pipe):
+    """Issue 12: AutoModelForSemanticSegmentation + AutoImageProcessor (+ the ROI model with
+    AutoModel), as the model card shows them, give exactly the pipeline's label map on a
+    non-square real slice crop and on the bundled DICOM example, with and without the ROI stage."""
+    from transformers import AutoModel, AutoModelForSemanticSegmentation
+
+    from halsr_hf.image_io import load_input
+
+    folder = str(halsr_hf.default_model_dir())
+    model = AutoModelForSemanticSegmentation.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    roi_model = AutoModel.from_pretrained(folder, subfolder="roi").eval()
+    full = load_input(str(EXAMPLE_DICOM)).slices[0]
+    for image in (full, full[30:230, 10:256]):  # square 256x256 and non-square 200x246
+        with torch.no_grad():
+            roi_inputs = processor.preprocess_for_roi(image)
+            boxes = processor.post_process_roi(roi_model(pixel_values=roi_inputs["pixel_values"]),
+                                               roi_inputs["original_sizes"])
+            assert boxes[0] is not None
+            inputs = processor(image, boxes=boxes)
+            outputs = model(pixel_values=inputs["pixel_values"])
+            label_map = processor.post_process_semantic_segmentation(
+                outputs, target_sizes=inputs["original_sizes"], crop_boxes=inputs["crop_boxes"])[0]
+            expected = bundled_pipe(image)
+            assert label_map.shape == image.shape and (label_map.numpy() == 1).sum() > 100
+            assert np.array_equal(label_map.numpy(), expected["label_map"])
+            assert [int(round(float(v))) for v in boxes[0]] == expected["roi"]
+            # whole slice (no ROI stage): the SegFormer-style call, target_sizes only
+            inputs = processor(image)
+            outputs = model(pixel_values=inputs["pixel_values"])
+            label_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.shape])[0]
+            assert np.array_equal(label_map.numpy(), bundled_pipe(image, use_roi=False)["label_map"])
+    with pytest.raises(InputError, match="crop_boxes and original_sizes are not model inputs"):
+        model(**processor(full))
+
+
+NO_PROMPT = textwrap.dedent(
+    """
+    import sys, tempfile
+    from transformers import pipeline
+    import halsr_hf
+
+    example = sys.argv[1]
+    pipe = pipeline("cardiac-lv-segmentation")
+    print("bare", type(pipe).__module__, pipe.model.name_or_path == str(halsr_hf.default_model_dir()),
+          pipe.roi_model is not None, int((pipe(example)["label_map"] == 1).sum()))
+    pipe = pipeline("cardiac-lv-segmentation", model=halsr_hf.default_model_dir())
+    print("folder", type(pipe).__module__, type(pipe.image_processor).__module__)
+    saved = tempfile.mkdtemp()
+    pipe.save_pretrained(saved)  # config.json now has auto_map and custom_pipelines
+    for trust in (None, True):
+        kwargs = {} if trust is None else {"trust_remote_code": trust}
+        again = pipeline("cardiac-lv-segmentation", model=saved, **kwargs)
+        print("saved", trust, type(again).__module__, type(again.model).__module__, again.roi_model is not None)
+    """
+)
+
+
+def test_task_and_folders_load_with_the_local_classes_and_no_prompt(bundled_pipe, tmp_path):
+    """Issue 12: pipeline("cardiac-lv-segmentation") with no model (the v4-format default used to
+    fail with "not enough values to unpack"), with the bundled folder (used to ask "Do you wish to
+    run the custom code? [y/N]" on stdin), and with a saved folder whose config has custom_pipelines,
+    all with halsr_hf imported, stdin closed and no trust_remote_code."""
+    script = tmp_path / "no_prompt.py"
+    script.write_text(NO_PROMPT)
+    result = subprocess.run([sys.executable, str(script), str(EXAMPLE_DICOM)], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    bare = next(line for line in lines if line.startswith("bare")).split()
+    assert bare[1:4] == ["halsr_hf.pipeline_halsr", "True", "True"]
+    assert int(bare[4]) == int((bundled_pipe(str(EXAMPLE_DICOM))["label_map"] == 1).sum())
+    assert "folder halsr_hf.pipeline_halsr halsr_hf.image_processing_halsr" in lines
+    assert "saved None halsr_hf.pipeline_halsr halsr_hf.modeling_halsr True" in lines
+    assert "saved True halsr_hf.pipeline_halsr halsr_hf.modeling_halsr True" in lines
+
+
+def test_registered_default_is_in_transformers5_format_and_never_saved(tiny_folder):
+    import json
+
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    default = PIPELINE_REGISTRY.supported_tasks["cardiac-lv-segmentation"]["default"]
+    assert set(default) == {"model"} and len(default["model"]) == 2
+    assert default["model"][0] == str(Path(halsr_hf.__file__).resolve().parent / "default_model")
+    spec = json.loads((tiny_folder / "config.json").read_text())["custom_pipelines"]["cardiac-lv-segmentation"]
+    assert "default" not in spec  # no folder of this machine in a saved config
+    assert str(Path(halsr_hf.__file__).resolve().parent) not in (tiny_folder / "config.json").read_text()
+
+
 # ---- pipeline with tiny models -------------------------------------------------------------
 
 
@@ -213,6 +361,45 @@ def _bad_inputs(tmp_path):
         (object(), {}, "unsupported input"),
         (np.random.default_rng(0).random((32, 32)), {"pixel_spacing": (0, 1)}, "pixel_spacing"),
     ]
+
+
+def _png_header_only(path, width, height):
+    """A PNG that declares ``width`` x ``height`` 8-bit gray pixels (and holds one row of data)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_huge_images_are_refused_before_decoding(tiny_pipe, tmp_path):
+    """Issue 12: a 30000 x 30000 PNG raised PIL's DecompressionBombError (and one between PIL's
+    limit and twice it was decoded, with a warning only)."""
+    for side in (30000, 12000):
+        path = _png_header_only(tmp_path / f"huge{side}.png", side, side)
+        with pytest.raises(InputError, match=f"huge{side}.png: image too large to decode safely"):
+            tiny_pipe(str(path))
+
+
+def test_missing_optional_readers_name_the_package_to_install(tiny_pipe, tmp_path, monkeypatch):
+    """Issue 12: NIfTI without nibabel (the card's transformers-only path) was a bare ModuleNotFoundError."""
+    from halsr_hf.image_io import save_mask
+
+    nifti = tmp_path / "volume.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((32, 32, 2)).astype(np.float32), np.eye(4)), nifti)
+    monkeypatch.setitem(sys.modules, "nibabel", None)  # import nibabel -> ImportError
+    monkeypatch.setitem(sys.modules, "pydicom", None)
+    with pytest.raises(InputError, match="volume.nii.gz: reading NIfTI files needs the Python package 'nibabel'.*pip install nibabel"):
+        tiny_pipe(str(nifti))
+    with pytest.raises(InputError, match="needs the Python package 'pydicom'.*pip install pydicom"):
+        tiny_pipe(str(EXAMPLE_DICOM))
+    with pytest.raises(InputError, match="needs the Python package 'nibabel'"):
+        save_mask(np.zeros((4, 4), dtype=np.uint8), tmp_path / "mask.nii.gz")
 
 
 def test_bad_inputs_raise_input_error_naming_the_input(tiny_pipe, tmp_path):
@@ -353,3 +540,65 @@ def test_segment_and_ef_commands(tiny_folder, sunnybrook_dir, tmp_path, capsys):
     assert result["volume_unit"] == "ml" and "ef_percent" in result
     assert main(["segment", str(tmp_path / "nope.png"), "--model", str(tiny_folder), "--out-dir", str(out_dir)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_messages_name_flags_and_files_follow_the_umask(tiny_folder, tiny_pipe, tmp_path, capsys):
+    """Issue 12: CLI errors said "pass overwrite=True", "pass frame="; files written through
+    mkstemp stayed 0600 whatever the umask."""
+    import os
+
+    from halsr_hf.cli import main
+
+    four_d = tmp_path / "cine4d.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((32, 32, 2, 5)).astype(np.float32), np.eye(4)), four_d)
+    common = ["--model", str(tiny_folder), "--out-dir", str(tmp_path / "out")]
+    assert main(["segment", str(four_d), *common]) == 2
+    err = capsys.readouterr().err
+    assert "pass --frame (0-based)" in err and "frame=" not in err
+    assert main(["segment", str(four_d), "--frame", "9", *common]) == 2
+    assert "--frame 9 out of range" in capsys.readouterr().err
+    assert main(["ef", "--ed", str(four_d), "--es", str(four_d), "--ed-frame", "1", "--model", str(tiny_folder)]) == 2
+    assert "pass --es-frame (0-based)" in capsys.readouterr().err
+    with pytest.raises(InputError, match="pass frame= \\(0-based\\)"):  # the Python API names its keyword
+        tiny_pipe(str(four_d))
+
+    previous = os.umask(0o027)
+    try:
+        assert main(["segment", str(EXAMPLE_DICOM), str(four_d), "--frame", "1", *common]) == 0
+    finally:
+        os.umask(previous)
+    written = [p for p in (tmp_path / "out").iterdir()]
+    assert len(written) >= 5 and not list((tmp_path / "out").glob(".tmp-*"))
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(0o640)}
+    assert main(["segment", str(EXAMPLE_DICOM), *common]) == 2
+    err = capsys.readouterr().err
+    assert "pass --overwrite to replace it" in err and "overwrite=True" not in err
+    with pytest.raises(InputError, match="pass overwrite=True"):
+        halsr_hf.image_io.save_mask(np.zeros((4, 4), np.uint8), tmp_path / "out" / "SCD0000101_48_mask.png")
+
+
+def test_cli_weight_loading_progress_bars_only_with_verbose(tiny_folder, tmp_path):
+    """Issue 12: every CLI call printed "Loading weights" progress bars."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(Path(halsr_hf.__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "halsr_hf.cli", "segment", str(EXAMPLE_DICOM), "--model", str(tiny_folder)]
+    quiet = subprocess.run(command + ["--out-dir", "a"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    verbose = subprocess.run(command + ["--out-dir", "b", "--verbose"], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path, env=env)
+    assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr
+    assert "Loading weights" not in quiet.stderr + quiet.stdout and "%|" not in quiet.stderr
+    assert "Loading weights" in verbose.stderr
+    assert quiet.stdout.replace("a/", "b/") == verbose.stdout
+
+
+def test_cli_help_is_plain_text(capsys):
+    """Issue 12: --help showed raw reST markup (``halsr-hf segment ...``)."""
+    from halsr_hf.cli import COMMANDS, main
+
+    assert main(["--help"]) == 0
+    assert "--verbose" in capsys.readouterr().out
+    for command in COMMANDS:
+        assert main([command, "--help"]) == 0, command
+        text = capsys.readouterr().out
+        assert f"halsr-hf {command}" in text and "``" not in text, (command, text[:500])

@@ -1,7 +1,12 @@
 """halsr-hf: HALSR-Net cardiac LV segmentation (ROI regressor + HALSR-Net) as transformers models.
 
 Importing the package registers the models with the ``Auto*`` classes and the
-``cardiac-lv-segmentation`` pipeline task.
+``cardiac-lv-segmentation`` pipeline task (default model: the bundled one), and makes this
+package's classes win over the code copies of saved folders, without ``trust_remote_code`` and
+without a prompt: ``pipeline("cardiac-lv-segmentation")``,
+``pipeline("cardiac-lv-segmentation", model=folder)`` and the ``Auto*.from_pretrained(folder)``
+calls all use the classes below. ``trust_remote_code=True`` is only needed where the package is
+not installed.
 """
 
 from pathlib import Path
@@ -51,13 +56,41 @@ def load_pipeline(model=None, roi_model=None, device=None, trust_remote_code: bo
     )
 
 
+# transformers 5 format of a task's default: {"model": (name_or_folder, revision)} (the v4 form
+# {"pt": (...)} makes the bare pipeline(TASK) fail with "not enough values to unpack").
 PIPELINE_REGISTRY.register_pipeline(
     TASK,
     pipeline_class=CardiacLVSegmentationPipeline,
     pt_model=AutoModelForSemanticSegmentation,
-    default={"pt": (str(_DEFAULT_MODEL_DIR), "main")},
+    default={"model": (str(_DEFAULT_MODEL_DIR), "main")},
     type="image",
 )
+# ``Pipeline.save_pretrained`` copies the class's ``_registered_impl`` into the saved config's
+# ``custom_pipelines``: without the default, which is a folder of this installation only.
+CardiacLVSegmentationPipeline._registered_impl = {
+    TASK: {key: value for key, value in PIPELINE_REGISTRY.supported_tasks[TASK].items() if key != "default"}
+}
+# The pipeline has no video processor; transformers would otherwise look for one in the image
+# processor's ``auto_map`` and ask on stdin whether to run that code.
+CardiacLVSegmentationPipeline._load_video_processor = False
+
+
+def _custom_pipelines_of_a_local_config(self):
+    """A saved folder's ``config.json`` names, in ``custom_pipelines``, the pipeline code copied beside
+    the weights (for ``trust_remote_code=True`` where this package is absent). ``transformers.pipeline``
+    reads only ``config.custom_pipelines`` and, when it is set, refuses the registered task unless
+    ``trust_remote_code`` or ``pipeline_class`` is given. A config loaded by this package's class
+    (i.e. with the package imported) therefore shows none: the registered task and its local
+    pipeline class are used. The value stays in the config's ``__dict__``, so ``to_dict`` and
+    ``save_pretrained`` keep writing it."""
+    return {}
+
+
+def _set_custom_pipelines(self, value):
+    self.__dict__["custom_pipelines"] = value
+
+
+HalsrConfig.custom_pipelines = property(_custom_pipelines_of_a_local_config, _set_custom_pipelines)
 
 # Saved folders carry the code and an ``auto_map`` so that they load with trust_remote_code=True
 # where this package is not installed.

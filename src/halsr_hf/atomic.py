@@ -59,9 +59,24 @@ def atomic_folder(out):
         raise
 
 
+def default_file_mode() -> int:
+    """The mode of a newly created file under the process's umask (``0o666 & ~umask``)."""
+    try:  # Linux: read it without changing it (os.umask would, for a moment, in every thread)
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_file(path, write) -> Path:
     """Call ``write(temporary_path)`` (a name beside ``path`` with the same suffix, so writers that
-    choose the format from it work), then rename the result to ``path``; returns ``path``."""
+    choose the format from it work), then rename the result to ``path``; returns ``path``. The file
+    gets the permissions of a normally created one (``mkstemp`` alone would leave it 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
@@ -69,6 +84,7 @@ def atomic_file(path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

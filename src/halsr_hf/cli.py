@@ -3,11 +3,17 @@
 Each sub-command lives in its own module, which defines ``main(argv: list[str]) -> int``
 (parsing its own arguments with ``argparse`` or ``HfArgumentParser``, ``prog="halsr-hf NAME"``);
 this file only dispatches, importing the module lazily so that ``halsr-hf --help`` stays fast,
-and turns :class:`halsr_hf.InputError` into a one-line message and exit status 2.
+and turns :class:`halsr_hf.InputError` into a one-line message and exit status 2. While a
+sub-command runs, error messages name command-line flags (``--frame``, ``--overwrite``), not the
+Python keywords of the API (``frame=``, ``overwrite=True``), and the progress bars of weight
+loading are off unless ``--verbose`` is given (a global option, accepted anywhere).
 """
 
 import argparse
+import contextlib
 import importlib
+import io
+import re
 import sys
 
 #: sub-command -> (module, one-line help)
@@ -24,10 +30,52 @@ COMMANDS = {
     "export-onnx": ("halsr_hf.commands.export_onnx", "export the ROI and segmentation models to ONNX"),
 }
 
+VERBOSE_HELP = "--verbose (any command, anywhere): show the progress bars of weight loading and Hub downloads"
+
+
+def plain(text: str) -> str:
+    """Help text without reStructuredText markup: ``literal`` -> literal."""
+    return re.sub(r"``(.+?)``", r"\1", text)
+
+
+def description(doc: str) -> str:
+    """The first line of a module docstring, as a plain ``argparse`` description."""
+    return plain((doc or "").strip().splitlines()[0])
+
+
+def set_verbosity(verbose: bool) -> None:
+    """Progress bars of weight loading/saving (transformers) and Hub downloads on or off."""
+    import huggingface_hub.utils
+    import transformers.utils.logging as hf_logging
+
+    if verbose:
+        hf_logging.enable_progress_bar()
+        huggingface_hub.utils.enable_progress_bars()
+    else:
+        hf_logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
+
+
+def _run(module, argv: list) -> int:
+    """Run a sub-command; its ``--help`` is printed without reST markup (module docstrings use it)."""
+    if not ("-h" in argv or "--help" in argv):
+        return int(module.main(argv) or 0)
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            code = int(module.main(argv) or 0)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    sys.stdout.write(plain(buffer.getvalue()))
+    return code
+
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="halsr-hf", description=__doc__.splitlines()[0])
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    parser = argparse.ArgumentParser(prog="halsr-hf", description=description(__doc__), epilog=VERBOSE_HELP,
+                                     usage="halsr-hf [-h] COMMAND [--verbose] ...")
     parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
@@ -35,11 +83,13 @@ def main(argv=None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         parser.parse_args([command])  # prints the usage error and exits 2
-    module = importlib.import_module(COMMANDS[command][0])
-    from .errors import InputError
+    from .errors import InputError, argument_names
 
+    set_verbosity(verbose)
+    module = importlib.import_module(COMMANDS[command][0])
     try:
-        return int(module.main(rest) or 0)
+        with argument_names():
+            return _run(module, rest)
     except InputError as error:
         print(f"halsr-hf {command}: error: {error}", file=sys.stderr)
         return 2

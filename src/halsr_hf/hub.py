@@ -32,7 +32,8 @@ from datasets import DatasetDict
 from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-from . import CardiacLVSegmentationPipeline, HalsrForSemanticSegmentation, HalsrImageProcessor, LvRoiRegressor
+from . import CardiacLVSegmentationPipeline, HalsrForSemanticSegmentation, HalsrImageProcessor
+from .pipeline_halsr import load_roi_model
 from .atomic import atomic_folder, check_output_folder
 from .data.card import upload_dataset
 from .errors import InputError
@@ -133,10 +134,7 @@ def _load_for_saving(model_dir: Path, roi_model):
             f"--model-dir {model_dir}: no ROI regressor in {roi_source} (a repository needs both stages); "
             "pass --roi-model FOLDER"
         )
-    try:
-        roi = LvRoiRegressor.from_pretrained(str(roi_source))
-    except (OSError, ValueError) as error:
-        raise InputError(f"--roi-model {roi_source}: cannot load an LV ROI regressor ({error})") from None
+    roi = load_roi_model(str(roi_source), None, f"--roi-model {roi_source}")
     if (model_dir / "preprocessor_config.json").is_file():
         processor = HalsrImageProcessor.from_pretrained(str(model_dir))
     else:  # a Trainer checkpoint: the processor of the training crop sizes
@@ -145,12 +143,14 @@ def _load_for_saving(model_dir: Path, roi_model):
 
 
 def _point_pipeline_default_at(config_path: Path, repo_id: str) -> None:
-    """``custom_pipelines`` records the task's registered default model, a local folder of this
-    installation; in a published repository the default is the repository itself."""
+    """The default model of the ``custom_pipelines`` task of a published repository is the
+    repository itself, in transformers 5's format ``{"model": [repo_id, revision]}`` (the pipeline's
+    ``save_pretrained`` writes no default: the registered one is a folder of this installation)."""
+
     config = json.loads(config_path.read_text())
     for spec in (config.get("custom_pipelines") or {}).values():
-        if isinstance(spec, dict) and "default" in spec:
-            spec["default"] = {"model": {"pt": [repo_id, "main"]}}
+        if isinstance(spec, dict):
+            spec["default"] = {"model": [repo_id, "main"]}
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -277,8 +277,15 @@ def push_dataset(args) -> int:
 
 
 def _default_space_dir() -> Path:
+    """``./space`` (run from a checkout of the halsr-hf repository); the Space is not part of the
+    installed package, so anywhere else ``--space-dir`` is required."""
     here = Path("space")
-    return here if here.is_dir() else Path(__file__).resolve().parents[2] / "space"
+    if not (here / "app.py").is_file():
+        raise InputError(
+            "no Space folder given and ./space/app.py not found: pass --space-dir DIR (the space/ folder "
+            "of the halsr-hf repository: app.py, README.md, requirements.txt)"
+        )
+    return here
 
 
 def _ignored(name: str) -> bool:
@@ -343,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--roi-model", type=Path, default=None, help="ROI regressor folder (default: MODEL_DIR/roi)")
     model.add_argument("--eval-results", action="append", type=Path, default=[], metavar="SUMMARY_JSON",
                        help="summary.json of halsr-hf evaluate (repeatable; the first is the main evaluation)")
-    model.add_argument("--template", type=Path, default=None, help="model card template (default model_cards/halsr_net.md)")
+    model.add_argument("--template", type=Path, default=None, help="model card template (default: halsr_hf/templates/halsr_net.md, installed with the package)")
     common(model)
     model.set_defaults(func=push_model)
 
@@ -353,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.set_defaults(func=push_dataset)
 
     space = sub.add_parser("space", help="the Gradio demo folder as a Space")
-    space.add_argument("--space-dir", type=Path, default=None, help="default: ./space, else the checkout's space/")
+    space.add_argument("--space-dir", type=Path, default=None,
+                       help="the Space folder (default: ./space, when run from a checkout of the repository)")
     common(space)
     space.set_defaults(func=push_space)
     return parser

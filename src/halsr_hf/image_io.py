@@ -12,7 +12,12 @@ store the short-axis plane transposed, mirrored or rotated: the models are train
 the mask is written back with exactly the inverse of the transpose above.
 
 Dependencies (pydicom, nibabel, PIL) are imported lazily so the module also works, file-less,
-from a Hub folder loaded with ``trust_remote_code=True``.
+from a Hub folder loaded with ``trust_remote_code=True``; a file type whose reader is not installed
+raises :class:`InputError` naming the package to install.
+
+Images larger than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, about 89
+megapixels) are refused with :class:`InputError` before they are decoded. Masks are written to a
+temporary file and renamed, with the permissions of a normally created file (umask applied).
 """
 
 import os
@@ -22,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_file
-from .errors import InputError
+from .errors import InputError, argument
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima")
@@ -82,6 +87,19 @@ def _check_file(path: Path) -> None:
         raise InputError(f"{path}: empty file (0 bytes)")
 
 
+def _require(module: str, package: str, path, what: str):
+    """Import an optional reader, or raise :class:`InputError` saying which package to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError(
+            f"{path}: reading {what} needs the Python package {package!r}, which is not installed; "
+            f"install it with `pip install {package}`"
+        ) from None
+
+
 def _valid_spacing(values) -> tuple | None:
     try:
         spacing = tuple(float(v) for v in values)
@@ -94,10 +112,15 @@ def _valid_spacing(values) -> tuple | None:
 
 def read_image_file(path: Path) -> LoadedInput:
     """PNG/JPEG/TIFF/BMP, 8- or 16-bit, as one slice (no spacing: these formats carry none)."""
+    _require("PIL", "pillow", path, "PNG/JPEG/TIFF/BMP images")
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and image.size[0] * image.size[1] > limit:  # PIL only warns up to twice the limit
+                raise Image.DecompressionBombError(
+                    f"{image.size[0]}x{image.size[1]} = {image.size[0] * image.size[1]} pixels")
             image.load()
             if image.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
                 array = np.asarray(image.convert("L" if image.mode in ("P", "LA") else "RGB"), dtype=np.float32)
@@ -105,6 +128,11 @@ def read_image_file(path: Path) -> LoadedInput:
                     array = array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
             else:
                 array = np.asarray(image).astype(np.float32)
+    except Image.DecompressionBombError as error:
+        raise InputError(
+            f"{path}: image too large to decode safely ({error}); the limit is PIL.Image.MAX_IMAGE_PIXELS "
+            f"= {Image.MAX_IMAGE_PIXELS} pixels"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InputError(f"{path}: unreadable or truncated image file ({error})") from None
     if array.ndim != 2:
@@ -129,7 +157,7 @@ def read_dicom_file(path: Path) -> LoadedInput:
     SpacingBetweenSlices, else SliceThickness. ``extra`` keeps ImageOrientationPatient,
     InstanceNumber and CardiacNumberOfImages (None when absent). The one DICOM reader: the
     pipeline and the dataset converters (``halsr_hf.data.sunnybrook``) use it."""
-    import pydicom
+    pydicom = _require("pydicom", "pydicom", path, "DICOM files")
     from pydicom.errors import InvalidDicomError
 
     try:
@@ -161,7 +189,7 @@ def read_dicom_file(path: Path) -> LoadedInput:
 
 def read_nifti_file(path: Path, frame: int | None = None) -> LoadedInput:
     """NIfTI 2D, 3D or 4D (then ``frame`` is required). Spacing from the header zooms."""
-    import nibabel as nib
+    nib = _require("nibabel", "nibabel", path, "NIfTI files")
 
     try:
         image = nib.load(str(path))
@@ -173,13 +201,13 @@ def read_nifti_file(path: Path, frame: int | None = None) -> LoadedInput:
         if data.shape[3] == 1:
             data = data[..., 0]
         elif frame is None:
-            raise InputError(f"{path}: 4D NIfTI with {data.shape[3]} frames; pass frame= (0-based) to choose one")
+            raise InputError(f"{path}: 4D NIfTI with {data.shape[3]} frames; pass {argument('frame')} (0-based) to choose one")
         elif not -data.shape[3] <= frame < data.shape[3]:
-            raise InputError(f"{path}: frame={frame} out of range for {data.shape[3]} frames")
+            raise InputError(f"{path}: {argument('frame', frame)} out of range for {data.shape[3]} frames (0-based)")
         else:
             data = data[..., frame]
     elif frame is not None and frame != 0:
-        raise InputError(f"{path}: frame={frame} given but the NIfTI has no time axis (shape {data.shape})")
+        raise InputError(f"{path}: {argument('frame', frame)} given but the NIfTI has no time axis (shape {data.shape})")
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim != 3:
@@ -217,11 +245,11 @@ def load_input(item, frame: int | None = None, pixel_spacing=None, slice_thickne
     if pixel_spacing is not None:
         spacing = _valid_spacing(pixel_spacing)
         if spacing is None:
-            raise InputError(f"{loaded.name}: pixel_spacing must be two positive numbers (row_mm, col_mm), got {pixel_spacing!r}")
+            raise InputError(f"{loaded.name}: {argument('pixel_spacing')} must be two positive numbers (row_mm, col_mm), got {pixel_spacing!r}")
         loaded.pixel_spacing = spacing
     if slice_thickness is not None:
         if not float(slice_thickness) > 0:
-            raise InputError(f"{loaded.name}: slice_thickness must be positive, got {slice_thickness!r}")
+            raise InputError(f"{loaded.name}: {argument('slice_thickness')} must be positive, got {slice_thickness!r}")
         loaded.slice_thickness = float(slice_thickness)
     return loaded
 
@@ -262,11 +290,18 @@ def _load_in_memory(item) -> LoadedInput:
     raise InputError(f"{name}: expected (H, W) or (Z, H, W), got {item.ndim} dimensions")
 
 
-def _atomic_write(path: Path, overwrite: bool, write) -> Path:
+def check_can_write(path, overwrite: bool = False) -> Path:
+    """Raise :class:`InputError` when ``path`` exists and ``overwrite`` is not set."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise InputError(f"{path}: already exists; pass overwrite=True to replace it")
-    return atomic_file(path, write)
+        raise InputError(f"{path}: already exists; pass {argument('overwrite', True)} to replace it")
+    return path
+
+
+def atomic_write(path, write, overwrite: bool = False) -> Path:
+    """:func:`atomic.atomic_file` after :func:`check_can_write` (refused if ``path`` exists, unless
+    ``overwrite``)."""
+    return atomic_file(check_can_write(path, overwrite), write)
 
 
 def save_mask(label_map: np.ndarray, path, loaded: LoadedInput | None = None, overwrite: bool = False) -> Path:
@@ -283,12 +318,12 @@ def save_mask(label_map: np.ndarray, path, loaded: LoadedInput | None = None, ov
     if extension == ".png":
         if label_map.ndim != 2:
             raise InputError(f"{path}: PNG masks hold one slice; got shape {label_map.shape} (use .nii.gz for volumes)")
+        _require("PIL", "pillow", path, "PNG masks")
         from PIL import Image
 
-        return _atomic_write(path, overwrite, lambda tmp: Image.fromarray(label_map, mode="L").save(tmp, format="PNG"))
+        return atomic_write(path, lambda tmp: Image.fromarray(label_map, mode="L").save(tmp, format="PNG"), overwrite=overwrite)
     if extension in NIFTI_EXTENSIONS:
-        import nibabel as nib
-
+        nib = _require("nibabel", "nibabel", path, "NIfTI masks")
         volume = label_map[None] if label_map.ndim == 2 else label_map
         data = np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))  # (Z, H, W) -> (X, Y, Z)
         if loaded is not None and loaded.kind == "nifti" and loaded.affine is not None:
@@ -302,5 +337,5 @@ def save_mask(label_map: np.ndarray, path, loaded: LoadedInput | None = None, ov
             thickness = (loaded.slice_thickness if loaded is not None else None) or 1.0
             image = nib.Nifti1Image(data, np.diag([spacing[1], spacing[0], thickness, 1.0]))
         image.header.set_intent("label")
-        return _atomic_write(path, overwrite, lambda tmp: nib.save(image, tmp))
+        return atomic_write(path, lambda tmp: nib.save(image, tmp), overwrite=overwrite)
     raise InputError(f"{path}: masks are written as .png or .nii/.nii.gz, not {extension!r}")

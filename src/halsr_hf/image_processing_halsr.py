@@ -17,7 +17,23 @@ One place defines how a short-axis slice becomes model input, for training and i
    padded to a square, is the crop.
 5. **Back to the input grid** (:meth:`HalsrImageProcessor.paste`): crop logits are resampled into
    the crop's footprint in the original slice and arg-maxed; everything outside is background.
-   :meth:`post_process_semantic_segmentation` does the same for whole-image logits, as SegFormer's.
+   :meth:`post_process_semantic_segmentation` does the same from a model output, with the
+   ``crop_boxes`` and ``original_sizes`` that :meth:`preprocess` returned (without crop boxes: the
+   whole slice padded to a square, what :meth:`preprocess` crops without ``boxes``), so a
+   non-square slice is never stretched.
+
+The ROI stage outside the pipeline: :meth:`HalsrImageProcessor.preprocess_for_roi` builds the ROI
+regressor's input from raw slices and :meth:`HalsrImageProcessor.post_process_roi` turns its output
+into pixel boxes (``None`` where no LV is found), which go to ``processor(images, boxes=...)``.
+Together they give the pipeline's label map (``tests/test_docs.py`` and ``tests/test_pipeline.py``
+compare them)::
+
+    roi_inputs = processor.preprocess_for_roi(image)
+    boxes = processor.post_process_roi(roi_model(pixel_values=roi_inputs["pixel_values"]), roi_inputs["original_sizes"])
+    inputs = processor(image, boxes=boxes)              # boxes[i] None: no LV (the pipeline returns an empty map)
+    outputs = model(pixel_values=inputs["pixel_values"])
+    label_map = processor.post_process_semantic_segmentation(
+        outputs, target_sizes=inputs["original_sizes"], crop_boxes=inputs["crop_boxes"])[0]
 
 Boxes are ``(x_min, y_min, x_max, y_max)`` in pixels; x is the column, y the row.
 """
@@ -29,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
-from .errors import InputError
+from .errors import InputError, check_no_unknown_kwargs
 
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -136,6 +152,8 @@ class HalsrImageProcessor(BaseImageProcessor):
     """
 
     model_input_names = ["pixel_values"]
+    #: keys of a saved ``preprocessor_config.json`` (or passed by ``from_pretrained``) that are not settings
+    _METADATA_KEYS = ("image_processor_type", "processor_class", "_processor_class", "auto_map")
 
     def __init__(
         self,
@@ -147,7 +165,12 @@ class HalsrImageProcessor(BaseImageProcessor):
         min_image_size: int = 8,
         **kwargs,
     ):
-        kwargs.pop("image_processor_type", None)
+        for key in self._METADATA_KEYS:
+            kwargs.pop(key, None)
+        check_no_unknown_kwargs(
+            kwargs, "HalsrImageProcessor",
+            ("size", "roi_size", "crop_margin", "clip_percentiles", "max_image_size", "min_image_size"),
+        )
         super().__init__()
         self.size = int(size)
         self.roi_size = int(roi_size)
@@ -186,14 +209,25 @@ class HalsrImageProcessor(BaseImageProcessor):
 
     # -- the transformers entry point ------------------------------------------------------
 
-    def __call__(self, images, **kwargs) -> BatchFeature:
+    def __call__(self, images=None, **kwargs) -> BatchFeature:
         return self.preprocess(images, **kwargs)
 
-    def preprocess(self, images, boxes=None, return_tensors="pt", **kwargs) -> BatchFeature:
-        """Whole-pipeline input for HALSR-Net: ``pixel_values`` (B, 1, size, size) crops around
-        ``boxes`` (B, 4 pixel boxes) or, without boxes, of the whole slice padded to a square.
-        Also returns ``crop_boxes`` (B, 4) and ``original_sizes`` (B, 2) to map predictions back."""
+    def preprocess(self, images=None, boxes=None, return_tensors="pt", **kwargs) -> BatchFeature:
+        """HALSR-Net input: ``pixel_values`` (B, 1, size, size) crops around ``boxes`` (B inclusive
+        pixel boxes ``[x_min, y_min, x_max, y_max]``, e.g. from :meth:`post_process_roi`) or, without
+        boxes (or where a box is None), of the whole slice padded to a square. Also returns
+        ``crop_boxes`` (B, 4) and ``original_sizes`` (B, 2): pass both to
+        :meth:`post_process_semantic_segmentation`; they are not model inputs."""
+        check_no_unknown_kwargs(kwargs, "HalsrImageProcessor.preprocess", ("images", "boxes", "return_tensors"))
+        if images is None:
+            raise InputError("HalsrImageProcessor.preprocess: no images given")
         normalized = [self.prepare_slice(image, f"image {i}") for i, image in enumerate(self._as_list(images))]
+        if boxes is not None:
+            one_box = getattr(boxes, "ndim", None) == 1 or (
+                isinstance(boxes, (list, tuple)) and len(boxes) == 4 and all(isinstance(v, (int, float)) for v in boxes))
+            boxes = [boxes] if one_box else list(boxes)
+            if len(boxes) != len(normalized):
+                raise InputError(f"boxes: {len(boxes)} boxes for {len(normalized)} images")
         pixel_values, crop_boxes = self.crop(normalized, boxes)
         sizes = torch.tensor([a.shape for a in normalized], dtype=torch.long)
         return BatchFeature({"pixel_values": pixel_values, "crop_boxes": crop_boxes, "original_sizes": sizes}, tensor_type=return_tensors)
@@ -201,6 +235,36 @@ class HalsrImageProcessor(BaseImageProcessor):
     def preprocess_roi(self, normalized: list) -> tuple:
         """ROI-regressor input from normalised slices: (B, 1, roi_size, roi_size) and each slice's padded side."""
         return self._stack_padded_square(normalized)
+
+    # -- the ROI stage outside the pipeline ------------------------------------------------
+
+    def preprocess_for_roi(self, images, return_tensors="pt", **kwargs) -> BatchFeature:
+        """ROI-regressor input from raw slices (as :meth:`preprocess` takes them): ``pixel_values``
+        (B, 1, roi_size, roi_size), each slice normalised, zero-padded to a square and resized, and
+        ``original_sizes`` (B, 2) for :meth:`post_process_roi`."""
+        check_no_unknown_kwargs(kwargs, "HalsrImageProcessor.preprocess_for_roi", ("images", "return_tensors"))
+        normalized = [self.prepare_slice(image, f"image {i}") for i, image in enumerate(self._as_list(images))]
+        pixel_values, _ = self.preprocess_roi(normalized)
+        sizes = torch.tensor([a.shape for a in normalized], dtype=torch.long)
+        return BatchFeature({"pixel_values": pixel_values, "original_sizes": sizes}, tensor_type=return_tensors)
+
+    def post_process_roi(self, outputs, original_sizes, presence_threshold: float = 0.5) -> list:
+        """Boxes from the ROI regressor's output (``pred_boxes``, ``presence_logits``), as the
+        pipeline computes them: inclusive pixel boxes ``[x_min, y_min, x_max, y_max]`` (float
+        tensors) on each original slice, or ``None`` where the LV probability is below
+        ``presence_threshold`` or the box is degenerate (the pipeline then segments nothing)."""
+        pred_boxes = outputs.pred_boxes if hasattr(outputs, "pred_boxes") else outputs[0]
+        presence = outputs.presence_logits if hasattr(outputs, "presence_logits") else None
+        sizes = [tuple(int(v) for v in size) for size in original_sizes]
+        if len(sizes) != len(pred_boxes):
+            raise InputError(f"original_sizes has {len(sizes)} entries for {len(pred_boxes)} predicted boxes")
+        boxes = self.boxes_from_roi_output(pred_boxes.detach(), [max(size) for size in sizes], sizes)
+        results = []
+        for i, box in enumerate(boxes):
+            probability = 1.0 if presence is None else float(torch.sigmoid(presence[i].detach().float()))
+            degenerate = float(box[2] - box[0]) < 2 or float(box[3] - box[1]) < 2
+            results.append(box if probability >= presence_threshold and not degenerate else None)
+        return results
 
     def boxes_from_roi_output(self, pred_boxes: torch.Tensor, sides: list, sizes: list) -> torch.Tensor:
         """Normalised boxes of the padded square -> inclusive pixel boxes clipped to each slice."""
@@ -246,16 +310,30 @@ class HalsrImageProcessor(BaseImageProcessor):
             label_maps.append(label_map)
         return label_maps
 
-    def post_process_semantic_segmentation(self, outputs, target_sizes=None) -> list:
-        """Label maps from whole-image logits, as SegFormer's: logits are resized to each
-        ``target_sizes[i]`` (height, width) and arg-maxed. Returns a list of (H, W) long tensors."""
+    def post_process_semantic_segmentation(self, outputs, target_sizes=None, crop_boxes=None) -> list:
+        """Label maps on each slice's own grid, as the pipeline computes them. Returns a list of
+        (H, W) long tensors.
+
+        Args:
+            outputs: the model output (or its ``logits``, (B, K, s, s) for the crops of :meth:`preprocess`).
+            target_sizes: (height, width) of each original slice: ``inputs["original_sizes"]``.
+                Without it, the arg-max at the logits' size.
+            crop_boxes: ``inputs["crop_boxes"]`` of :meth:`preprocess`. Without it, each crop is taken
+                to be the whole slice padded to a square (what :meth:`preprocess` does without
+                ``boxes``): the logits are mapped back to the top-left ``target_sizes[i]`` of that
+                square, never stretched to a non-square slice.
+        """
         logits = outputs.logits if hasattr(outputs, "logits") else outputs
         if target_sizes is not None and len(target_sizes) != len(logits):
             raise InputError(f"target_sizes has {len(target_sizes)} entries for a batch of {len(logits)} logits")
-        results = []
-        for i in range(len(logits)):
-            item = logits[i : i + 1]
-            if target_sizes is not None:
-                item = F.interpolate(item.float(), size=tuple(int(v) for v in target_sizes[i]), mode="bilinear", align_corners=False)
-            results.append(item[0].argmax(dim=0))
-        return results
+        if target_sizes is None:
+            if crop_boxes is not None:
+                raise InputError("crop_boxes needs target_sizes (the original_sizes returned by the processor)")
+            return [logits[i].argmax(dim=0) for i in range(len(logits))]
+        sizes = [tuple(int(v) for v in size) for size in target_sizes]
+        if crop_boxes is None:
+            crop_boxes = torch.tensor([[0.0, 0.0, float(max(size)), float(max(size))] for size in sizes])
+        elif len(crop_boxes) != len(logits):
+            raise InputError(f"crop_boxes has {len(crop_boxes)} entries for a batch of {len(logits)} logits")
+        maps = self.paste(logits.detach().float().cpu(), torch.as_tensor(crop_boxes, dtype=torch.float32), sizes)
+        return [torch.from_numpy(label_map).long() for label_map in maps]

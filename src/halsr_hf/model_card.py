@@ -34,7 +34,7 @@ from transformers import AutoImageProcessor
 from .configuration_halsr import PRESETS
 from .errors import InputError
 from .modeling_halsr import HalsrForSemanticSegmentation
-from .modeling_roi import LvRoiRegressor
+from .pipeline_halsr import load_roi_model
 
 #: The one template for a HALSR-Net repository (its ROI regressor in ``roi/`` included).
 TEMPLATE_NAME = "halsr_net.md"
@@ -133,16 +133,16 @@ CITATION = """@article{fakhfakh2025halsrnet,
 
 
 def template_dir() -> Path:
-    """``model_cards/`` of the source checkout (the templates are not part of the wheel)."""
-    return Path(__file__).resolve().parents[2] / "model_cards"
+    """``halsr_hf/templates/``: the model card templates, package data (installed with the wheel)."""
+    return Path(__file__).resolve().parent / "templates"
 
 
 def default_template_path() -> Path:
     path = template_dir() / TEMPLATE_NAME
     if not path.is_file():
         raise FileNotFoundError(
-            f"model card template not found at {path} (the templates live in the source checkout's model_cards/); "
-            "pass template_path= (CLI: --template)"
+            f"model card template not found at {path}: this installation of halsr-hf is incomplete "
+            "(the template is package data); reinstall it, or pass template_path= (CLI: --template)"
         )
     return path
 
@@ -358,9 +358,12 @@ def model_view(model_dir: Path) -> dict:
     }
     roi_dir = model_dir / getattr(config, "roi_subfolder", "roi")
     if (roi_dir / "config.json").is_file():
-        roi = LvRoiRegressor.from_pretrained(str(roi_dir))
+        roi = load_roi_model(str(roi_dir), None, f"{roi_dir}")
+        localizer = roi.config.model_type == "halsr"
         view["roi"] = {"subfolder": roi_dir.name, "parameters": sum(p.numel() for p in roi.parameters()),
-                       "image_size": roi.config.image_size, "predict_presence": bool(roi.config.predict_presence)}
+                       "image_size": roi.config.image_size or 128, "kind": "localizer" if localizer else "regressor",
+                       "predict_presence": True if localizer else bool(roi.config.predict_presence),
+                       "hidden_sizes": list(roi.config.hidden_sizes) if localizer else None}
     if (model_dir / "preprocessor_config.json").is_file():
         processor = AutoImageProcessor.from_pretrained(str(model_dir), trust_remote_code=False)
         view["processor"] = {"size": processor.size, "roi_size": processor.roi_size, "crop_margin": processor.crop_margin,
@@ -385,7 +388,7 @@ def render_model_card(model_dir, eval_summaries=(), repo_id: str | None = None, 
         eval_summaries: paths of ``summary.json`` files from ``halsr-hf evaluate`` (the first is the
             main evaluation); or already-loaded dicts.
         repo_id: the Hub id used in the usage snippets (default: a placeholder).
-        template_path: a Jinja template (default ``model_cards/halsr_net.md``).
+        template_path: a Jinja template (default ``halsr_hf/templates/halsr_net.md``, installed with the package).
         datasets: Hub dataset ids for the ``datasets`` metadata (default: the ``hf_id`` of the
             evaluated datasets that have one).
 
@@ -454,13 +457,16 @@ def package_version() -> str:
         return "0.1.0"
 
 
-def write_model_card(model_dir, eval_summaries=(), repo_id: str | None = None, out_path=None, **kwargs) -> Path:
-    """Render the card and write it to ``out_path`` (default ``model_dir/README.md``); returns the path."""
+def write_model_card(model_dir, eval_summaries=(), repo_id: str | None = None, out_path=None, overwrite: bool = True,
+                     **kwargs) -> Path:
+    """Render the card and write it to ``out_path`` (default ``model_dir/README.md``), atomically
+    (temporary file, then rename; an existing file is replaced unless ``overwrite=False``); returns the path."""
+    from .image_io import atomic_write
+
     card = render_model_card(model_dir, eval_summaries, repo_id=repo_id, **kwargs)
     out = Path(out_path) if out_path else Path(model_dir) / "README.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(str(card), encoding="utf-8")
-    return out
+    text = str(card)
+    return atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=overwrite)
 
 
 def check_model_card(path) -> list:

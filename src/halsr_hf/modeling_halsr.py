@@ -49,7 +49,7 @@ from transformers.modeling_outputs import SemanticSegmenterOutput
 from transformers.utils import ModelOutput
 
 from .configuration_halsr import HalsrConfig
-from .errors import InputError
+from .errors import InputError, check_no_unknown_kwargs
 from .weight_init import init_conv_bn_weights
 
 
@@ -240,6 +240,9 @@ class HalsrPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = False
+    #: ``forward`` takes no loss kwargs: the Trainer must not pass ``num_items_in_batch`` (an unknown
+    #: keyword argument is an error) and must scale the loss for gradient accumulation itself.
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module):
         init_conv_bn_weights(module)
@@ -337,6 +340,21 @@ def bce_dice_loss(
     return alpha * bce + beta * dice
 
 
+def _check_segmentation_kwargs(kwargs: dict) -> None:
+    """``forward`` takes no other keyword arguments: a typo (``label=``) or a processor output that
+    is not a model input (``crop_boxes``) is an :class:`InputError`, never silently ignored."""
+    not_inputs = sorted(set(kwargs) & {"crop_boxes", "original_sizes"})
+    if not_inputs:
+        raise InputError(
+            f"HalsrForSemanticSegmentation.forward: {' and '.join(not_inputs)} "
+            f"{'is not a model input' if len(not_inputs) == 1 else 'are not model inputs'} (they come from the image "
+            "processor); call model(pixel_values=inputs['pixel_values']) and pass crop_boxes and "
+            "original_sizes to processor.post_process_semantic_segmentation(outputs, target_sizes=..., crop_boxes=...)"
+        )
+    check_no_unknown_kwargs(kwargs, "HalsrForSemanticSegmentation.forward",
+                            ("pixel_values", "labels", "output_hidden_states", "return_dict"))
+
+
 class HalsrForSemanticSegmentation(HalsrPreTrainedModel):
     """HALSR-Net with its segmentation head and latent-space reconstruction branch.
 
@@ -362,6 +380,8 @@ class HalsrForSemanticSegmentation(HalsrPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ):
+        if kwargs:
+            _check_segmentation_kwargs(kwargs)
         self._check_pixel_values(pixel_values)
         height, width = pixel_values.shape[-2:]
         multiple = 2 ** (len(self.config.hidden_sizes) - 1)

@@ -30,7 +30,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_roi import LvRoiConfig
-from .errors import InputError
+from .errors import InputError, check_no_unknown_kwargs
 from .weight_init import init_conv_bn_weights
 
 
@@ -77,6 +77,8 @@ class LvRoiPreTrainedModel(PreTrainedModel):
     base_model_prefix = "roi"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    #: ``forward`` takes no loss kwargs (the Trainer must not pass ``num_items_in_batch``).
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module):
         init_conv_bn_weights(module)
@@ -146,6 +148,7 @@ class LvRoiRegressor(LvRoiPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ):
+        check_no_unknown_kwargs(kwargs, "LvRoiRegressor.forward", ("pixel_values", "labels", "has_lv", "return_dict"))
         size = self.config.image_size
         expected = (self.config.num_channels, size, size)
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:

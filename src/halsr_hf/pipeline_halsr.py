@@ -137,7 +137,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
         if isinstance(roi_model, torch.nn.Module):
             model = roi_model
         elif roi_model is not None:
-            model = _load_roi_model(str(roi_model), None, f"roi_model={roi_model!r}")
+            model = load_roi_model(str(roi_model), None, f"roi_model={roi_model!r}")
         else:
             source = getattr(self.model, "name_or_path", None) or getattr(self.model.config, "_name_or_path", None)
             subfolder = getattr(self.model.config, "roi_subfolder", "roi")
@@ -147,7 +147,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
             if local.is_dir() and not (local / subfolder).exists():
                 return None
             try:
-                model = _load_roi_model(source, subfolder, f"the ROI model in {source}/{subfolder}")
+                model = load_roi_model(source, subfolder, f"the ROI model in {source}/{subfolder}")
             except InputError:
                 if local.is_dir():
                     raise
@@ -449,7 +449,7 @@ def _roi_kind(model) -> str | None:
     return None
 
 
-def _load_roi_model(source: str, subfolder, what: str):
+def load_roi_model(source: str, subfolder, what: str):
     """Load a ROI model (regressor or localiser) from a folder or Hub id; InputError when it fails."""
     kwargs = {"subfolder": subfolder} if subfolder else {}
     try:

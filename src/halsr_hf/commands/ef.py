@@ -10,7 +10,9 @@ import math
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="halsr-hf ef", description=__doc__.splitlines()[0])
+    from ..cli import VERBOSE_HELP, description
+
+    parser = argparse.ArgumentParser(prog="halsr-hf ef", description=description(__doc__), epilog=VERBOSE_HELP)
     parser.add_argument("--ed", required=True, help="end-diastolic volume (NIfTI/.npy)")
     parser.add_argument("--es", required=True, help="end-systolic volume (NIfTI/.npy)")
     parser.add_argument("--ed-frame", type=int, default=None, help="frame of a 4D NIfTI for ED (0-based)")
@@ -26,9 +28,15 @@ def main(argv=None) -> int:
 
     from .. import load_pipeline
     from ..clinical import ejection_fraction
+    from ..errors import argument_names
+    from ..image_io import load_input
 
-    pipe = load_pipeline(args.model, roi_model=args.roi_model)
     load = lambda p: np.load(p) if p.endswith(".npy") else p  # noqa: E731
+    # read both inputs first, so that an error names the flag of the right phase (--ed-frame, --es-frame)
+    for phase, path, frame in (("ed", args.ed, args.ed_frame), ("es", args.es, args.es_frame)):
+        with argument_names(frame=f"--{phase}-frame"):
+            load_input(load(path), frame=frame, pixel_spacing=args.pixel_spacing, slice_thickness=args.slice_thickness)
+    pipe = load_pipeline(args.model, roi_model=args.roi_model)
     result = ejection_fraction(load(args.ed), load(args.es), pipe=pipe, ed_frame=args.ed_frame, es_frame=args.es_frame,
                                pixel_spacing=args.pixel_spacing, slice_thickness=args.slice_thickness)
     result.pop("ed_label_map"), result.pop("es_label_map")

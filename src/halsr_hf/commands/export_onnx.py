@@ -63,7 +63,9 @@ def export_pipeline_models(model, roi_model, out, image_processor=None, opset: i
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="halsr-hf export-onnx", description=__doc__.splitlines()[0])
+    from ..cli import VERBOSE_HELP, description
+
+    parser = argparse.ArgumentParser(prog="halsr-hf export-onnx", description=description(__doc__), epilog=VERBOSE_HELP)
     parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
     parser.add_argument("--roi-model", default=None, help="ROI model folder (default: the model's roi/ sub-folder)")
     parser.add_argument("--out", required=True, help="output folder")

@@ -21,7 +21,9 @@ def preset_parameter_counts() -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="halsr-hf info", description=__doc__)
+    from ..cli import VERBOSE_HELP, description
+
+    parser = argparse.ArgumentParser(prog="halsr-hf info", description=description(__doc__), epilog=VERBOSE_HELP)
     parser.add_argument("--presets", action="store_true", help="also build each preset and count its parameters")
     args = parser.parse_args(argv)
     import torch

@@ -4,6 +4,9 @@ Writes, per input, into ``--out-dir``: an overlay PNG (LV cavity red, myocardium
 yellow; one per slice for volumes), the mask (``.png`` for a slice, ``.nii.gz`` with the input's
 affine for a volume), and ``measurements.json`` with areas (px, and mm² when the spacing is
 known), volumes (mL) and the ROI boxes. Prints a table (or the JSON with ``--json``).
+
+Every file is written to a temporary name and renamed, with the user's normal permissions; an
+existing file is refused unless ``--overwrite``, before anything is written.
 """
 
 import argparse
@@ -36,15 +39,16 @@ def _json_ready(result: dict) -> dict:
 
 
 def _write_json(path: Path, payload, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        from ..errors import InputError
+    from ..image_io import atomic_write
 
-        raise InputError(f"{path}: already exists; pass --overwrite to replace it")
-    atomic_file(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=float)))
+    text = json.dumps(payload, indent=2, default=float)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=overwrite)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="halsr-hf segment", description=__doc__.splitlines()[0])
+    from ..cli import VERBOSE_HELP, description
+
+    parser = argparse.ArgumentParser(prog="halsr-hf segment", description=description(__doc__), epilog=VERBOSE_HELP)
     parser.add_argument("inputs", nargs="+", help="PNG/JPEG/TIFF/DICOM/NIfTI files, or .npy arrays (H,W) or (Z,H,W)")
     parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
     parser.add_argument("--roi-model", default=None, help="ROI regressor folder or Hub id (default: the model's roi/)")
@@ -60,11 +64,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from .. import load_pipeline
-    from ..image_io import load_input, save_mask
+    from ..errors import InputError
+    from ..image_io import atomic_write, check_can_write, load_input, save_mask
     from ..visualize import overlay
 
-    pipe = load_pipeline(args.model, roi_model=args.roi_model, device=args.device)
+    for item in args.inputs:
+        if not Path(item).exists():
+            raise InputError(f"{item}: no such file")
     out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out-dir {out_dir}: exists and is not a folder")
+    check_can_write(out_dir / "measurements.json", args.overwrite)
+    pipe = load_pipeline(args.model, roi_model=args.roi_model, device=args.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = []
     for item in args.inputs:
@@ -83,11 +94,8 @@ def main(argv=None) -> int:
             overlays = [(loaded.slices[z], label_map[z], result["slices"][z]["roi"], out_dir / f"{stem}_overlay_z{z:02d}.png")
                         for z in range(label_map.shape[0])]
         for image, labels, roi, path in overlays:
-            if path.exists() and not args.overwrite:
-                from ..errors import InputError
-
-                raise InputError(f"{path}: already exists; pass --overwrite to replace it")
-            overlay(image, labels, roi).save(path)
+            picture = overlay(image, labels, roi)
+            atomic_write(path, lambda tmp, picture=picture: picture.save(tmp, format="PNG"), overwrite=args.overwrite)
         entry = _json_ready(result)
         entry.update(input=item, mask=str(mask_path), overlays=[str(o[3]) for o in overlays])
         report.append(entry)
