@@ -70,9 +70,6 @@ PIPELINE_REGISTRY.register_pipeline(
 CardiacLVSegmentationPipeline._registered_impl = {
     TASK: {key: value for key, value in PIPELINE_REGISTRY.supported_tasks[TASK].items() if key != "default"}
 }
-# The pipeline has no video processor; transformers would otherwise look for one in the image
-# processor's ``auto_map`` and ask on stdin whether to run that code.
-CardiacLVSegmentationPipeline._load_video_processor = False
 
 
 def _custom_pipelines_of_a_local_config(self):

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
 from .errors import InputError, check_no_unknown_kwargs
+from .roi_stage import localizer_results, regressor_results
 
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -248,31 +249,37 @@ class HalsrImageProcessor(BaseImageProcessor):
         sizes = torch.tensor([a.shape for a in normalized], dtype=torch.long)
         return BatchFeature({"pixel_values": pixel_values, "original_sizes": sizes}, tensor_type=return_tensors)
 
-    def post_process_roi(self, outputs, original_sizes, presence_threshold: float = 0.5) -> list:
-        """Boxes from the ROI regressor's output (``pred_boxes``, ``presence_logits``), as the
-        pipeline computes them: inclusive pixel boxes ``[x_min, y_min, x_max, y_max]`` (float
-        tensors) on each original slice, or ``None`` where the LV probability is below
-        ``presence_threshold`` or the box is degenerate (the pipeline then segments nothing)."""
-        pred_boxes = outputs.pred_boxes if hasattr(outputs, "pred_boxes") else outputs[0]
-        presence = outputs.presence_logits if hasattr(outputs, "presence_logits") else None
+    def post_process_roi(self, outputs, original_sizes, presence_threshold: float = 0.5,
+                         localizer_threshold: float = 0.5, return_results: bool = False) -> list:
+        """Boxes from a ROI model's output, as the pipeline computes them: inclusive pixel boxes
+        ``[x_min, y_min, x_max, y_max]`` (float tensors) on each original slice, or ``None`` where the
+        LV probability is below ``presence_threshold`` or the box is degenerate (the pipeline then
+        segments nothing). ``outputs`` is the box regressor's (``pred_boxes``, ``presence_logits``)
+        or the localiser's (``logits``, background/lv, on the ``roi_size`` grid); the rules are in
+        :mod:`halsr_hf.roi_stage`. ``return_results=True`` returns its :class:`RoiResult` objects
+        (with the candidates the volume consensus uses) instead of boxes."""
         sizes = [tuple(int(v) for v in size) for size in original_sizes]
-        if len(sizes) != len(pred_boxes):
-            raise InputError(f"original_sizes has {len(sizes)} entries for {len(pred_boxes)} predicted boxes")
-        boxes = self.boxes_from_roi_output(pred_boxes.detach(), [max(size) for size in sizes], sizes)
-        results = []
-        for i, box in enumerate(boxes):
-            probability = 1.0 if presence is None else float(torch.sigmoid(presence[i].detach().float()))
-            degenerate = float(box[2] - box[0]) < 2 or float(box[3] - box[1]) < 2
-            results.append(box if probability >= presence_threshold and not degenerate else None)
-        return results
-
-    def boxes_from_roi_output(self, pred_boxes: torch.Tensor, sides: list, sizes: list) -> torch.Tensor:
-        """Normalised boxes of the padded square -> inclusive pixel boxes clipped to each slice."""
-        side = torch.tensor(sides, dtype=torch.float32)[:, None]
-        boxes = pred_boxes.float().cpu() * side
-        boxes[:, 2:] -= 1
-        limits = torch.tensor([[w - 1, h - 1, w - 1, h - 1] for h, w in sizes], dtype=torch.float32)
-        return torch.minimum(boxes.clamp_min(0), limits)
+        sides = [max(size) for size in sizes]
+        logits = getattr(outputs, "logits", None)
+        if logits is None and isinstance(outputs, torch.Tensor) and outputs.ndim == 4:
+            logits = outputs
+        if logits is not None:
+            if len(sizes) != len(logits):
+                raise InputError(f"original_sizes has {len(sizes)} entries for {len(logits)} localiser outputs")
+            probability = torch.softmax(logits.detach().float(), dim=1)[:, 1].cpu().numpy()
+            results = localizer_results(probability, sides, sizes, threshold=localizer_threshold)
+        else:
+            pred_boxes = outputs.pred_boxes if hasattr(outputs, "pred_boxes") else outputs[0]
+            presence = outputs.presence_logits if hasattr(outputs, "presence_logits") else None
+            if len(sizes) != len(pred_boxes):
+                raise InputError(f"original_sizes has {len(sizes)} entries for {len(pred_boxes)} predicted boxes")
+            results = regressor_results(pred_boxes.detach(), None if presence is None else presence.detach(), sides, sizes)
+        for result in results:
+            degenerate = result.box is None or result.box[2] - result.box[0] < 1 or result.box[3] - result.box[1] < 1
+            result.found = result.probability >= presence_threshold and not degenerate
+        if return_results:
+            return results
+        return [torch.tensor(r.box, dtype=torch.float32) if r.found else None for r in results]
 
     def crop(self, normalized: list, boxes=None) -> tuple:
         """Crops for HALSR-Net from normalised slices; see the module docstring."""

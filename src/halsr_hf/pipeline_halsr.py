@@ -36,16 +36,7 @@ from .errors import InputError
 from .image_io import load_input, save_mask
 from .modeling_halsr import HalsrForSemanticSegmentation
 from .modeling_roi import LvRoiRegressor
-from .roi_stage import (
-    RoiResult,
-    cavity_not_enclosed,
-    keep_largest_component,
-    localizer_results,
-    order_flags,
-    regressor_results,
-    second_look_box,
-    volume_consensus,
-)
+from .roi_stage import RoiResult, cavity_not_enclosed, keep_largest_component, order_flags, second_look_box, volume_consensus
 
 TASK = "cardiac-lv-segmentation"
 
@@ -102,6 +93,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
     _load_tokenizer = False
     _load_feature_extractor = False
     _load_processor = False
+    _load_video_processor = False  # else transformers looks for one in the auto_map and prompts on stdin
 
     def __init__(self, *args, roi_model=None, backend="torch", **kwargs):
         super().__init__(*args, **kwargs)
@@ -208,22 +200,17 @@ class CardiacLVSegmentationPipeline(Pipeline):
         ]
         return {"loaded": loaded, "normalized": normalized}
 
-    def _locate(self, normalized: list, batch_size: int) -> list:
+    def _locate(self, normalized: list, batch_size: int, presence_threshold: float) -> list:
         """Run the ROI model on whole slices: one :class:`RoiResult` per slice."""
         results = []
-        sizes = [a.shape for a in normalized]
         for start in range(0, len(normalized), batch_size):
             chunk = normalized[start : start + batch_size]
-            roi_inputs, sides = self.image_processor.preprocess_roi(chunk)
+            roi_inputs, _ = self.image_processor.preprocess_roi(chunk)
             roi_inputs = roi_inputs.to(self.device, dtype=self.roi_model.dtype)
-            if self.roi_kind == "localizer":
-                logits = self._run_localizer(roi_inputs).float()
-                probability = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
-                results += localizer_results(probability, sides, sizes[start : start + batch_size],
-                                                       threshold=self.localizer_threshold)
-            else:
-                out = self._run_roi(roi_inputs)
-                results += regressor_results(out.pred_boxes, out.presence_logits, sides, sizes[start : start + batch_size])
+            out = self._run_localizer(roi_inputs) if self.roi_kind == "localizer" else self._run_roi(roi_inputs)
+            results += self.image_processor.post_process_roi(
+                out, [a.shape for a in chunk], presence_threshold, self.localizer_threshold, return_results=True
+            )
         return results
 
     def _segment(self, normalized: list, indices: list, boxes: list, tta: bool, batch_size: int) -> dict:
@@ -263,10 +250,8 @@ class CardiacLVSegmentationPipeline(Pipeline):
         count = len(normalized)
         margin = self.image_processor.crop_margin
         if use_roi and self.roi_model is not None:
-            results = self._locate(normalized, batch_size)
+            results = self._locate(normalized, batch_size, presence_threshold)
             for result in results:
-                degenerate = result.box is None or result.box[2] - result.box[0] < 1 or result.box[3] - result.box[1] < 1
-                result.found = result.probability >= presence_threshold and not degenerate
                 if result.found and result.probability < self.low_confidence:
                     result.flags.append("low_roi_confidence")
             if consensus:
