@@ -55,8 +55,9 @@ from ..modeling_roi import LvRoiRegressor
 from ..pipeline_halsr import CardiacLVSegmentationPipeline
 from .benchmark_report import render_markdown
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DATA_DIR = Path(os.environ.get("HALSR_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+#: Real data: $HALSR_DATA_DIR, else ../shared/data beside the folder the command runs in (a
+#: checkout); never a path derived from where the package is installed.
+DATA_DIR = Path(os.environ.get("HALSR_DATA_DIR", Path.cwd().parent / "shared" / "data"))
 ACDC_DIR = DATA_DIR / "acdc-ssl4mis"
 PARTS = {1: "model_cost", 2: "pipeline", 3: "training"}
 
@@ -112,7 +113,7 @@ def _cpu_name() -> str:
 
 def _git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path.cwd(), capture_output=True, text=True,
                               timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None

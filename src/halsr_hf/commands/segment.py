@@ -12,11 +12,11 @@ existing file is refused unless ``--overwrite``, before anything is written.
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_file
 
 
 def _stem(path_or_name: str) -> str:
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         json.dump(report, sys.stdout, indent=2, default=float)
         print()
     else:
-        print("| input | slices | LV found | LV cavity | myocardium | unit |\n|---|---|---|---|---|---|")
+        print("| input | slices | LV found | LV cavity | myocardium | unit | quality flags |\n|---|---|---|---|---|---|---|")
         for entry in report:
             per_slice = entry.get("slices") or [entry]
             found = sum(bool(s["lv_found"]) for s in per_slice)
@@ -117,6 +117,8 @@ def main(argv=None) -> int:
                 cav = sum(a.get("lv_cavity", 0) for a in areas)
                 myo = sum(a.get("myocardium", 0) for a in areas)
             fmt = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
-            print(f"| {entry['input']} | {len(per_slice)} | {found}/{len(per_slice)} | {fmt(cav)} | {fmt(myo)} | {unit} |")
+            flags = Counter(flag for s in per_slice for flag in s.get("qc") or [])
+            qc = ", ".join(f"{flag} ({count})" if len(per_slice) > 1 else flag for flag, count in flags.items()) or "-"
+            print(f"| {entry['input']} | {len(per_slice)} | {found}/{len(per_slice)} | {fmt(cav)} | {fmt(myo)} | {unit} | {qc} |")
         print(f"overlays, masks and measurements.json written to {out_dir}/")
     return 0
