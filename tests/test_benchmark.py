@@ -66,3 +66,21 @@ def test_benchmark_rejects_bad_arguments(tmp_path, capsys):
     assert "--parts" in capsys.readouterr().err
     assert cli.main(["benchmark", "--parts", "4", "--out", str(tmp_path)]) == 2  # the ROI ablation is `evaluate --no-roi`
     assert "--no-roi" in capsys.readouterr().err
+
+
+def test_benchmark_refuses_a_busy_machine_and_flags_busy_sections(monkeypatch, tmp_path):
+    """Timings beside other work are wrong by up to 10x: a busy machine is refused, or with
+    --allow-busy every section is flagged unreliable in the JSON and the report."""
+    from halsr_hf.commands import benchmark
+    from halsr_hf.commands.benchmark_report import _header
+
+    monkeypatch.setattr(benchmark, "_load", lambda: [7.5, 7.0, 6.0])
+    with pytest.raises(benchmark.InputError, match="busy"):
+        benchmark.main(["--parts", "1", "--max-load", "1", "--wait-idle", "0", "--out", str(tmp_path / "a")])
+    monkeypatch.setattr(benchmark, "part_model_cost", lambda device, quick: {"networks": [], "note": "stub"})
+    monkeypatch.setattr(benchmark, "_write_report", lambda out, results, name, targets: None)
+    benchmark.main(["--parts", "1", "--max-load", "1", "--wait-idle", "0", "--allow-busy", "--out", str(tmp_path / "b")])
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["model_cost"]["load"]["reliable"] is False and results["meta"]["max_load"] == 1
+    header = "\n".join(_header(results["meta"], {"model_cost": results["model_cost"]}))
+    assert "model_cost: UNRELIABLE" in header

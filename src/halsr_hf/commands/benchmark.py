@@ -96,6 +96,22 @@ def _load() -> list:
         return []
 
 
+def _wait_for_idle(max_load: float, wait_s: float, allow_busy: bool) -> None:
+    """Timings taken beside other work are wrong by up to 10x on a 2-core machine: wait up to
+    ``wait_s`` for the 1-minute load average to drop to ``max_load``, then refuse (InputError)
+    unless ``allow_busy``."""
+    deadline = time.monotonic() + wait_s
+    while _load() and _load()[0] > max_load and time.monotonic() < deadline:
+        time.sleep(5)
+    load = _load()
+    if load and load[0] > max_load and not allow_busy:
+        raise InputError(
+            f"the machine is busy (1-minute load average {load[0]} > --max-load {max_load} after waiting "
+            f"{wait_s:.0f} s): stop other work (trainings, test suites) or pass --allow-busy to measure anyway "
+            "(results then flagged unreliable)"
+        )
+
+
 def _peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
@@ -439,6 +455,12 @@ def main(argv=None) -> int:
     parser.add_argument("--render-only", action="store_true",
                         help="only rewrite README.md from the results.json (and results_cuda.json) already in --out")
     parser.add_argument("--json-name", default=None, help="results file name (default results.json, results_cuda.json on cuda)")
+    parser.add_argument("--max-load", type=float, default=None,
+                        help="1-minute load average above which timings are unreliable (default: 0.5 x cores)")
+    parser.add_argument("--wait-idle", type=float, default=180.0,
+                        help="seconds to wait for the load to drop below --max-load before refusing (default 180)")
+    parser.add_argument("--allow-busy", action="store_true",
+                        help="measure on a busy machine anyway; every section is then flagged unreliable")
     args = parser.parse_args(argv)
     out = Path(args.out)
     targets = Path(args.targets) if args.targets else (out / "targets.json" if (out / "targets.json").is_file() else None)
@@ -461,6 +483,9 @@ def main(argv=None) -> int:
         raise InputError(f"--parts: expected numbers among 1,2,3, got {args.parts!r} "
                          "(the ROI ablation is `halsr-hf evaluate`, with and without --no-roi)")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    max_load = args.max_load if args.max_load is not None else 0.5 * (os.cpu_count() or 1)
+    if not args.quick:
+        _wait_for_idle(max_load, args.wait_idle, args.allow_busy)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     meta = {
@@ -469,7 +494,7 @@ def main(argv=None) -> int:
         "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
         "torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads(),
         "device": args.device + (f" ({torch.cuda.get_device_name(0)})" if args.device.startswith("cuda") else ""),
-        "load_start": _load(),
+        "load_start": _load(), "max_load": max_load,
     }
     device = torch.device(args.device)
     run = {1: lambda: part_model_cost(device, args.quick),
@@ -484,7 +509,12 @@ def main(argv=None) -> int:
         print(f"[benchmark] part {number}: {key} ...", file=sys.stderr, flush=True)
         results[key] = run[number]()
         results[key]["elapsed_s"] = round(time.perf_counter() - t0, 1)
-        results[key]["load"] = {"start": load0, "end": _load()}
+        load1 = _load()
+        reliable = bool(load0) and max(load0[0], load1[0]) <= max_load
+        results[key]["load"] = {"start": load0, "end": load1, "max_load": max_load, "reliable": reliable}
+        if not reliable and not args.quick:
+            print(f"[benchmark] part {number}: load average {load0[:1]} -> {load1[:1]} above --max-load {max_load}: "
+                  "timings flagged unreliable", file=sys.stderr, flush=True)
     meta["load_end"] = _load()
     meta["total_s"] = round(time.perf_counter() - started, 1)
     ordered = {"meta": meta, **{PARTS[n]: results[PARTS[n]] for n in sorted(PARTS) if PARTS[n] in results}}

@@ -41,7 +41,7 @@ def _meets(value, rule: dict) -> bool:
     return value is not None and value >= rule.get("min", float("-inf")) and value <= rule.get("max", float("inf"))
 
 
-def _header(meta: dict) -> list:
+def _header(meta: dict, parts: dict) -> list:
     quick = " (quick mode: tiny sizes, timings meaningless)" if meta["quick"] else ""
     return [
         "# Benchmarks", "",
@@ -51,9 +51,13 @@ def _header(meta: dict) -> list:
         f"- torch {meta['torch']}, transformers {meta['transformers']}, python {meta['python']}; "
         f"`torch.set_num_threads({meta['threads']})`",
         f"- Load average (1/5/15 min) at start {meta['load_start']}, at end {meta['load_end']} "
-        "(the machine is shared with other jobs; medians are over repeated runs after warm-up, minimums are in results.json)",
-        "",
-    ]
+        "(medians are over repeated runs after warm-up, minimums are in results.json)",
+    ] + [
+        f"- **{key}: UNRELIABLE**, load average {part['load']['start'][:1]} -> {part['load']['end'][:1]} above "
+        f"{part['load']['max_load']}: measured beside other work"
+        for key, part in parts.items()
+        if isinstance(part, dict) and isinstance(part.get("load"), dict) and part["load"].get("reliable") is False
+    ] + [""]
 
 
 def _model_cost(cost: dict, targets: list) -> list:
@@ -122,7 +126,7 @@ def render_markdown(results: dict, gpu: dict | None = None, targets: dict | None
     """The report of ``results``; ``gpu``: a CUDA run's results (its training part gets a section);
     ``targets``: see the module docstring."""
     targets = targets or {}
-    lines = _header(results["meta"])
+    lines = _header(results["meta"], {k: v for k, v in results.items() if k != "meta"})
     if results.get("model_cost"):
         lines += _model_cost(results["model_cost"], targets.get("model_cost", []))
     if results.get("pipeline"):
