@@ -295,15 +295,25 @@ def test_roi_regressor_paper_architecture():
     assert ((out.pred_boxes >= 0) & (out.pred_boxes <= 1)).all()
 
 
-def test_roi_loss_is_mse_on_present_slices_and_backward():
-    model = LvRoiRegressor(tiny_roi_config(presence_loss_weight=0.0, dropout_rate=0.0))
+def test_roi_loss_is_mse_plus_giou_on_present_slices_and_backward():
+    from halsr_hf.modeling_roi import generalized_iou
+
+    model = LvRoiRegressor(tiny_roi_config(presence_loss_weight=0.0, dropout_rate=0.0, giou_loss_weight=0.0))
     pixel_values = torch.rand(4, 1, 64, 64)
     boxes = torch.tensor([[0.2, 0.2, 0.6, 0.6]] * 4)
     has_lv = torch.tensor([1, 1, 0, 1])
     model.eval()
     out = model(pixel_values, labels=boxes, has_lv=has_lv)
-    expected = ((out.pred_boxes - boxes) ** 2).mean(1)[has_lv.bool()].mean()
+    expected = ((out.pred_boxes - boxes) ** 2).mean(1)[has_lv.bool()].mean()  # eq. (1) alone
     assert torch.allclose(out.loss, expected)
+    model.config.giou_loss_weight = 0.5
+    out = model(pixel_values, labels=boxes, has_lv=has_lv)
+    giou = generalized_iou(out.pred_boxes, boxes)
+    assert torch.allclose(out.loss, expected + 0.5 * (1 - giou)[has_lv.bool()].mean())
+    same = torch.tensor([[0.1, 0.2, 0.5, 0.7]])
+    assert torch.allclose(generalized_iou(same, same), torch.ones(1))
+    apart = generalized_iou(torch.tensor([[0.0, 0.0, 0.2, 0.2]]), torch.tensor([[0.6, 0.6, 1.0, 1.0]]))
+    assert torch.allclose(apart, torch.tensor([0.0 - (1.0 - 0.2) / 1.0]))  # IoU 0, hull 1, union 0.2
     model.train()
     model(pixel_values, labels=boxes, has_lv=has_lv).loss.backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith("presence"))

@@ -321,7 +321,9 @@ def bce_dice_loss(
     logits = logits.float()
     valid = labels != ignore_index
     safe_labels = torch.where(valid, labels, torch.zeros_like(labels)).long()
-    if safe_labels.numel() and (int(safe_labels.max()) >= num_labels or int(safe_labels.min()) < 0):
+    if safe_labels.is_cuda:  # no host-device synchronisation inside the training step
+        torch._assert_async(((safe_labels >= 0) & (safe_labels < num_labels)).all())
+    elif safe_labels.numel() and (int(safe_labels.max()) >= num_labels or int(safe_labels.min()) < 0):
         raise InputError(
             f"labels must hold ids in [0, {num_labels - 1}] or {ignore_index} (ignored), got values in "
             f"[{int(labels.min())}, {int(labels.max())}]"
