@@ -75,8 +75,9 @@ class CardiacLVSegmentationPipeline(Pipeline):
 
     Thresholds of the ROI stage (attributes, tuned on the ACDC validation split; see
     :mod:`halsr_hf.roi_stage`): ``localizer_threshold`` 0.5, ``low_confidence`` 0.9,
-    ``consensus_confidence`` 0.9, ``consensus_max_offset`` 0.5, ``second_look_offset`` 0.1,
-    ``second_look_scale`` 1.25.
+    ``consensus_confidence`` 0.9, ``consensus_max_offset`` 0.5, ``consensus_extend_threshold`` 0.1
+    (ACDC validation, 20 volumes: LV-in-crop 97.0 % -> 98.0 %, MYO Dice 0.906 -> 0.909),
+    ``second_look_offset`` 0.1, ``second_look_scale`` 1.25.
 
     Every slice's result has ``qc`` (quality flags, :data:`halsr_hf.QC_FLAGS`) and a
     ``message`` that says what was done.
@@ -86,6 +87,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
     low_confidence = 0.9
     consensus_confidence = 0.9
     consensus_max_offset = 0.5
+    consensus_extend_threshold = 0.1
     second_look_offset = 0.1
     second_look_scale = 1.25
 
@@ -260,7 +262,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
                     if len(members) > 2:
                         subset = [results[i] for i in members]
                         volume_consensus(subset, [sizes[i] for i in members], self.consensus_confidence,
-                                                   self.consensus_max_offset)
+                                         self.consensus_max_offset, self.consensus_extend_threshold)
         else:
             results = [RoiResult(box=None, probability=1.0, found=True, flags=["no_roi_model"]) for _ in range(count)]
         boxes = [r.box if r.found else None for r in results]

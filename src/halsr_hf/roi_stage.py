@@ -19,7 +19,10 @@ LV centre and size of the confident slices (probability >= ``consensus_confidenc
 stack's reference. A slice whose box centre is further than ``consensus_max_offset`` x the
 median box side from it takes its candidate nearest to the reference, or the median box
 there; a slice between confident slices on which the ROI stage found no LV gets the median
-box (the LV does not vanish mid-stack). Both are flagged ``box_corrected``.
+box (the LV does not vanish mid-stack); the first slice beyond each end of the found range
+whose LV probability is at least ``consensus_extend_threshold`` (0.1) gets its neighbour's box,
+since the localiser misses the apex's small LV more often than it imagines one. All three are
+flagged ``box_corrected``.
 
 **Second look** (:func:`second_look_box`): after a crop is segmented, the box of its predicted LV
 (cavity + myocardium, largest component) is compared with the crop. When the mask touches the
@@ -130,9 +133,12 @@ def _centre_side(box) -> tuple:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, max(box[2] - box[0] + 1, box[3] - box[1] + 1)
 
 
-def volume_consensus(results: list, sizes: list, confidence: float = 0.9, max_offset: float = 0.5) -> None:
+def volume_consensus(results: list, sizes: list, confidence: float = 0.9, max_offset: float = 0.5,
+                     extend_threshold: float | None = None) -> None:
     """Correct outlier slices of one stack in place (see the module docstring). Needs at least two
-    confident slices; slices are in stack order."""
+    confident slices; slices are in stack order. With ``extend_threshold``, the slice just beyond
+    each end of the found range whose LV probability is at least that gets its found neighbour's
+    box (the small LV of the apex is easy to miss on the whole slice; the segmentation decides)."""
     confident = [i for i, r in enumerate(results) if r.found and r.box is not None and r.probability >= confidence]
     if len(confident) < 2:
         return
@@ -159,6 +165,13 @@ def volume_consensus(results: list, sizes: list, confidence: float = 0.9, max_of
             result.box = median_box(height, width)
             result.found = True
             result.flags.append("box_corrected")
+    if extend_threshold is not None:
+        found = [i for i, r in enumerate(results) if r.found]
+        for i, neighbour in ((found[0] - 1, found[0]), (found[-1] + 1, found[-1])):
+            if 0 <= i < len(results) and not results[i].found and results[i].probability >= extend_threshold:
+                results[i].box = list(results[neighbour].box)
+                results[i].found = True
+                results[i].flags.append("box_corrected")
 
 
 def mask_box(mask: np.ndarray) -> list | None:
