@@ -21,6 +21,9 @@ KEEP = ["config.json", "model.safetensors", "command.txt", "run_args.json", "tra
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="training output folder (or a checkpoint-N folder)")
+    parser.add_argument("--previous-stage", type=Path, default=None,
+                        help="the training run the ROI run started from (its command.txt, run_args.json and "
+                             "training_args.json are kept with a stage1_ prefix)")
     parser.add_argument("--model-dir", type=Path, default=Path(__file__).resolve().parents[1] / "src" / "halsr_hf" / "default_model")
     args = parser.parse_args(argv)
     if not (args.run_dir / "config.json").is_file() or not (args.run_dir / "model.safetensors").is_file():
@@ -30,6 +33,10 @@ def main(argv=None) -> int:
     for name in KEEP:
         if (args.run_dir / name).is_file():
             shutil.copy2(args.run_dir / name, tmp / name)
+    if args.previous_stage is not None:
+        for name in ("command.txt", "run_args.json", "training_args.json"):
+            if (args.previous_stage / name).is_file():
+                shutil.copy2(args.previous_stage / name, tmp / f"stage1_{name}")
     old = args.model_dir / ".roi.old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
