@@ -75,12 +75,15 @@ def test_benchmark_refuses_a_busy_machine_and_flags_busy_sections(monkeypatch, t
     from halsr_hf.commands.benchmark_report import _header
 
     monkeypatch.setattr(benchmark, "_load", lambda: [7.5, 7.0, 6.0])
+    ticks = iter([(100.0, 1.0), (160.0, 2.0)])  # 59 s of other processes' CPU during the section
+    monkeypatch.setattr(benchmark, "_cpu_seconds", lambda: next(ticks))
     with pytest.raises(benchmark.InputError, match="busy"):
         benchmark.main(["--parts", "1", "--max-load", "1", "--wait-idle", "0", "--out", str(tmp_path / "a")])
     monkeypatch.setattr(benchmark, "part_model_cost", lambda device, quick: {"networks": [], "note": "stub"})
     monkeypatch.setattr(benchmark, "_write_report", lambda out, results, name, targets: None)
     benchmark.main(["--parts", "1", "--max-load", "1", "--wait-idle", "0", "--allow-busy", "--out", str(tmp_path / "b")])
     results = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert results["model_cost"]["load"]["reliable"] is False and results["meta"]["max_load"] == 1
+    load = results["model_cost"]["load"]
+    assert load["reliable"] is False and load["foreign_cores"] > 0.2 and results["meta"]["max_load"] == 1
     header = "\n".join(_header(results["meta"], {"model_cost": results["model_cost"]}))
     assert "model_cost: UNRELIABLE" in header

@@ -96,6 +96,27 @@ def _load() -> list:
         return []
 
 
+def _cpu_seconds() -> tuple:
+    """(busy CPU seconds of the whole machine from /proc/stat, CPU seconds of this process and its
+    children): their difference over a section is the CPU time other work took meanwhile."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    mine = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):  # pragma: no cover (not Linux)
+        return None, mine
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), mine
+
+
+def _foreign_cores(before: tuple, after: tuple, wall_s: float) -> float | None:
+    """Cores' worth of CPU used by other processes during a section (None where /proc/stat is missing)."""
+    if before[0] is None or after[0] is None or wall_s <= 0:
+        return None
+    return round(max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / wall_s, 3)
+
+
 def _wait_for_idle(max_load: float, wait_s: float, allow_busy: bool) -> None:
     """Timings taken beside other work are wrong by up to 10x on a 2-core machine: wait up to
     ``wait_s`` for the 1-minute load average to drop to ``max_load``, then refuse (InputError)
@@ -459,6 +480,9 @@ def main(argv=None) -> int:
                         help="1-minute load average above which timings are unreliable (default: 0.5 x cores)")
     parser.add_argument("--wait-idle", type=float, default=180.0,
                         help="seconds to wait for the load to drop below --max-load before refusing (default 180)")
+    parser.add_argument("--max-foreign-cores", type=float, default=0.2,
+                        help="CPU (in cores) other processes may use during a section before its timings are "
+                             "flagged unreliable (default 0.2)")
     parser.add_argument("--allow-busy", action="store_true",
                         help="measure on a busy machine anyway; every section is then flagged unreliable")
     args = parser.parse_args(argv)
@@ -505,16 +529,20 @@ def main(argv=None) -> int:
         if number not in parts:
             continue
         key = PARTS[number]
-        t0, load0 = time.perf_counter(), _load()
+        t0, load0, cpu0 = time.perf_counter(), _load(), _cpu_seconds()
         print(f"[benchmark] part {number}: {key} ...", file=sys.stderr, flush=True)
         results[key] = run[number]()
         results[key]["elapsed_s"] = round(time.perf_counter() - t0, 1)
         load1 = _load()
-        reliable = bool(load0) and max(load0[0], load1[0]) <= max_load
-        results[key]["load"] = {"start": load0, "end": load1, "max_load": max_load, "reliable": reliable}
+        # Other work during the section, measured rather than guessed from the lagging load average
+        # (which also counts this benchmark's own threads): CPU time of other processes per second.
+        foreign = _foreign_cores(cpu0, _cpu_seconds(), time.perf_counter() - t0)
+        reliable = foreign <= args.max_foreign_cores if foreign is not None else bool(load0) and load0[0] <= max_load
+        results[key]["load"] = {"start": load0, "end": load1, "max_load": max_load, "foreign_cores": foreign,
+                                "max_foreign_cores": args.max_foreign_cores, "reliable": reliable}
         if not reliable and not args.quick:
-            print(f"[benchmark] part {number}: load average {load0[:1]} -> {load1[:1]} above --max-load {max_load}: "
-                  "timings flagged unreliable", file=sys.stderr, flush=True)
+            print(f"[benchmark] part {number}: other processes used {foreign} cores during it (limit "
+                  f"--max-foreign-cores {args.max_foreign_cores}): timings flagged unreliable", file=sys.stderr, flush=True)
     meta["load_end"] = _load()
     meta["total_s"] = round(time.perf_counter() - started, 1)
     ordered = {"meta": meta, **{PARTS[n]: results[PARTS[n]] for n in sorted(PARTS) if PARTS[n] in results}}

@@ -53,8 +53,9 @@ def _header(meta: dict, parts: dict) -> list:
         f"- Load average (1/5/15 min) at start {meta['load_start']}, at end {meta['load_end']} "
         "(medians are over repeated runs after warm-up, minimums are in results.json)",
     ] + [
-        f"- **{key}: UNRELIABLE**, load average {part['load']['start'][:1]} -> {part['load']['end'][:1]} above "
-        f"{part['load']['max_load']}: measured beside other work"
+        f"- **{key}: UNRELIABLE**: other processes used {part['load'].get('foreign_cores')} cores during it "
+        f"(limit {part['load'].get('max_foreign_cores')}); load average {part['load']['start'][:1]} -> "
+        f"{part['load']['end'][:1]}"
         for key, part in parts.items()
         if isinstance(part, dict) and isinstance(part.get("load"), dict) and part["load"].get("reliable") is False
     ] + [""]
