@@ -58,6 +58,8 @@ LEVELS = {"volume_metrics": "3D per volume", "slice_metrics": "2D per slice"}
 ROI_METRICS = {
     "rmse": ("ROI box RMSE", None),
     "outlier_rate_percent": ("ROI outlier rate", "%"),
+    "iou_mean": ("ROI box mean IoU (a missed LV counts 0)", None),
+    "in_crop_percent": ("Reference LV box inside the crop", "%"),
 }
 CLINICAL_METRICS = {
     "ef_bias": ("EF bias, predicted minus reference", "percentage points"),
@@ -416,7 +418,8 @@ def render_model_card(model_dir, eval_summaries=(), repo_id: str | None = None, 
                     datasets.append(hf_id)
     repo_id = repo_id or "<user>/halsr-net"
     model = model_view(model_dir)
-    model_name = model_name or f"HALSR-Net ({model['preset']}) + LV ROI regressor"
+    roi_part = "LV localiser" if (model.get("roi") or {}).get("kind") == "localizer" else "LV ROI regressor"
+    model_name = model_name or f"HALSR-Net ({model['preset']}) + {roi_part}"
     card_data = ModelCardData(
         model_name=model_name,
         license=LICENSE,
