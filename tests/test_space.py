@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from halsr_hf.roi_stage import QC_FLAGS
+
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
@@ -195,7 +197,9 @@ def test_results_table_shows_the_pipeline_message_and_quality_flags(space_module
         return result
 
     _, areas, *_ = app.segment(str(EXAMPLES[0]))
-    assert list(areas.iloc[0])[4:] == ["", ""]  # absent fields: empty cells
+    message, flags = list(areas.iloc[0])[4:]
+    assert message.startswith(("LV located", "no LV found", "whole slice")), message  # the pipeline's own
+    assert all(flag in QC_FLAGS for flag in flags.split("; ") if flag)
     app.pipe = flagged
     _, areas, *_ = app.segment(str(EXAMPLES[0]))
     assert list(areas.columns)[4:] == ["message", "quality flags"]
@@ -206,8 +210,12 @@ def test_remote_code_pipeline_uses_its_own_modules(space_module, tiny_folder):
     """Without halsr_hf on a Space, the model repository's code is the package: the app takes
     image_io/clinical/visualize from where the pipeline class was loaded (one code path)."""
     from transformers import pipeline
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    remote = pipeline("cardiac-lv-segmentation", model=str(tiny_folder), trust_remote_code=True)
+    # with halsr_hf imported (as in this test process) the local classes win; take the repository's
+    # pipeline class explicitly, as a Space without the package gets it
+    remote_class = get_class_from_dynamic_module("pipeline_halsr.CardiacLVSegmentationPipeline", str(tiny_folder))
+    remote = pipeline("cardiac-lv-segmentation", model=str(tiny_folder), trust_remote_code=True, pipeline_class=remote_class)
     app = space_module.SpaceApp(remote)
     assert type(remote).__module__.startswith("transformers_modules.")
     assert all(module.__name__.startswith("transformers_modules.") for module in vars(app.code).values())
