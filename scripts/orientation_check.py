@@ -16,23 +16,13 @@ import numpy as np
 
 import halsr_hf
 from halsr_hf.data.schema import acdc_to_canonical
+from halsr_hf.pipeline_halsr import dihedral, dihedral_inverse
 
 
 def dice(pred, ref, label):
     p, r = pred == label, ref == label
     total = p.sum() + r.sum()
     return np.nan if total == 0 else 2 * (p & r).sum() / total
-
-
-def transform(a, k):
-    a = np.rot90(a, k % 4, axes=(-2, -1))
-    return np.swapaxes(a, -2, -1) if k >= 4 else a
-
-
-def inverse(a, k):
-    if k >= 4:
-        a = np.swapaxes(a, -2, -1)
-    return np.rot90(a, -(k % 4), axes=(-2, -1))
 
 
 def main(argv=None) -> int:
@@ -48,8 +38,8 @@ def main(argv=None) -> int:
             image, label = f["image"][()], acdc_to_canonical(f["label"][()])
         scores = []
         for k in range(8):
-            out = pipe(np.ascontiguousarray(transform(image, k)))["label_map"]
-            back = inverse(out, k)
+            out = pipe(dihedral(image, k))["label_map"]
+            back = dihedral_inverse(out, k)
             scores.append(float(np.nanmean([dice(back, label, c) for c in (1, 2)])))
         deviation = max(abs(s - scores[0]) for s in scores)
         deviations.append(deviation)

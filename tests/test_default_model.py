@@ -11,6 +11,7 @@ import pytest
 
 import halsr_hf
 from halsr_hf.evaluation.core import crop_contains
+from halsr_hf.pipeline_halsr import dihedral, dihedral_inverse
 
 #: ACDC test patients used here: 5 of the 20, 10 volumes (011 and 075 were the old model's worst).
 ACDC_PATIENTS = ["patient011", "patient033", "patient059", "patient075", "patient083"]
@@ -143,19 +144,10 @@ def test_bundled_model_is_orientation_invariant(acdc_dir, pipe, name):
     keep = [z for z in range(len(label)) if (label[z] == 2).sum() > 200][:3]
     image, label = image[keep], label[keep]
 
-    def transform(a, k):
-        a = np.rot90(a, k % 4, axes=(-2, -1))
-        return np.swapaxes(a, -2, -1) if k >= 4 else a
-
-    def inverse(a, k):
-        if k >= 4:
-            a = np.swapaxes(a, -2, -1)
-        return np.rot90(a, -(k % 4), axes=(-2, -1))
-
     scores = []
     for k in range(8):
-        out = pipe(np.ascontiguousarray(transform(image, k)))
-        back = inverse(out["label_map"], k)
+        out = pipe(dihedral(image, k))
+        back = dihedral_inverse(out["label_map"], k)
         scores.append(np.mean([dice(back, label, c) for c in (1, 2)]))
     assert max(abs(score - scores[0]) for score in scores) <= 0.02, f"mean Dice per orientation: {np.round(scores, 3)}"
     assert min(scores) >= 0.85, f"mean Dice per orientation: {np.round(scores, 3)}"

@@ -41,13 +41,19 @@ from .roi_stage import RoiResult, cavity_not_enclosed, keep_largest_component, o
 TASK = "cardiac-lv-segmentation"
 
 
-def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th of the 8 rotations/flips of the last two axes (k in 0..7)."""
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 rotations/flips of the last two axes (k in 0..7; a tensor or a numpy
+    array, returned as the same kind)."""
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(dihedral(torch.from_numpy(np.ascontiguousarray(x)), k).numpy())
     x = torch.rot90(x, k % 4, dims=(-2, -1))
     return x.transpose(-2, -1) if k >= 4 else x
 
 
-def _dihedral_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
+def dihedral_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Undo :func:`dihedral` ``k``."""
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(dihedral_inverse(torch.from_numpy(np.ascontiguousarray(x)), k).numpy())
     if k >= 4:
         x = x.transpose(-2, -1)
     return torch.rot90(x, -(k % 4), dims=(-2, -1))
@@ -225,7 +231,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
             crops, crop_boxes = processor.crop([normalized[i] for i in chunk], [boxes[i] for i in chunk])
             crops = crops.to(self.device, dtype=self.model.dtype)
             if tta:
-                logits = sum(_dihedral_inverse(self._run_segmentation(_dihedral(crops, k)), k) for k in range(8)) / 8
+                logits = sum(dihedral_inverse(self._run_segmentation(dihedral(crops, k)), k) for k in range(8)) / 8
             else:
                 logits = self._run_segmentation(crops)
             logits = logits.float().cpu()
