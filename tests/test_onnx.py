@@ -37,6 +37,10 @@ def test_export_onnx_command_matches_torch(memory_pipe, tmp_path, capsys):
         assert (tmp_path / "onnx" / summary["files"][name]["path"]).is_file()
         assert summary["files"][name]["max_abs_diff_vs_torch"] < MAX_ABS_DIFF
     assert "max abs diff" in capsys.readouterr().out
+    # nothing is silently overwritten: a non-empty --out needs --overwrite
+    with pytest.raises(InputError, match="--out .* not empty.*--overwrite"):
+        export_onnx.main(["--model", str(folder), "--out", str(tmp_path / "onnx")])
+    assert export_onnx.main(["--model", str(folder), "--out", str(tmp_path / "onnx"), "--overwrite", "--no-check"]) == 0
     # independent check, with a batch size that was not used at export (dynamic batch axis)
     import onnxruntime as ort
 

@@ -22,6 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..atomic import atomic_folder, check_output_folder
 from ..onnx_backend import OPSET, _wrappers, export_roi, export_segmentation, is_localizer, parity  # noqa: F401
 
 
@@ -72,7 +73,9 @@ def main(argv=None) -> int:
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     parser.add_argument("--size", type=int, default=None, help="segmentation input side (default: the image processor's size)")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch parity check")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     args = parser.parse_args(argv)
+    check_output_folder(args.out, args.overwrite, "--out")
     from .. import load_pipeline
     from ..errors import InputError
 
@@ -82,8 +85,9 @@ def main(argv=None) -> int:
         raise InputError(str(error)) from None
     except OSError as error:
         raise InputError(f"--model {args.model}: cannot load a model there ({error})") from None
-    summary = export_pipeline_models(pipe.model, pipe.roi_model, args.out, pipe.image_processor, args.opset, not args.no_check,
-                                     args.size)
+    with atomic_folder(args.out) as staged:  # written beside --out, renamed into place when complete
+        summary = export_pipeline_models(pipe.model, pipe.roi_model, staged, pipe.image_processor, args.opset,
+                                         not args.no_check, args.size)
     for name, info in summary["files"].items():
         diff = info.get("max_abs_diff_vs_torch")
         print(f"{name}: {Path(args.out) / info['path']}" + ("" if diff is None else f" (max abs diff vs torch {diff:.2e})"))
