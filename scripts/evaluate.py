@@ -3,13 +3,14 @@
 docs/evaluation.md)."""
 
 import sys
+from pathlib import Path
 
-from halsr_hf.errors import InputError
-from halsr_hf.evaluation.run import main
+try:
+    import halsr_hf  # noqa: F401
+except ImportError:  # a plain checkout: use src/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from halsr_hf.cli import main  # noqa: E402  (the entry point of `halsr-hf evaluate`: flags in messages, --verbose)
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except InputError as error:
-        print(f"evaluate.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

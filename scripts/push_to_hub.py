@@ -8,8 +8,14 @@ The same as ``halsr-hf push-to-hub``; see ``python scripts/push_to_hub.py --help
 """
 
 import sys
+from pathlib import Path
 
-from halsr_hf.hub import main
+try:
+    import halsr_hf  # noqa: F401
+except ImportError:  # a plain checkout: use src/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from halsr_hf.cli import main  # noqa: E402  (the entry point of `halsr-hf push-to-hub`: flags in messages, --verbose)
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(["push-to-hub", *sys.argv[1:]]))

@@ -13,7 +13,7 @@ try:
 except ImportError:  # a plain checkout: use src/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from halsr_hf.training.train_roi import main
+from halsr_hf.cli import main  # noqa: E402  (the entry point of `halsr-hf train-roi`: flags in messages, --verbose)
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(["train-roi", *sys.argv[1:]]))

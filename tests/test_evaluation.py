@@ -373,3 +373,18 @@ def test_box_and_statistics_helpers():
     assert a["bias"] == pytest.approx(1.5) and a["mae"] == pytest.approx(2.0) and a["n"] == 4
     assert a["r"] == pytest.approx(np.corrcoef([50, 60, 40, 55], [52, 59, 45, 55])[0, 1])
     assert a["loa_high"] - a["bias"] == pytest.approx(1.96 * np.std([2, -1, 5, 0], ddof=1))
+
+
+def test_scripts_are_the_cli_and_name_flags(tmp_path):
+    """``python scripts/evaluate.py`` is ``halsr-hf evaluate``: its messages name CLI flags."""
+    import subprocess
+    import sys
+
+    from .conftest import REPO_ROOT
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), "--dataset-dir", str(tmp_path),
+                             "--out-dir", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "--overwrite" in result.stderr and "overwrite=True" not in result.stderr, result.stderr
