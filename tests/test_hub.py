@@ -497,4 +497,6 @@ def test_cli_and_script_dispatch(tmp_path):
     assert cli_main(["push-to-hub", "space", "--repo-id", "x/y", "--space-dir", str(tmp_path),
                      "--dry-run", str(tmp_path / "o")]) == 2
     script = Path(__file__).resolve().parents[1] / "scripts" / "push_to_hub.py"
-    assert "from halsr_hf.hub import main" in script.read_text()
+    result = subprocess.run([sys.executable, str(script), "space", "--repo-id", "x/y", "--space-dir", str(tmp_path),
+                             "--dry-run", str(tmp_path / "o2")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "halsr-hf push-to-hub" in result.stderr, result.stderr  # the same entry point
