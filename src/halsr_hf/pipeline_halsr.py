@@ -36,7 +36,15 @@ from .errors import InputError
 from .image_io import load_input, save_mask
 from .modeling_halsr import HalsrForSemanticSegmentation
 from .modeling_roi import LvRoiRegressor
-from .roi_stage import RoiResult, cavity_not_enclosed, keep_largest_component, order_flags, second_look_box, volume_consensus
+from .roi_stage import (
+    RoiResult,
+    cavity_not_enclosed,
+    keep_largest_component,
+    order_flags,
+    second_look_box,
+    touches_border,
+    volume_consensus,
+)
 
 TASK = "cardiac-lv-segmentation"
 
@@ -85,7 +93,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
     (ACDC validation, 20 volumes: LV-in-crop 97.0 % -> 98.0 %, MYO Dice 0.906 -> 0.909),
     ``second_look_offset`` 0.1, ``second_look_scale`` 1.25.
 
-    Every slice's result has ``qc`` (quality flags, :data:`halsr_hf.QC_FLAGS`) and a
+    Every slice's result has ``qc`` (quality flags, :data:`halsr_hf.roi_stage.QC_FLAGS`) and a
     ``message`` that says what was done.
     """
 
@@ -223,7 +231,8 @@ class CardiacLVSegmentationPipeline(Pipeline):
 
     def _segment(self, normalized: list, indices: list, boxes: list, tta: bool, batch_size: int) -> dict:
         """Segment crops of slices ``indices`` around ``boxes`` (None: the whole slice). Returns, per
-        index: the pasted label map, the crop's own label map, its crop box and class scores."""
+        index: the pasted label map with only its largest LV component, whether other components
+        were removed, the crop's own label map, its crop box and class scores."""
         out = {}
         processor = self.image_processor
         for start in range(0, len(indices), batch_size):
@@ -244,7 +253,8 @@ class CardiacLVSegmentationPipeline(Pipeline):
                     region = predicted[j] == class_id
                     if region.any():
                         scores[class_id] = float(probs[j, class_id][region].mean())
-                out[i] = (pasted[j], predicted[j].numpy(), crop_boxes[j].tolist(), scores)
+                label_map, several = keep_largest_component(pasted[j])
+                out[i] = (label_map, several, predicted[j].numpy(), crop_boxes[j].tolist(), scores)
         return out
 
     @torch.inference_mode()
@@ -271,23 +281,22 @@ class CardiacLVSegmentationPipeline(Pipeline):
                                          self.consensus_max_offset, self.consensus_extend_threshold)
         else:
             results = [RoiResult(box=None, probability=1.0, found=True, flags=["no_roi_model"]) for _ in range(count)]
+        whole_slice = not (use_roi and self.roi_model is not None)
         boxes = [r.box if r.found else None for r in results]
         looks = [0] * count
         segmented = {}
         active = [i for i in range(count) if results[i].found]
-        for look in range(1 + max(int(second_look), 0)):
+        extra_looks = 0 if whole_slice else max(int(second_look), 0)  # nothing to re-crop around a whole slice
+        for look in range(1 + extra_looks):
             if not active:
                 break
             segmented.update(self._segment(normalized, active, boxes, tta, batch_size))
-            if look == int(second_look) or boxes[active[0]] is None and not use_roi:
+            if look == extra_looks:
                 break
             again = []
             for i in active:
-                if results[i].box is None and "no_roi_model" in results[i].flags:
-                    continue
-                label_map, crop_prediction, crop_box, _ = segmented[i]
-                box = second_look_box(crop_prediction, crop_box, keep_largest_component(label_map)[0], margin,
-                                                self.second_look_offset, self.second_look_scale)
+                label_map, _, crop_prediction, crop_box, _ = segmented[i]
+                box = second_look_box(crop_prediction, crop_box, label_map, margin, self.second_look_offset, self.second_look_scale)
                 if box is not None:
                     boxes[i], looks[i] = box, looks[i] + 1
                     again.append(i)
@@ -307,12 +316,10 @@ class CardiacLVSegmentationPipeline(Pipeline):
                     else "no LV found: the ROI stage returned no box; nothing segmented"
                 )
                 continue
-            label_map, crop_prediction, crop_box, class_scores = segmented[i]
-            label_map, several = keep_largest_component(label_map)
-            lv = crop_prediction > 0
+            label_map, several, crop_prediction, _, class_scores = segmented[i]
             if looks[i]:
                 flags.append("second_look")
-            if lv[:1].any() or lv[-1:].any() or lv[:, :1].any() or lv[:, -1:].any():
+            if touches_border(crop_prediction):
                 flags.append("mask_touches_crop_border")
             if several:
                 flags.append("several_components")
@@ -322,13 +329,13 @@ class CardiacLVSegmentationPipeline(Pipeline):
             scores.append(class_scores)
             roi.append(None if boxes[i] is None else [int(round(float(v))) for v in boxes[i]])
             qc.append(order_flags(flags))
-            messages.append(_message(result, label_map, looks[i], flags, use_roi and self.roi_model is not None))
+            messages.append(_message(result, label_map, looks[i], flags, not whole_slice))
         found = [bool(results[i].found and label_maps[i].any()) if i in segmented else False for i in range(count)]
         return {"label_maps": label_maps, "roi": roi, "lv_found": found,
                 "lv_probability": [None if "no_roi_model" in r.flags else r.probability for r in results],
                 "scores": scores, "qc": qc, "message": messages}
 
-    def postprocess(self, model_outputs, save_mask=None, overwrite=False, stack=False):
+    def postprocess(self, model_outputs, save_mask=None, overwrite=False):
         loaded = model_outputs["loaded"]
         id2label = {int(k): v for k, v in self.model.config.id2label.items()}
         results = []

@@ -31,13 +31,14 @@ crop's centre, or the crop made from the mask would differ in side by more than 
 ``second_look_scale``, the slice is cropped again around the mask's box and segmented again, at
 most ``second_look`` times. The output's ``roi`` is the box of the final crop.
 
-**Quality flags** (:func:`quality_flags`), the ``qc`` list of each slice:
+**Quality flags** (:data:`QC_FLAGS`), the ``qc`` list of each slice, set by the pipeline:
 ``low_roi_confidence`` (ROI probability below ``low_confidence``), ``box_corrected`` (volume
 consensus), ``second_look`` (the crop was made again), ``mask_touches_crop_border`` (still, after
-the last look), ``several_components`` (the LV mask had more than one component of at least
-``min_component_pixels``; only the largest is kept), ``cavity_not_enclosed`` (more than
-``enclosure_tolerance`` of the cavity's outline borders background rather than myocardium:
-normal at the base, a warning elsewhere), ``no_roi_model`` (the whole slice was segmented).
+the last look: :func:`touches_border`), ``several_components`` (the LV mask had more than one
+component of at least ``min_pixels`` of :func:`keep_largest_component`; only the largest is kept),
+``cavity_not_enclosed`` (more than ``tolerance`` of :func:`cavity_not_enclosed` of the cavity's
+outline borders background rather than myocardium: normal at the base, a warning elsewhere),
+``no_roi_model`` (the whole slice was segmented).
 """
 
 from dataclasses import dataclass, field
@@ -184,6 +185,12 @@ def mask_box(mask: np.ndarray) -> list | None:
     return [float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1])]
 
 
+def touches_border(crop_prediction: np.ndarray, border: int = 1) -> bool:
+    """Whether the LV (any non-zero label) of a crop's label map reaches its outer ``border`` pixels."""
+    lv = crop_prediction > 0
+    return bool(lv[:border].any() or lv[-border:].any() or lv[:, :border].any() or lv[:, -border:].any())
+
+
 def second_look_box(crop_prediction: np.ndarray, crop_box, label_map: np.ndarray, margin: float,
                     max_offset: float = 0.1, max_scale: float = 1.25, border: int = 1):
     """The box to crop again around, or None when the crop is good (see the module docstring).
@@ -192,8 +199,7 @@ def second_look_box(crop_prediction: np.ndarray, crop_box, label_map: np.ndarray
     box = mask_box(label_map > 0)
     if box is None:
         return None
-    lv = crop_prediction > 0
-    touches = bool(lv[:border].any() or lv[-border:].any() or lv[:, :border].any() or lv[:, -border:].any())
+    touches = touches_border(crop_prediction, border)
     x0, y0, x1, y1 = (float(v) for v in crop_box)
     side = x1 - x0
     mx, my, mside = _centre_side(box)
