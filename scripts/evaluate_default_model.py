@@ -27,14 +27,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: configuration name -> (extra evaluate flags, description)
+#: configuration name -> (extra evaluate flags, description); ``{regressor}`` is --regressor's folder
 RUNS = {
     "default": ([], "localiser + volume consensus + second look (the pipeline's defaults)"),
     "no_second_look": (["--second-look", "0"], "localiser + volume consensus"),
     "no_consensus": (["--no-consensus"], "localiser + second look"),
     "localiser_only": (["--second-look", "0", "--no-consensus"], "localiser alone"),
-    "regressor": (None, "the paper's box regressor + volume consensus + second look"),
-    "regressor_only": (None, "the paper's box regressor alone"),
+    "regressor": (["--roi-model", "{regressor}"], "the paper's box regressor + volume consensus + second look"),
+    "regressor_only": (["--roi-model", "{regressor}", "--second-look", "0", "--no-consensus"],
+                       "the paper's box regressor alone"),
     "no_roi": (["--no-roi"], "no ROI stage: the whole slice, padded to a square"),
 }
 VALIDATION_RUNS = ["default", "no_second_look", "no_consensus", "localiser_only"]
@@ -104,9 +105,6 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="run only these configurations")
     args = parser.parse_args(argv)
 
-    RUNS["regressor"] = (["--roi-model", str(args.regressor)] if args.regressor else None, RUNS["regressor"][1])
-    RUNS["regressor_only"] = (["--roi-model", str(args.regressor), "--second-look", "0", "--no-consensus"]
-                              if args.regressor else None, RUNS["regressor_only"][1])
     ablation = args.out / "ablation"
     ablation.mkdir(parents=True, exist_ok=True)
     print(f"load average before: {os.getloadavg()}", flush=True)
@@ -114,8 +112,9 @@ def main(argv=None) -> int:
     plan = [("validation", name) for name in VALIDATION_RUNS] + [("test", name) for name in RUNS]
     for split, name in plan:
         flags = RUNS[name][0]
-        if flags is None or (args.only and name not in args.only):
+        if (args.only and name not in args.only) or ("{regressor}" in flags and not args.regressor):
             continue
+        flags = [str(args.regressor) if flag == "{regressor}" else flag for flag in flags]
         with tempfile.TemporaryDirectory(prefix="halsr-eval-") as tmp:
             out_dir = Path(tmp) / "out"
             wall = evaluate(args, split, flags, out_dir, extra=split == "test")

@@ -258,7 +258,7 @@ class LocalizerDataset(Dataset):
         self.source = source
         self.roi_size = int(roi_size)
         self.train = train
-        self.augment = augment if augment is not None else AugmentConfig(scale_range=(0.7, 1.4))
+        self.augment = augment if augment is not None else AugmentConfig()
         self.pad_scale_range = tuple(pad_scale_range)
         self.pad_prob = float(pad_prob)
         unknown_box = np.asarray(source.has_lv, dtype=bool) & ~np.asarray(source.myocardium_annotated, dtype=bool)
