@@ -224,3 +224,104 @@ def test_torchrun_two_processes(dataset_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "model.safetensors").is_file() and (out / "all_results.json").is_file()
     assert "world_size: 2" in (out / "command.txt").read_text()
+
+
+# -- resuming and the training mix ---------------------------------------------------------------
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(dataset_dir, tmp_path):
+    """A run killed with SIGKILL after its second checkpoint, then ``--resume`` with the same command:
+    it continues from that checkpoint (not from step 0), keeps the first command, and adds up steps
+    and wall time over both sessions."""
+    import signal
+    import time
+
+    out = tmp_path / "resumed"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT / "src"))
+    command = [sys.executable, "-m", "halsr_hf.cli", "train", "--dataset-dir", str(dataset_dir), "--output-dir", str(out),
+               "--max-steps", "40", "--save-steps", "2", "--save-total-limit", "3", *FAST]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "checkpoint-4" / "run_progress.json").exists():
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert 4 <= max(killed) < 40 and not (out / "all_results.json").exists()
+    first = json.loads((out / f"checkpoint-{max(killed)}" / "run_progress.json").read_text())
+
+    result = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"--resume: continuing from {out / f'checkpoint-{max(killed)}'}" in result.stdout
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 40
+    lines = (out / "command.txt").read_text().splitlines()
+    assert lines[0].startswith("command: halsr-hf train") and "--resume" not in lines[0]
+    assert sum(line.startswith("resumed: ") for line in lines) == 1 and "--resume" in lines[-1]
+    run_args = json.loads((out / "run_args.json").read_text())
+    assert "--resume" not in run_args["argv"] and run_args["global_step"] == 40 and run_args["finished"]
+    sessions = run_args["sessions"]
+    assert len(sessions) == 2 and sessions[1]["first_step"] == max(killed) and sessions[1]["last_step"] == 40
+    assert run_args["wall_s_total"] == pytest.approx(first["wall_s"] + sessions[1]["wall_s"], abs=0.05)
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["train_wall_s_total"] >= results["train_wall_s"]
+
+
+def test_resume_without_a_checkpoint_starts_fresh_and_time_limit_counts_earlier_sessions(dataset_dir, tmp_path):
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from halsr_hf.training.callbacks import TimeLimitCallback
+    from halsr_hf.training.train import main
+
+    out = tmp_path / "fresh"
+    assert main(["--dataset-dir", str(dataset_dir), "--output-dir", str(out), "--max-steps", "2", "--resume", "True", *FAST]) == 0
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    # a budget already spent by earlier sessions stops the resumed one at its first step
+    args, state, control = TrainingArguments(str(tmp_path / "x"), eval_strategy="steps"), TrainerState(), TrainerControl()
+    spent = TimeLimitCallback(60, elapsed_before=61)
+    spent.on_train_begin(args, state, control)
+    assert spent.on_step_end(args, state, control).should_training_stop and control.should_evaluate
+    fresh, control = TimeLimitCallback(60, elapsed_before=0), TrainerControl()
+    fresh.on_train_begin(args, state, control)
+    assert not fresh.on_step_end(args, state, control).should_training_stop
+
+
+def test_mix_weights_and_per_source_validation(dataset_dir, acdc_dir, tmp_path):
+    """Two dataset folders as one training mix: the weights repeat or subsample each source's rows,
+    validation is reported per source, and the best checkpoint is chosen on their mean."""
+    from halsr_hf.data import save_dataset
+    from halsr_hf.data.schema import build_dataset_dict, make_row
+    from halsr_hf.training.data import ConcatSource, DatasetSource, weighted_rows
+    from halsr_hf.data.card import load_split
+    from halsr_hf.training.train import main, parse_weights
+
+    rows = {}
+    for split, names in (("train", TRAIN_SLICES[:4]), ("validation", VAL_SLICES[:2])):
+        rows[split] = [make_row(np.ascontiguousarray(image[::-1]), np.ascontiguousarray(label[::-1]), name=n, patient_id="other" + n[7:10],
+                                source="other-vendor", phase="unknown", slice_index=i, num_slices=4)
+                       for i, (n, (image, label)) in enumerate(zip(names, load_acdc_slices(acdc_dir, names)))]
+    other = save_dataset(build_dataset_dict(rows, "other-vendor"), tmp_path / "other")
+
+    mix = ConcatSource([DatasetSource(load_split(str(dataset_dir), "train")), DatasetSource(load_split(str(other), "train"))])
+    names = mix.source_names
+    assert (names == "acdc-ssl4mis").sum() == len(TRAIN_SLICES) and (names == "other-vendor").sum() == 4
+    rows = weighted_rows(names, {"other-vendor": 2.5, "acdc-ssl4mis": 0.5}, seed=1)
+    assert (names[rows] == "other-vendor").sum() == 10 and (names[rows] == "acdc-ssl4mis").sum() == len(TRAIN_SLICES) // 2
+    assert len(set(rows[names[rows] == "acdc-ssl4mis"].tolist())) == len(TRAIN_SLICES) // 2  # a subset, no repeat
+    assert parse_weights("a=1, b=0.5") == {"a": 1.0, "b": 0.5}
+    with pytest.raises(Exception, match="SOURCE=WEIGHT"):
+        parse_weights("a:1")
+    with pytest.raises(ValueError, match="not in the data"):
+        weighted_rows(names, {"acdc": 1.0})
+
+    out = tmp_path / "mix"
+    assert main(["--dataset-dir", f"{dataset_dir},{other}", "--dataset-weights", "other-vendor=2", "--output-dir", str(out),
+                 "--max-steps", "2", *FAST]) == 0
+    results = json.loads((out / "all_results.json").read_text())
+    for source in ("acdc-ssl4mis", "other-vendor"):
+        assert 0.0 <= results[f"eval_{source}_dice_mean"] <= 1.0 and f"eval_{source}_dice_myocardium" in results
+    assert results["eval_dice_mean"] == pytest.approx((results["eval_acdc-ssl4mis_dice_mean"] + results["eval_other-vendor_dice_mean"]) / 2)
+    run_args = json.loads((out / "run_args.json").read_text())
+    with_lv = mix.has_lv & mix.myocardium_annotated
+    assert run_args["train_slices"] == with_lv[names == "acdc-ssl4mis"].sum() + 2 * with_lv[names == "other-vendor"].sum()
+    assert run_args["eval_slices_per_source"] == {"acdc-ssl4mis": len(VAL_SLICES), "other-vendor": 2}

@@ -88,6 +88,7 @@ class DatasetSource:
             self.myocardium_annotated = np.asarray(self.dataset["myocardium_annotated"], dtype=bool)
         else:
             self.myocardium_annotated = np.ones(len(self.dataset), dtype=bool)
+        self.source_names = np.asarray(self.dataset["source"] if "source" in columns else ["dataset"] * len(self.dataset), dtype=object)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -123,6 +124,60 @@ class ArraySource:
         shape = tuple(self.shapes[index])
         image = dequantize(self.images[start:stop].reshape(shape), *self.ranges[index])
         return image, self.labels[start:stop].reshape(shape)
+
+
+def source_names(source) -> np.ndarray:
+    """The ``source`` column of every row of a source (``"arrays"`` for an arrays file)."""
+    names = getattr(source, "source_names", None)
+    return np.asarray(names if names is not None else ["arrays"] * len(source), dtype=object)
+
+
+class ConcatSource:
+    """Several sources as one (e.g. ``--dataset-dir data/acdc,data/myops2020``); ``rows`` selects rows
+    of the concatenation and may repeat them (the training mix's sampling weights, see
+    :func:`weighted_rows`) or keep a subset (one source's validation rows)."""
+
+    def __init__(self, sources, rows=None):
+        self.sources = list(sources)
+        self.offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.sources])]).astype(np.int64)
+        self.rows = np.arange(self.offsets[-1]) if rows is None else np.asarray(rows, dtype=np.int64)
+        def column(name):
+            return np.concatenate([np.asarray(getattr(s, name), dtype=bool) for s in self.sources])[self.rows]
+        self.has_lv = column("has_lv")
+        self.myocardium_annotated = column("myocardium_annotated")
+        self.source_names = np.concatenate([source_names(s) for s in self.sources])[self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def select(self, rows) -> "ConcatSource":
+        return ConcatSource(self.sources, self.rows[np.asarray(rows, dtype=np.int64)])
+
+    def get(self, index: int) -> tuple:
+        row = int(self.rows[index])
+        k = int(np.searchsorted(self.offsets, row, side="right")) - 1
+        return self.sources[k].get(row - int(self.offsets[k]))
+
+
+def weighted_rows(names: np.ndarray, weights: dict, seed: int = 0) -> np.ndarray:
+    """Row indices of one training epoch of a mix: the rows of source ``s`` repeated ``weights[s]``
+    times (1 for a source not named); a fractional part takes that fraction of the source's rows,
+    drawn once with ``seed``. Weight 0 leaves a source out. Augmentation makes repeats differ."""
+    unknown = sorted(set(weights) - set(names.tolist()))
+    if unknown:
+        raise ValueError(f"--dataset-weights names sources that are not in the data: {unknown}; sources: {sorted(set(names.tolist()))}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name in sorted(set(names.tolist())):
+        own = np.nonzero(names == name)[0]
+        weight = float(weights.get(name, 1.0))
+        if weight < 0:
+            raise ValueError(f"--dataset-weights: {name} has a negative weight {weight}")
+        whole, fraction = int(weight), weight - int(weight)
+        rows += [own] * whole
+        if fraction > 0:
+            rows.append(np.sort(rng.choice(own, size=int(round(fraction * len(own))), replace=False)))
+    return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
 
 # -- torch datasets -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ..configuration_roi import LvRoiConfig
 from ..image_processing_halsr import HalsrImageProcessor
 from ..modeling_roi import LvRoiRegressor
 from .data import RoiDataset
-from .train import TRAINING_DEFAULTS, augment_config, limit, load_source, parse, train_and_save
+from .train import TRAINING_DEFAULTS, augment_config, limit, load_source, parse, train_and_save, train_source
 
 ROI_DEFAULTS = dict(TRAINING_DEFAULTS)
 ROI_DEFAULTS["output_dir"] = "runs/roi"
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     model = build_model(model_args)
     roi_size = model.config.image_size
     train_dataset = limit(
-        RoiDataset(load_source(data_args, data_args.train_split, "roi"), roi_size=roi_size, train=data_args.augment, augment=augment_config(data_args)),
+        RoiDataset(train_source(data_args, "roi", training_args.seed), roi_size=roi_size, train=data_args.augment, augment=augment_config(data_args)),
         data_args.max_train_samples,
     )
     eval_dataset = None
