@@ -365,3 +365,25 @@ def test_overfits_one_real_acdc_batch(acdc_dir):
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
     assert isinstance(halsr_hf.__version__, str)
+
+
+def test_channels_last_gives_the_same_logits_and_gradients_on_real_slices(acdc_dir):
+    """Training runs channels_last on the CPU too (train.py): it must be a memory layout, not another
+    function. The bundled model, real ACDC crops: logits and a gradient match NCHW within 1e-4."""
+    from halsr_hf import default_model_dir
+    from halsr_hf.image_processing_halsr import normalize_intensity
+
+    model = HalsrForSemanticSegmentation.from_pretrained(default_model_dir()).eval()
+    names = [f"patient003_frame01_slice_{k}" for k in (2, 4, 6)]
+    crops = [torch.from_numpy(normalize_intensity(image)[40:168, 40:168].copy()) for image, _ in load_acdc_slices(acdc_dir, names)]
+    pixel_values = torch.stack(crops)[:, None]
+    labels = torch.zeros(len(names), 128, 128, dtype=torch.long)
+    reference = model(pixel_values=pixel_values, labels=labels)
+    reference.loss.backward()
+    grad = model.head.weight.grad.clone()
+    model.zero_grad()
+    model_cl = model.to(memory_format=torch.channels_last)
+    output = model_cl(pixel_values=pixel_values.contiguous(memory_format=torch.channels_last), labels=labels)
+    output.loss.backward()
+    assert torch.allclose(output.logits, reference.logits, atol=1e-4)
+    assert torch.allclose(model_cl.head.weight.grad, grad, atol=1e-4, rtol=1e-4)
