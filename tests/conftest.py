@@ -26,6 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("HALSR_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 ACDC_DIR = DATA_DIR / "acdc-ssl4mis"
 SUNNYBROOK_DIR = DATA_DIR / "sunnybrook"
+MYOPS_DIR = DATA_DIR / "myops2020"
+EMIDEC_DIR = DATA_DIR / "emidec"
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +42,20 @@ def sunnybrook_dir() -> Path:
     if not (SUNNYBROOK_DIR / "dicoms").is_dir():
         pytest.skip(f"real Sunnybrook data not found at {SUNNYBROOK_DIR}")
     return SUNNYBROOK_DIR
+
+
+@pytest.fixture(scope="session")
+def myops_dir() -> Path:
+    if not (MYOPS_DIR / "Case3001").is_dir():
+        pytest.skip(f"real MyoPS 2020 data not found at {MYOPS_DIR}")
+    return MYOPS_DIR
+
+
+@pytest.fixture(scope="session")
+def emidec_dir() -> Path:
+    if not (EMIDEC_DIR / "train").is_dir():
+        pytest.skip(f"real EMIDEC data not found at {EMIDEC_DIR}")
+    return EMIDEC_DIR
 
 
 def load_acdc_slices(acdc_dir: Path, names: list) -> list:

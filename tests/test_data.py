@@ -1,5 +1,6 @@
-"""halsr_hf.data: real ACDC (SSL4MIS) and Sunnybrook conversions, generated original-layout ACDC
-and LVQuan files, the schema, round trips, atomic saving, the CLI."""
+"""halsr_hf.data: real ACDC (SSL4MIS), Sunnybrook, MyoPS 2020 and EMIDEC conversions (the last two on
+a few patients), generated original-layout ACDC and LVQuan files, the schema, round trips, atomic
+saving, the CLI."""
 
 import json
 import os
@@ -23,7 +24,9 @@ from halsr_hf.data import (
     label_names_from_info,
     prepare_acdc,
     prepare_acdc_ssl4mis,
+    prepare_emidec,
     prepare_lvquan,
+    prepare_myops2020,
     prepare_sunnybrook,
     read_acdc_volume,
     save_dataset,
@@ -223,6 +226,260 @@ def test_sunnybrook_unreadable_dicom_names_the_file(sunnybrook_dir, tmp_path):
     broken.write_bytes(b"garbage" * 10)
     with pytest.raises(InputError, match=f"{broken.name}: unreadable or truncated DICOM"):
         prepare_sunnybrook(source, num_proc=1)
+
+
+# ---------------------------------------------------------------- real MyoPS 2020 (3 of 45 cases)
+
+MYOPS_CASES = ("Case3001", "Case3002", "Case3011")  # 5, 3 and 2 slices; LSP, PSR and LSP voxel orientations
+
+
+def _myops_subset(myops_dir, root, cases=MYOPS_CASES, copy=()):
+    """A MyoPS layout of a few real cases (symlinked folders; the cases in ``copy`` as copied files
+    that a test may break)."""
+    import shutil
+
+    root.mkdir(parents=True)
+    for case in cases:
+        if case in copy:
+            shutil.copytree(myops_dir / case, root / case)
+        else:
+            os.symlink(myops_dir / case, root / case)
+    return root
+
+
+@pytest.fixture(scope="module")
+def myops_subset(myops_dir, tmp_path_factory):
+    """(source folder, DatasetDict): three real cases, one per split (ratios 1/3 each, seed 0)."""
+    source = _myops_subset(myops_dir, tmp_path_factory.mktemp("myops") / "myops2020")
+    return source, prepare_myops2020(source, ratios=(0.34, 0.33, 0.33), num_proc=1)
+
+
+def test_myops_rows_orientation_spacing_and_labels_by_name(myops_subset, myops_dir):
+    """Each row is the pipeline's reading of the same file (image_io.load_input: data[:, :, k].T),
+    its spacing the header's, and its label the gd mapped by name (2221 scar -> myocardium...)."""
+    import nibabel as nib
+
+    from halsr_hf.image_io import load_input
+
+    _, dsdict = myops_subset
+    _assert_no_patient_overlap(dsdict)
+    seen = {}
+    for ds in dsdict.values():
+        assert ds.features == features() and label_names_from_info(ds.info) == LABEL_NAMES
+        for row in ds.with_format("numpy"):
+            case, source, k = row["patient_id"], row["source"], int(row["slice_index"])
+            seen.setdefault(case, set()).add(source)
+            sequence = {"myops2020-cine": "C0", "myops2020-lge": "LGE"}[source]
+            path = myops_dir / case / f"{case}_{sequence}.nii.gz"
+            loaded = load_input(path)  # what the pipeline reads at inference
+            assert row["num_slices"] == len(loaded.slices) and row["phase"] == "unknown"
+            assert row["image"].tobytes() == loaded.slices[k].tobytes()
+            volume = nib.load(str(path))
+            assert np.array_equal(row["image"], np.asarray(volume.dataobj)[:, :, k].T.astype(np.float32))
+            zooms = volume.header.get_zooms()
+            assert tuple(row["pixel_spacing"]) == pytest.approx((zooms[1], zooms[0])) and 0.7 < zooms[0] < 0.8
+            assert row["slice_thickness"] == pytest.approx(zooms[2]) and 11.9 < zooms[2] < 23.1
+            gd = np.asarray(nib.load(str(myops_dir / case / f"{case}_gd.nii.gz")).dataobj)[:, :, k].T
+            assert row["label"].shape == gd.shape == row["image"].shape
+            for value, expected in ((500, 1), (200, 2), (1220, 2), (2221, 2), (600, 0), (0, 0)):
+                assert set(np.unique(row["label"][gd == value]).tolist()) <= {expected}
+            assert row["has_lv"] and row["myocardium_annotated"] and row["group"] is None
+    # one row per slice per sequence; both sequences of a case in its one split
+    assert seen == {case: {"myops2020-cine", "myops2020-lge"} for case in MYOPS_CASES}
+    assert sum(len(ds) for ds in dsdict.values()) == 2 * (5 + 3 + 2)
+    # a scar pixel (2221) becomes myocardium
+    gd = np.asarray(nib.load(str(myops_dir / "Case3001" / "Case3001_gd.nii.gz")).dataobj)
+    z = int(np.argmax((gd == 2221).sum(axis=(0, 1))))
+    x, y = (int(v[0]) for v in np.nonzero(gd[:, :, z] == 2221))
+    split = next(s for s, ds in dsdict.items() if "Case3001" in _patients(ds))
+    row = next(r for r in dsdict[split].with_format("numpy") if r["patient_id"] == "Case3001" and r["slice_index"] == z)
+    assert row["label"][y, x] == 2
+    # with keep_rv the RV cavity (600) is 3
+    rv = prepare_myops2020(myops_subset[0], sequences=("C0",), keep_rv=True, ratios=(0.34, 0.33, 0.33), num_proc=1)
+    assert label_names_from_info(rv["train"].info)[3] == "rv_cavity"
+    assert any((row["label"] == 3).any() for ds in rv.values() for row in ds.with_format("numpy"))
+
+
+def test_myops_splits_by_patient_reproducible_and_independent_of_sequences(myops_subset, myops_dir):
+    from halsr_hf.data import myops_splits
+
+    source, dsdict = myops_subset
+    # the default split of the 45 real cases: 31 / 6 / 8, disjoint, seeded
+    full = myops_splits(myops_dir)
+    assert {s: len(ids) for s, ids in full.items()} == {"train": 31, "validation": 6, "test": 8}
+    assert sorted(sum(full.values(), [])) == sorted(p.name for p in myops_dir.iterdir() if p.name.startswith("Case"))
+    assert myops_splits(myops_dir) == full and myops_splits(myops_dir, split_seed=1) != full
+    # the conversion uses that split, records it, and one sequence alone is split the same way
+    subset = myops_splits(source, (0.34, 0.33, 0.33))
+    assert {s: sorted(_patients(ds)) for s, ds in dsdict.items()} == subset
+    assert f"test (1 patients): {subset['test'][0]}" in dsdict["test"].info.description
+    lge = prepare_myops2020(source, sequences=["LGE"], ratios=(0.34, 0.33, 0.33), num_proc=1)
+    assert {s: sorted(_patients(ds)) for s, ds in lge.items()} == subset
+    assert {source for ds in lge.values() for source in ds["source"]} == {"myops2020-lge"}
+    with pytest.raises(InputError, match="sequences: expected one or more of"):
+        prepare_myops2020(source, sequences=["T2"])
+
+
+def test_myops_bad_files_name_the_file(myops_dir, tmp_path):
+    import nibabel as nib
+
+    source = _myops_subset(myops_dir, tmp_path / "m", cases=("Case3011",), copy=("Case3011",))
+    assert len(prepare_myops2020(source, ratios=(1.0, 0.0, 0.0), num_proc=1)["train"]) == 4
+    gd_path = source / "Case3011" / "Case3011_gd.nii.gz"
+    gd = nib.load(str(gd_path))
+    original = np.asarray(gd.dataobj).copy()  # read before the file is replaced below
+    data = original.copy()
+    data[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(data, gd.affine, gd.header), str(gd_path))
+    with pytest.raises(InputError, match=r"Case3011_gd\.nii\.gz: unexpected label values \[7\]"):
+        prepare_myops2020(source, num_proc=1)
+    nib.save(nib.Nifti1Image(data[:-1], gd.affine, gd.header), str(gd_path))
+    with pytest.raises(InputError, match=r"Case3011_gd\.nii\.gz: label shape .* differs .*Case3011_C0\.nii\.gz"):
+        prepare_myops2020(source, num_proc=1)
+    shifted = gd.affine.copy()
+    shifted[0, 3] += 5
+    nib.save(nib.Nifti1Image(original, shifted, gd.header), str(gd_path))
+    with pytest.raises(InputError, match=r"Case3011_gd\.nii\.gz: label affine differs"):
+        prepare_myops2020(source, num_proc=1)
+    gd_path.write_bytes(b"not a nifti")
+    with pytest.raises(InputError, match=r"Case3011_gd\.nii\.gz: unreadable or truncated NIfTI"):
+        prepare_myops2020(source, num_proc=1)
+    gd_path.unlink()
+    with pytest.raises(InputError, match=r"Case3011_gd\.nii\.gz: no such file"):
+        prepare_myops2020(source, num_proc=1)
+    nib.save(nib.Nifti1Image(original, gd.affine, gd.header), str(gd_path))
+    (source / "Case3011" / "Case3011_LGE.nii.gz").unlink()
+    assert len(prepare_myops2020(source, sequences=["C0"], ratios=(1.0, 0.0, 0.0), num_proc=1)["train"]) == 2
+    with pytest.raises(InputError, match=r"Case3011_LGE\.nii\.gz: no such file"):
+        prepare_myops2020(source, sequences=["LGE"], num_proc=1)
+    with pytest.raises(InputError, match="no CaseNNNN folders"):
+        prepare_myops2020(tmp_path)
+
+
+def test_cli_myops2020(myops_dir, tmp_path, capsys):
+    source = _myops_subset(myops_dir, tmp_path / "src", cases=MYOPS_CASES[1:])
+    out = tmp_path / "myops"
+    assert prepare_main(["myops2020", "--source", str(source), "--out", str(out), "--ratios", "0.5,0,0.5",
+                         "--sequence", "C0", "--sequence", "LGE", "--keep-rv", "--num-proc", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "myops2020-cine: 3, myops2020-lge: 3" in printed or "myops2020-cine: 2, myops2020-lge: 2" in printed
+    loaded = datasets.load_from_disk(str(out))
+    assert set(loaded) == {"train", "test"} and loaded["train"].features == features(keep_rv=True)
+    assert sum(len(ds) for ds in loaded.values()) == 2 * (3 + 2)
+    card = (out / "README.md").read_text()
+    for text in ("license: other", "MyoPS 2020", "Zhuang", "Li, Lei", "myops2020-lge", "Patient-level split: split_patients(seed=0",
+                 "challenge's terms", "prepare myops2020"):
+        assert text in card, text
+    with pytest.raises(InputError, match="--sequence applies to myops2020 only"):
+        prepare_main(["emidec", "--source", str(source), "--out", str(tmp_path / "x"), "--sequence", "C0"])
+
+
+# ---------------------------------------------------------------- real EMIDEC (4 of 100 patients)
+
+EMIDEC_TRAIN = ("Case_N037", "Case_P001", "Case_P002")  # normal, infarct, infarct + MVO
+EMIDEC_TEST = ("Case_N006",)
+
+
+def _emidec_subset(emidec_dir, root, train=EMIDEC_TRAIN, test=EMIDEC_TEST, copy=False):
+    import shutil
+
+    for patients, (images, masks) in ((train, ("train", "trainannot")), (test, ("val", "valannot"))):
+        for folder in (images, masks):
+            (root / folder).mkdir(parents=True)
+            for patient in patients:
+                for path in sorted((emidec_dir / folder).glob(f"{patient}_slice*.png")):
+                    (shutil.copy if copy else os.symlink)(path, root / folder / path.name)
+    return root
+
+
+def test_emidec_rows_labels_and_stacks(emidec_dir, tmp_path):
+    from PIL import Image
+
+    from halsr_hf.image_io import load_input
+
+    source = _emidec_subset(emidec_dir, tmp_path / "emidec")
+    dsdict = prepare_emidec(source, num_validation=1, split_seed=0, num_proc=1)
+    _assert_no_patient_overlap(dsdict)
+    assert _patients(dsdict["test"]) == set(EMIDEC_TEST)
+    assert {s: len(_patients(ds)) for s, ds in dsdict.items()} == {"train": 2, "validation": 1, "test": 1}
+    mapped_values = set()
+    for split, ds in dsdict.items():
+        assert ds.features == features() and label_names_from_info(ds.info) == LABEL_NAMES
+        assert set(ds["source"]) == {"emidec-lge"} and set(ds["phase"]) == {"unknown"}
+        assert set(ds["pixel_spacing"]) == {None} and set(ds["slice_thickness"]) == {None}
+        for row in ds.with_format("numpy"):
+            patient, k = row["patient_id"], int(row["slice_index"])
+            folder = "val" if split == "test" else "train"
+            name = f"{patient}_slice{k:03d}.png"
+            assert row["num_slices"] == len(list((source / folder).glob(f"{patient}_slice*.png")))
+            assert row["image"].tobytes() == load_input(source / folder / name).slices[0].tobytes()  # the pipeline's reading
+            mask = np.asarray(Image.open(source / f"{folder}annot" / name))
+            for value, expected in ((0, 0), (1, 1), (2, 2), (3, 2), (4, 2)):
+                assert set(np.unique(row["label"][mask == value]).tolist()) <= {expected}
+            mapped_values |= set(np.unique(mask).tolist())
+            assert row["group"] == ("NOR" if patient.startswith("Case_N") else "MINF")
+    assert mapped_values == {0, 1, 2, 3, 4}  # infarct (3) and MVO (4) seen, and mapped to myocardium
+
+
+def test_emidec_splits_by_patient_and_reproducible(emidec_dir):
+    from halsr_hf.data import emidec_splits
+
+    splits = emidec_splits(emidec_dir)
+    assert {s: len(ids) for s, ids in splits.items()} == {"train": 75, "validation": 10, "test": 15}
+    assert sorted(sum(splits.values(), [])) == sorted(
+        {p.name.split("_slice")[0] for folder in ("train", "val") for p in (emidec_dir / folder).glob("*.png")})
+    assert emidec_splits(emidec_dir) == splits
+    other = emidec_splits(emidec_dir, split_seed=1)
+    assert other["test"] == splits["test"] and other["validation"] != splits["validation"]
+    assert len(emidec_splits(emidec_dir, num_validation=0)["validation"]) == 0
+    with pytest.raises(InputError, match="num_validation: expected 0 to 84"):
+        emidec_splits(emidec_dir, num_validation=85)
+
+
+def test_emidec_bad_files_name_the_file(emidec_dir, tmp_path):
+    from PIL import Image
+
+    source = _emidec_subset(emidec_dir, tmp_path / "e", train=("Case_N037", "Case_P001"), copy=True)
+    assert len(prepare_emidec(source, num_validation=1, num_proc=1)["test"]) == 9
+    mask = source / "trainannot" / "Case_P001_slice002.png"
+    values = np.asarray(Image.open(mask)).copy()
+    values[0, 0] = 9
+    Image.fromarray(values).save(mask)
+    with pytest.raises(InputError, match=r"Case_P001_slice002\.png: unexpected label values \[9\]"):
+        prepare_emidec(source, num_validation=1, num_proc=1)
+    Image.fromarray(values[:-2]).save(mask)
+    with pytest.raises(InputError, match=r"trainannot/Case_P001_slice002\.png: mask shape \(254, 256\) differs .*train/Case_P001_slice002\.png"):
+        prepare_emidec(source, num_validation=1, num_proc=1)
+    Image.fromarray(np.stack([values] * 3, -1)).save(mask)
+    with pytest.raises(InputError, match=r"Case_P001_slice002\.png: expected a single-channel mask"):
+        prepare_emidec(source, num_validation=1, num_proc=1)
+    mask.unlink()
+    with pytest.raises(InputError, match=r"trainannot/Case_P001_slice002\.png: no such file"):
+        prepare_emidec(source, num_validation=1, num_proc=1)
+    (source / "train" / "Case_P001_slice002.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match=r"train/Case_P001_slice002\.png: unreadable or truncated image"):
+        prepare_emidec(source, num_validation=1, num_proc=1)
+    with pytest.raises(InputError, match=r"nothing/train: no such folder"):
+        prepare_emidec(tmp_path / "nothing")
+
+
+def test_cli_emidec(emidec_dir, tmp_path, capsys):
+    source = _emidec_subset(emidec_dir, tmp_path / "src")
+    out = tmp_path / "emidec"
+    assert prepare_main(["emidec", "--source", str(source), "--out", str(out), "--num-validation", "1",
+                         "--split-seed", "2", "--num-proc", "1"]) == 0
+    assert "validation    1 patients" in capsys.readouterr().out
+    loaded = datasets.load_from_disk(str(out))
+    assert set(loaded) == {"train", "validation", "test"} and loaded["test"].features == features()
+    assert _patients(loaded["test"]) == set(EMIDEC_TEST)
+    card = (out / "README.md").read_text()
+    for text in ("license: other", "EMIDEC", "Lalande", "emidec-lge", "`pixel_spacing` and `slice_thickness` are null",
+                 "- test (1): Case_N006", "prepare emidec"):
+        assert text in card, text
+    with pytest.raises(InputError, match="--keep-rv: emidec has no RV label"):
+        prepare_main(["emidec", "--source", str(source), "--out", str(tmp_path / "x"), "--keep-rv"])
+    with pytest.raises(InputError, match="--ratios: emidec"):
+        prepare_main(["emidec", "--source", str(source), "--out", str(tmp_path / "x"), "--ratios", "0.5,0.25,0.25"])
 
 
 # ---------------------------------------------------------------- original-layout ACDC (generated)

@@ -388,3 +388,88 @@ def test_scripts_are_the_cli_and_name_flags(tmp_path):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), "--dataset-dir", str(tmp_path),
                              "--out-dir", str(out)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "--overwrite" in result.stderr and "overwrite=True" not in result.stderr, result.stderr
+
+
+def test_groups_keep_the_sequences_of_a_patient_apart():
+    """MyoPS gives each patient a cine and an LGE stack, both phase 'unknown': grouped per source,
+    each a complete volume, with keys that differ; a patient with one source keeps the plain key."""
+    from datasets import Dataset
+
+    label = np.zeros((12, 10), dtype=np.uint8)
+    label[3:7, 2:6] = 1
+    rows = {"image": [np.ones((12, 10)).tolist()] * 6, "label": [label.tolist()] * 6,
+            "patient_id": ["a"] * 4 + ["b"] * 2, "phase": ["unknown"] * 6, "slice_index": [0, 0, 1, 1, 0, 1],
+            "num_slices": [2] * 6, "source": ["cine", "lge", "cine", "lge", "lge", "lge"]}
+    groups = build_groups(Dataset.from_dict(rows))
+    assert [g.key for g in groups] == ["a_unknown_cine", "a_unknown_lge", "b_unknown"]
+    assert [g.source for g in groups] == ["cine", "lge", "lge"] and all(g.complete for g in groups)
+
+
+@pytest.fixture(scope="module")
+def myops_eval_dir(myops_dir, tmp_path_factory):
+    """One real MyoPS case (2 slices, cine + LGE) as a test split."""
+    import os
+
+    from halsr_hf.data import prepare_myops2020
+
+    root = tmp_path_factory.mktemp("myops-eval")
+    (root / "src").mkdir()
+    os.symlink(myops_dir / "Case3011", root / "src" / "Case3011")
+    prepare_myops2020(root / "src", ratios=(0.0, 0.0, 1.0), num_proc=1).save_to_disk(str(root / "myops"))
+    return root / "myops"
+
+
+def test_evaluate_one_source_of_a_multi_sequence_dataset(model_folders, myops_eval_dir, tmp_path, capsys):
+    """--source scores one sequence of MyoPS alone, as 3D volumes in mm; without it both sequences are
+    scored as separate stacks; an unknown source is an error naming those there are."""
+    main, _ = model_folders
+    common = ["evaluate", "--model", str(main), "--dataset-dir", str(myops_eval_dir), "--no-plots", "--quiet"]
+    assert cli_main(common + ["--source", "myops2020-lge", "--out-dir", str(tmp_path / "lge")]) == 0
+    slices, volumes = read_csv(tmp_path / "lge" / "slices.csv"), read_csv(tmp_path / "lge" / "volumes.csv")
+    assert len(slices) == 2 and {r["source"] for r in slices} == {"myops2020-lge"}
+    assert len(volumes) == 1 and volumes[0]["distance_unit"] == "mm" and volumes[0]["patient_id"] == "Case3011"
+    assert float(volumes[0]["slice_thickness"]) == pytest.approx(23.0)
+    s = json.loads((tmp_path / "lge" / "summary.json").read_text())
+    assert s["dataset"]["source"] == "myops2020-lge" and s["dataset"]["name"] == "myops2020-lge"
+    assert s["distance_unit"] == "mm" and s["volume_metrics"]["dice_lv_cavity"]["n"] == 1
+    assert "- source: `myops2020-lge`" in (tmp_path / "lge" / "summary.md").read_text()
+
+    assert cli_main(common + ["--out-dir", str(tmp_path / "both"), "--save-predictions"]) == 0
+    volumes = read_csv(tmp_path / "both" / "volumes.csv")
+    assert sorted(r["source"] for r in volumes) == ["myops2020-cine", "myops2020-lge"]
+    (npz,) = (tmp_path / "both" / "predictions").glob("*.npz")
+    assert sorted(np.load(npz)) == ["Case3011_unknown_myops2020-cine", "Case3011_unknown_myops2020-lge"]
+
+    capsys.readouterr()
+    assert cli_main(common + ["--source", "emidec-lge", "--out-dir", str(tmp_path / "x")]) == 2
+    assert "no such source; the split has ['myops2020-cine', 'myops2020-lge']" in capsys.readouterr().err
+    assert cli_main(common + ["--extra-dataset-dir", str(myops_eval_dir), "--extra-source", "myops2020-cine",
+                              "--extra-source", "myops2020-lge", "--out-dir", str(tmp_path / "y")]) == 2
+    assert "--extra-source: give one value or one per --extra-dataset-dir (1), got 2" in capsys.readouterr().err
+    # C0 as the main dataset, LGE as a cross-sequence extra
+    assert cli_main(common + ["--source", "myops2020-cine", "--extra-dataset-dir", str(myops_eval_dir),
+                              "--extra-source", "myops2020-lge", "--out-dir", str(tmp_path / "z")]) == 0
+    s = json.loads((tmp_path / "z" / "summary.json").read_text())
+    assert s["dataset"]["source"] == "myops2020-cine" and s["extra_evaluations"][0]["dataset"]["source"] == "myops2020-lge"
+
+
+def test_emidec_stacks_are_complete_volumes_in_pixels(emidec_dir, tmp_path):
+    """EMIDEC PNG stacks (slices 0..n-1, no spacing) are complete volumes; distances in pixels."""
+    import os
+
+    from halsr_hf.data import prepare_emidec
+    from halsr_hf.evaluation import load_eval_dataset
+
+    for images, masks, patient in (("train", "trainannot", "Case_P001"), ("val", "valannot", "Case_N006")):
+        for folder in (images, masks):
+            (tmp_path / "src" / folder).mkdir(parents=True)
+            for path in (emidec_dir / folder).glob(f"{patient}_slice*.png"):
+                os.symlink(path, tmp_path / "src" / folder / path.name)
+    prepare_emidec(tmp_path / "src", num_validation=0, num_proc=1).save_to_disk(str(tmp_path / "emidec"))
+    dataset = load_eval_dataset(tmp_path / "emidec", "test")
+    (group,) = dataset.groups
+    assert group.key == "Case_N006_unknown" and group.complete and group.spacing_3d is None
+    assert len(group.slices) == 9 and dataset.source == "emidec-lge"
+    from halsr_hf.evaluation.core import distance_unit
+
+    assert distance_unit(dataset) == "px"

@@ -21,7 +21,7 @@ COMMANDS = {
     "info": ("halsr_hf.commands.info", "print versions, presets and their parameter counts"),
     "segment": ("halsr_hf.commands.segment", "segment slices/volumes, write overlays, masks and measures"),
     "ef": ("halsr_hf.commands.ef", "EDV, ESV, stroke volume, EF and myocardial mass from an ED and an ES volume"),
-    "prepare": ("halsr_hf.data.cli", "convert ACDC / Sunnybrook / LVQuan to a datasets folder"),
+    "prepare": ("halsr_hf.data.cli", "convert ACDC / Sunnybrook / LVQuan / MyoPS 2020 / EMIDEC to a datasets folder"),
     "train": ("halsr_hf.training.train", "train or fine-tune HALSR-Net with transformers.Trainer"),
     "train-roi": ("halsr_hf.training.train_roi", "train or fine-tune the LV ROI regressor"),
     "evaluate": ("halsr_hf.evaluation.run", "evaluate a model as in the paper (tables, boxplots, EF agreement)"),

@@ -9,7 +9,9 @@ reads it back. ``halsr-hf prepare`` is the command-line form.
 from .acdc import prepare_acdc, read_info_cfg
 from .acdc_ssl4mis import prepare_acdc_ssl4mis, read_acdc_volume
 from .card import dataset_card, push_dataset, save_dataset, split_counts
+from .emidec import emidec_splits, prepare_emidec
 from .lvquan import prepare_lvquan
+from .myops2020 import myops_splits, prepare_myops2020, read_myops_case
 from .schema import (
     COLUMNS,
     LABEL_NAMES,
@@ -28,16 +30,21 @@ __all__ = [
     "LABEL_NAMES_RV",
     "bbox_from_label",
     "dataset_card",
+    "emidec_splits",
     "features",
     "label_names",
     "label_names_from_info",
+    "myops_splits",
     "prepare_acdc",
     "prepare_acdc_ssl4mis",
+    "prepare_emidec",
     "prepare_lvquan",
+    "prepare_myops2020",
     "prepare_sunnybrook",
     "push_dataset",
     "read_acdc_volume",
     "read_info_cfg",
+    "read_myops_case",
     "save_dataset",
     "split_counts",
     "split_patients",

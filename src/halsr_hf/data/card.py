@@ -55,6 +55,39 @@ SOURCES = {
         "per cine frame (20 per subject), endocardium/epicardium masks, pixel spacing from the file "
         "(times `ratio_resize_inverse` for LVQuan18's resized 80x80 images). Seeded patient-level split.",
     ),
+    "myops2020": (
+        "MyoPS 2020 (cine bSSFP + LGE)", "other",
+        "MyoPS 2020 data is distributed for research use under the challenge's terms (no redistribution "
+        "outside them); cite Zhuang, IEEE TPAMI 2019, and Li et al., Medical Image Analysis 2023. Check those "
+        "terms before publishing this dataset or models trained on it.",
+        "The 45 training patients of the MyoPS 2020 challenge (myocardial pathology segmentation combining "
+        "multi-sequence CMR; patients after myocardial infarction), as committed in the public GitHub "
+        "repository `Tengjia-Kang/MyoPS`: a cine bSSFP frame (`C0`) and a late gadolinium enhancement "
+        "(`LGE`) volume per patient, registered to one label volume (about 480x480 pixels at 0.73-0.76 mm, "
+        "2-6 slices 12-23 mm apart; zero outside a body region). One row per slice per sequence: `source` "
+        "is `myops2020-cine` (C0) or `myops2020-lge` (LGE), both rows of a slice share the label. Slices are "
+        "read as the halsr-hf pipeline reads a NIfTI (`image_io.read_nifti_file`: `data[:, :, k].T`, no "
+        "reorientation), intensities are the int16 values as float32, `pixel_spacing` and `slice_thickness` "
+        "(distance between slice centres) come from the header. Labels: 500 LV cavity -> lv_cavity; 200 "
+        "normal myocardium, 1220 oedema, 2221 scar -> myocardium; 600 RV cavity -> background (rv_cavity with "
+        "`--keep-rv`). `phase` is `unknown` (one cine frame, not said which). Every slice is labelled: "
+        "complete stacks. No official split: a seeded patient-level split (default 31/6/8 patients; both "
+        "sequences of a patient in the same split), recorded below.",
+    ),
+    "emidec": (
+        "EMIDEC (LGE, PNG copy)", "other",
+        "EMIDEC data is distributed for research use under the challenge's terms; cite Lalande et al., Data "
+        "2020. Check those terms before publishing this dataset or models trained on it.",
+        "The 100 training patients of the EMIDEC challenge (late gadolinium enhancement short-axis MRI, "
+        "University Hospital of Dijon; Lalande et al. 2020), as the 8-bit 256x256 PNG copy committed in the "
+        "public GitHub repository `irehmanar/LV_Segmentation_MRI_Dataset_EMIDEC`. **Pixel spacing was lost "
+        "in that conversion: `pixel_spacing` and `slice_thickness` are null; report distances in pixels.** "
+        "Labels: 1 LV cavity -> lv_cavity; 2 normal myocardium, 3 infarct, 4 microvascular obstruction -> "
+        "myocardium. `source` is `emidec-lge`, `phase` `unknown`; the slices of a patient form one stack "
+        "(`slice_index` from the file name); `group` is NOR (`Case_N`) or MINF (`Case_P`). Splits by patient: "
+        "the copy's `val/` folder is `test`, a seeded draw of 10 patients of its `train/` folder is "
+        "`validation`, the rest `train`.",
+    ),
 }
 
 SCHEMA_TABLE = """| column | type | meaning |
@@ -62,7 +95,7 @@ SCHEMA_TABLE = """| column | type | meaning |
 | `image` | `Image()`: float32 TIFF (mode F, LZW, lossless) | the slice, source intensities as they are (bit-exact) |
 | `label` | `Image()`: uint8 PNG (mode L) | {labels} |
 | `patient_id` | string | patient id of the source |
-| `source` | string | `acdc-ssl4mis` / `acdc` / `sunnybrook` / `lvquan` |
+| `source` | string | `acdc-ssl4mis` / `acdc` / `sunnybrook` / `lvquan` / `myops2020-cine` / `myops2020-lge` / `emidec-lge` |
 | `phase` | string | `ED`, `ES`, `frameFF` or `unknown` |
 | `slice_index` | int32 | 0-based position of the slice in its stack |
 | `num_slices` | int32 | slices in that stack |
@@ -71,7 +104,7 @@ SCHEMA_TABLE = """| column | type | meaning |
 | `roi` | [int32] x 4 or null | LV box `[x_min, y_min, x_max, y_max]`, inclusive pixel indices of labels 1-2; null without LV |
 | `has_lv` | bool | the label contains LV cavity or myocardium |
 | `myocardium_annotated` | bool | false: do not train or score myocardium on this slice |
-| `group` | string or null | ACDC diagnosis group (NOR, MINF, DCM, HCM, RV) |
+| `group` | string or null | diagnosis group: ACDC (NOR, MINF, DCM, HCM, RV); EMIDEC (NOR, MINF) |
 | `height`, `weight` | float32 or null | ACDC height (cm) and weight (kg) |
 """
 
@@ -90,12 +123,14 @@ Slice sizes differ within a split (crop/resize before batching)."""
 
 
 def split_counts(dsdict) -> dict:
-    """``{split: {"slices", "patients", "with_lv", "myocardium_annotated"}}``."""
+    """``{split: {"slices", "patients", "with_lv", "myocardium_annotated", "by_source": {source: slices}}}``."""
     counts = {}
     for split, ds in dsdict.items():
+        sources = list(ds["source"]) if "source" in ds.column_names else []
         counts[split] = {
             "patients": len(set(ds["patient_id"])), "slices": len(ds),
             "with_lv": int(sum(ds["has_lv"])), "myocardium_annotated": int(sum(ds["myocardium_annotated"])),
+            "by_source": {source: sources.count(source) for source in sorted(set(sources))},
         }
     return counts
 
@@ -104,7 +139,10 @@ def dataset_card(dsdict, source: str | None = None) -> str:
     """README.md text: the metadata (``DatasetCardData``: license, task, tags, name, size) and the
     schema, provenance, license, citation and per-split counts."""
     first = next(iter(dsdict.values()))
-    source = source or first.select_columns(["source"])[0]["source"]
+    # the converter's name (dataset_name "halsr-<source>"), else the rows' source (MyoPS rows say
+    # myops2020-cine or myops2020-lge, the converter myops2020)
+    converter = (first.info.dataset_name or "").removeprefix("halsr-")
+    source = source or (converter if converter in SOURCES else first.select_columns(["source"])[0]["source"])
     pretty, license_id, license_text, provenance = SOURCES.get(
         source, (source, first.info.license or "other", first.info.license or "", first.info.description or ""))
     names = label_names_from_info(first.info)
@@ -121,6 +159,11 @@ def dataset_card(dsdict, source: str | None = None) -> str:
         tags=["medical-imaging", "cardiac-mri", "left-ventricle", "halsr-hf"],
         pretty_name=f"{pretty} - HALSR-Net canonical LV slices", size_categories=[size],
     )
+    how = [line for line in (first.info.description or "").splitlines() if line.startswith("Patient-level split:")]
+    patients = "\n".join(
+        f"- {split} ({len(ids)}): {', '.join(ids)}"
+        for split, ids in ((split, sorted(set(ds["patient_id"]))) for split, ds in dsdict.items())
+    )
     body = f"""# {pretty}: 2D short-axis slices in the halsr-hf canonical schema
 
 Converted with `halsr-hf prepare {source}` for the HALSR-Net left-ventricle segmentation models.
@@ -128,11 +171,16 @@ One row is one 2D short-axis slice. Labels: {labels}.
 
 ## Splits
 
-Always by patient: no patient is in two splits, and ED and ES of a patient stay together.
+Always by patient: no patient is in two splits, and the stacks of a patient (ED and ES, or its MRI sequences)
+stay together.
 
 | split | patients | slices | slices with LV | slices with myocardium annotated |
 |---|---|---|---|---|
 {rows}
+
+{how[0] + chr(10) + chr(10) if how else ""}Patients of each split:
+
+{patients}
 
 ## Schema
 

@@ -9,7 +9,8 @@ image                  ``Image()``: float32 TIFF (mode ``F``,      the source in
                        lossless LZW)                               (no 8-bit quantisation, bit-exact)
 label                  ``Image()``: uint8 PNG (mode ``L``)         canonical ids, see :data:`LABEL_NAMES`
 patient_id             string                                      the source's patient id
-source                 string                                      acdc / acdc-ssl4mis / sunnybrook / lvquan
+source                 string                                      acdc / acdc-ssl4mis / sunnybrook / lvquan /
+                                                                   myops2020-cine / myops2020-lge / emidec-lge
 phase                  string                                      ``ED``, ``ES``, ``frameNN`` or ``unknown``
 slice_index            int32                                       0-based position in its stack
 num_slices             int32                                       slices of that stack (in the source)
@@ -19,7 +20,7 @@ roi                    [int32] * 4 or null                         LV box (x_min
                                                                    inclusive pixel indices; null: no LV
 has_lv                 bool                                        the label has LV cavity or myocardium
 myocardium_annotated   bool                                        False: do not train/score myocardium
-group                  string or null                              ACDC diagnosis group
+group                  string or null                              diagnosis group (ACDC; EMIDEC NOR/MINF)
 height, weight         float32 or null                             ACDC height (cm) and weight (kg)
 =====================  ==========================================  ======================================
 
@@ -257,10 +258,20 @@ def split_patients(patient_ids: Iterable[str], ratios=(0.7, 0.1, 0.2), seed: int
     return {k: sorted(v) for k, v in parts.items() if v}
 
 
+def describe_split(assignment: dict, seed: int, ratios, note: str = "over every patient found") -> str:
+    """How a seeded patient split was made and the patients of each split, one line per split (for a
+    dataset's description, hence its card): enough to check or recompute it."""
+    ratios = tuple(round(float(r), 6) for r in ratios)
+    lines = [f"Patient-level split: split_patients(seed={seed}, ratios={ratios}) {note}."]
+    lines += [f"{split} ({len(ids)} patients): {', '.join(ids)}" for split, ids in assignment.items() if ids]
+    return "\n".join(lines)
+
+
 def build_dataset_dict(rows_by_split: dict, source: str, keep_rv: bool = False, description: str = "",
                        citation: str = "", homepage: str = "", license: str = ""):
     """``{"train": [row, ...], ...}`` -> :class:`datasets.DatasetDict` with the canonical features.
-    Rows are sorted by (patient_id, phase, slice_index) for a deterministic order."""
+    Rows are sorted by (patient_id, phase, source, slice_index) for a deterministic order (a source
+    with several sequences per patient, such as MyoPS, keeps each sequence's stack together)."""
     # a patient in two splits would leak: refuse, whatever the caller did
     seen: dict[str, str] = {}
     for split, rows in rows_by_split.items():
@@ -273,7 +284,7 @@ def build_dataset_dict(rows_by_split: dict, source: str, keep_rv: bool = False, 
     for split, rows in rows_by_split.items():
         if not rows:
             continue
-        rows = sorted(rows, key=lambda r: (r["patient_id"], r["phase"], r["slice_index"]))
+        rows = sorted(rows, key=lambda r: (r["patient_id"], r["phase"], r["source"], r["slice_index"]))
         info = dataset_info(source, keep_rv, description, citation, homepage, license)
         columns = {name: [row[name] for row in rows] for name in COLUMNS}
         out[split] = Dataset.from_dict(columns, features=feats, info=info, split=NamedSplit(split))

@@ -1,6 +1,6 @@
 """Evaluation of a HALSR-Net model as in the paper (``halsr-hf evaluate``, ``scripts/evaluate.py``).
 
-* :mod:`.data`: read a ``halsr-hf prepare`` split and rebuild (patient, phase) stacks;
+* :mod:`.data`: read a ``halsr-hf prepare`` split and rebuild (patient, phase, source) stacks;
 * :mod:`.core`: run the two-stage pipeline and score slices, volumes, the ROI stage and the
   clinical volumes (EDV, ESV, EF);
 * :mod:`.report`: CSVs, ``summary.json`` (contract with the model card), ``summary.md``, plots;

@@ -169,7 +169,7 @@ def score(dataset: EvalDataset, predictions: dict, model: str, force_pixels: boo
     res = DatasetResult(dataset=dataset, model=model, distance_unit=unit, roi_evaluated=roi_evaluated,
                         predictions=predictions)
     common = lambda g: {"dataset": dataset.name, "split": dataset.split, "model": model,  # noqa: E731
-                        "patient_id": g.patient_id, "phase": g.phase, "group": g.group}
+                        "patient_id": g.patient_id, "phase": g.phase, "source": g.source, "group": g.group}
     for g in tqdm(dataset.groups, desc=f"score {dataset.name}", unit="group", disable=not progress):
         pred = predictions[g.key]
         for i, s in enumerate(g.slices):

@@ -7,11 +7,16 @@ Rows are 2D slices (schema: ``halsr_hf.data.schema``). Columns used (only ``imag
 ([row_mm, col_mm] or None), ``slice_thickness`` (mm or None), ``roi``, ``myocardium_annotated``
 (False: myocardium is not scored), ``group``, ``source``.
 
-A group is the rows of one ``(patient_id, phase)`` sorted by ``slice_index``. It is a complete
+A group is the rows of one ``(patient_id, phase, source)`` sorted by ``slice_index`` (the source
+matters where a patient has several sequences, e.g. MyoPS cine and LGE, both with phase ``unknown``;
+such groups' keys end with the source). It is a complete
 volume (scored in 3D, usable for EDV/ESV/EF) when it has ``num_slices`` rows with distinct
 consecutive slice indices and equal slice shapes, and its source is not in
 :data:`PARTIAL_STACK_SOURCES`; otherwise (e.g. Sunnybrook, where only the contoured slices exist)
 its slices are scored in 2D only.
+
+``source`` (:func:`load_eval_dataset`, ``halsr-hf evaluate --source``) keeps only the rows of one
+source, e.g. ``myops2020-lge``, so that each sequence of a multi-sequence dataset is scored alone.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from ..errors import InputError
 
 #: Sources whose (patient, phase) groups hold only the annotated slices of a stack (Sunnybrook:
 #: ``num_slices`` counts the contoured slices, see ``halsr_hf.data.sunnybrook``): never scored in 3D.
+#: Not partial: MyoPS (``myops2020-cine``/``-lge``: every slice of each volume is labelled) and the
+#: EMIDEC PNG copy (``emidec-lge``: each patient's slices are numbered 0..n-1 without gaps, all with LV).
 PARTIAL_STACK_SOURCES = frozenset({"sunnybrook"})
 REQUIRED_COLUMNS = ("image", "label", "patient_id")
 OPTIONAL_COLUMNS = ("phase", "slice_index", "num_slices", "pixel_spacing", "slice_thickness", "roi",
@@ -54,16 +61,22 @@ class SliceRecord:
 
 @dataclass
 class SliceGroup:
-    """The slices of one (patient_id, phase), sorted by slice index."""
+    """The slices of one (patient_id, phase, source), sorted by slice index. ``sequence``: the source,
+    when the patient's phase has rows of more than one source (MyoPS cine and LGE), else None."""
 
     patient_id: str
     phase: str
     slices: List[SliceRecord] = field(default_factory=list)
     complete: bool = False
+    sequence: Optional[str] = None
 
     @property
     def key(self) -> str:
-        return f"{self.patient_id}_{self.phase}"
+        return f"{self.patient_id}_{self.phase}" + (f"_{self.sequence}" if self.sequence else "")
+
+    @property
+    def source(self) -> Optional[str]:
+        return self.slices[0].source
 
     @property
     def group(self) -> Optional[str]:
@@ -147,7 +160,7 @@ def _rv_label(ds) -> Optional[int]:
 
 
 def build_groups(ds, name: str = "dataset", limit: Optional[int] = None) -> List[SliceGroup]:
-    """Group the rows of a slice dataset per (patient_id, phase), sorted by slice index.
+    """Group the rows of a slice dataset per (patient_id, phase, source), sorted by slice index.
 
     ``limit``: keep only the first ``limit`` groups (quick checks)."""
     columns = set(ds.column_names)
@@ -161,9 +174,13 @@ def build_groups(ds, name: str = "dataset", limit: Optional[int] = None) -> List
     meta = ds.select_columns(meta_cols).to_dict()
     order: dict = {}
     for row in range(len(ds)):
-        key = (str(meta["patient_id"][row]), str(meta["phase"][row]) if "phase" in meta and meta["phase"][row] is not None else "NA")
+        key = (str(meta["patient_id"][row]), str(meta["phase"][row]) if "phase" in meta and meta["phase"][row] is not None else "NA",
+               str(meta["source"][row]) if "source" in meta and meta["source"][row] is not None else None)
         order.setdefault(key, []).append(row)
     keys = list(order)
+    stacks_per_phase: dict = {}
+    for key in keys:
+        stacks_per_phase[key[:2]] = stacks_per_phase.get(key[:2], 0) + 1
     if limit is not None:
         keys = keys[: max(0, int(limit))]
     wanted = sorted(r for k in keys for r in order[k])
@@ -172,7 +189,7 @@ def build_groups(ds, name: str = "dataset", limit: Optional[int] = None) -> List
 
     groups = []
     for key in keys:
-        group = SliceGroup(patient_id=key[0], phase=key[1])
+        group = SliceGroup(patient_id=key[0], phase=key[1], sequence=key[2] if stacks_per_phase[key[:2]] > 1 else None)
         for row in order[key]:
             item = arrays[position[row]]
             image = np.asarray(item["image"], dtype=np.float32)
@@ -213,10 +230,25 @@ def build_groups(ds, name: str = "dataset", limit: Optional[int] = None) -> List
     return groups
 
 
+def select_source(ds, source: str, name: str = "dataset"):
+    """The rows of ``ds`` whose ``source`` column is ``source``; :class:`InputError` listing the
+    sources there are when none matches (or without a ``source`` column)."""
+    if "source" not in ds.column_names:
+        raise InputError(f"{name}: --source {source}: the dataset has no 'source' column")
+    available = sorted(map(str, ds.unique("source")))
+    if source not in available:
+        raise InputError(f"{name}: --source {source}: no such source; the split has {available}")
+    return ds.filter(lambda value: value == source, input_columns="source")
+
+
 def load_eval_dataset(dataset_dir, split: str, name: Optional[str] = None, hf_id: Optional[str] = None,
-                      limit: Optional[int] = None) -> EvalDataset:
+                      limit: Optional[int] = None, source: Optional[str] = None) -> EvalDataset:
+    """One split of a prepared dataset, grouped in stacks. ``source``: only its rows (default: all); it
+    is then also the default ``name``."""
     ds = load_split(dataset_dir, split)
-    label = name or getattr(ds.info, "dataset_name", None) or Path(dataset_dir).resolve().name
+    if source is not None:
+        ds = select_source(ds, source, f"--dataset-dir {dataset_dir} ({split})")
+    label = name or source or getattr(ds.info, "dataset_name", None) or Path(dataset_dir).resolve().name
     groups = build_groups(ds, f"{label} ({split})", limit=limit)
     sources = sorted({s.source for g in groups for s in g.slices if s.source})
     return EvalDataset(name=label, split=split, path=str(Path(dataset_dir).resolve()),

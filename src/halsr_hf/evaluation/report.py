@@ -137,7 +137,7 @@ def _dataset_section(title: str, named: List[tuple], both_empty: str, heading: s
     unit = main.distance_unit
     lines = [f"{heading} {title}", ""]
     lines.append(f"Dataset `{d.name}` (split `{d.split}`; source: {d.source}{'; Hub: ' + d.hf_id if d.hf_id else ''}): "
-                 f"{len(d.slices)} slices in {len(d.groups)} (patient, phase) groups, "
+                 f"{len(d.slices)} slices in {len(d.groups)} (patient, phase, source) stacks, "
                  f"{len(d.volumes)} complete volumes. Distances in **{unit}**"
                  + (" (no pixel spacing known: 3D distances count one slice as one pixel)." if unit == "px" else ".")
                  )

@@ -1,6 +1,6 @@
 """``halsr-hf evaluate``: evaluate a model as in the paper (tables, boxplots, EF agreement).
 
-    halsr-hf evaluate --model M --dataset-dir D --split test --out-dir R \
+    halsr-hf evaluate --model M --dataset-dir D --split test [--source S] --out-dir R \
         [--extra-dataset-dir D2 --extra-split test] [--baseline M2] [--no-roi] [--overwrite]
 
 Writes into ``R`` (atomically: a temporary folder renamed at the end): ``slices.csv``,
@@ -36,12 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi-model", default=None, help="ROI regressor folder or Hub id (default: the model's roi/)")
     p.add_argument("--dataset-dir", required=True, help="datasets.save_to_disk folder written by `halsr-hf prepare`")
     p.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
-    p.add_argument("--dataset-name", default=None, help="name in the reports (default: the folder name)")
+    p.add_argument("--source", default=None, metavar="SOURCE",
+                   help="evaluate only the rows of this source (the dataset's `source` column), e.g. myops2020-cine or "
+                        "myops2020-lge: each sequence of a multi-sequence dataset alone (default: every row)")
+    p.add_argument("--dataset-name", default=None, help="name in the reports (default: --source, else the folder name)")
     p.add_argument("--dataset-hf-id", default=None, help="Hub id of the dataset, recorded in summary.json")
     p.add_argument("--extra-dataset-dir", action="append", default=[], metavar="D2",
                    help="cross-dataset evaluation (Table 8), e.g. Sunnybrook; repeatable")
     p.add_argument("--extra-split", action="append", default=[], metavar="SPLIT",
                    help="split of each --extra-dataset-dir, in the same order (one value applies to all; default: test)")
+    p.add_argument("--extra-source", action="append", default=[], metavar="SOURCE",
+                   help="--source of each --extra-dataset-dir, in the same order (one value applies to all; 'all': every row)")
     p.add_argument("--extra-dataset-hf-id", action="append", default=[], metavar="ID",
                    help="Hub id of each --extra-dataset-dir, in the same order")
     p.add_argument("--baseline", default=None, metavar="M2",
@@ -64,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or the dataset's `roi` column")
     p.add_argument("--save-predictions", action="store_true", help="also write the predicted label maps (predictions/*.npz)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (tables and JSON only)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N (patient, phase) groups per dataset")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N (patient, phase, source) stacks per dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -106,17 +111,24 @@ def evaluate(args) -> dict:
     if len(splits) != len(extra_dirs):
         raise InputError(f"--extra-split: give one value or one per --extra-dataset-dir ({len(extra_dirs)}), got {len(splits)}")
     hf_ids = list(args.extra_dataset_hf_id) + [None] * len(extra_dirs)
+    extra_sources = list(args.extra_source) or ["all"]
+    if len(extra_sources) == 1:
+        extra_sources = extra_sources * len(extra_dirs)
+    if extra_dirs and len(extra_sources) != len(extra_dirs):
+        raise InputError(f"--extra-source: give one value or one per --extra-dataset-dir ({len(extra_dirs)}), "
+                         f"got {len(extra_sources)}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size: must be at least 1, got {args.batch_size}")
     progress = not args.quiet
     started = time.perf_counter()
 
     # Datasets first: a typo in a path fails before any model is loaded.
-    main_ds = load_eval_dataset(args.dataset_dir, args.split, args.dataset_name, args.dataset_hf_id, args.limit)
+    main_ds = load_eval_dataset(args.dataset_dir, args.split, args.dataset_name, args.dataset_hf_id, args.limit,
+                                source=args.source)
     extra_ds: List[EvalDataset] = []
     names = {main_ds.name}
-    for d, s, h in zip(extra_dirs, splits, hf_ids):
-        ds = load_eval_dataset(d, s, None, h, args.limit)
+    for d, s, h, source in zip(extra_dirs, splits, hf_ids, extra_sources):
+        ds = load_eval_dataset(d, s, None, h, args.limit, source=None if source == "all" else source)
         if ds.name in names:  # two folders with the same name
             ds.name = f"{ds.name}-{len(names)}"
         names.add(ds.name)
@@ -143,7 +155,7 @@ def evaluate(args) -> dict:
     if "baseline" in results:
         baseline = (runs[1][1], results["baseline"][0], results["baseline"][1:])
 
-    options = {"split": args.split, "roi stage": "on" if use_roi else ("off (--no-roi)" if args.no_roi else "off (no ROI model)"),
+    options = {"split": args.split, "source": args.source or "all", "roi stage": "on" if use_roi else ("off (--no-roi)" if args.no_roi else "off (no ROI model)"),
                "both_empty": args.both_empty, "tta": args.tta, "roi_reference": args.roi_reference,
                "second_look": args.second_look, "consensus": not args.no_consensus,
                "roi_model_kind": getattr(pipe, "roi_kind", None)}
@@ -177,12 +189,12 @@ def _volume_columns(results) -> Optional[List[str]]:
     for r in results:
         if r.volume_rows:
             return list(r.volume_rows[0])
-    return ["dataset", "split", "model", "patient_id", "phase", "group", "num_slices"] + [
+    return ["dataset", "split", "model", "patient_id", "phase", "source", "group", "num_slices"] + [
         f"{m}_{c}" for m in core.METRICS for c in core.CLASSES] + ["accuracy", "distance_unit"]
 
 
 def _roi_columns() -> List[str]:
-    return ["dataset", "split", "model", "patient_id", "phase", "group", "slice_index", "ref_has_lv", "scored",
+    return ["dataset", "split", "model", "patient_id", "phase", "source", "group", "slice_index", "ref_has_lv", "scored",
             "ref_x_min", "ref_y_min", "ref_x_max", "ref_y_max", "pred_x_min", "pred_y_min", "pred_x_max", "pred_y_max",
             "lv_found", "lv_probability", "iou", "rmse_px", "rmse_mm", "rmse", "unit", "outlier", "outlier_reason"]
 
