@@ -205,16 +205,18 @@ def warp(image: torch.Tensor, label: torch.Tensor, angle: float = 0.0, scale=(1.
     default the image centre), then displaced by ``field`` (2, H, W) (source offsets in pixels, x
     then y). Outside the input: image 0, label 0."""
     height, width = image.shape
-    cx, cy = centre if centre is not None else (width / 2, height / 2)
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32) + 0.5, torch.arange(width, dtype=torch.float32) + 0.5, indexing="ij")
-    dx, dy = xs - cx, ys - cy
-    # output pixel p -> input S^-1 R(-angle) (p - c) + c
+    c = np.array(centre if centre is not None else (width / 2, height / 2), dtype=np.float64)
+    # output pixel p (continuous, pixel i covers [i, i + 1)) -> input A (p - c) + c, A = S^-1 R(-angle);
+    # in grid_sample's coordinates n = p / P - 1 (P = diag(W, H) / 2): n -> P^-1 A P n + t
     cos, sin = math.cos(angle), math.sin(angle)
-    src_x = (cos * dx + sin * dy) / scale[0] + cx
-    src_y = (-sin * dx + cos * dy) / scale[1] + cy
+    a = np.array([[cos / scale[0], sin / scale[0]], [-sin / scale[1], cos / scale[1]]])
+    half = np.array([width / 2, height / 2])
+    linear = a * half[None, :] / half[:, None]
+    shift = (a @ (half - c) + c) / half - 1
+    theta = torch.from_numpy(np.concatenate([linear, shift[:, None]], axis=1)[None].astype(np.float32))
+    grid = F.affine_grid(theta, [1, 1, height, width], align_corners=False)
     if field is not None:
-        src_x, src_y = src_x + field[0], src_y + field[1]
-    grid = torch.stack([src_x / width * 2 - 1, src_y / height * 2 - 1], dim=-1)[None]
+        grid = grid + (field / torch.tensor([width / 2, height / 2]).view(2, 1, 1)).permute(1, 2, 0)[None]
     image = F.grid_sample(image[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
     label = F.grid_sample(label[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[0, 0]
     return image, label.to(torch.uint8)
