@@ -103,10 +103,26 @@ class DataArguments:
     side_scale_min: float = field(default=0.9)
     side_scale_max: float = field(default=1.1)
     augment: bool = field(default=True, metadata={"help": "on-the-fly augmentation (training only)"})
-    rotation_degrees: float = field(default=30.0, metadata={"help": "free rotation on top of the 8 dihedral transforms"})
-    scale_min: float = field(default=0.85)
-    scale_max: float = field(default=1.2)
-    elastic_prob: float = field(default=0.3)
+    # augmentation knobs (training/augment.py documents each; defaults are AugmentConfig's)
+    rotation_degrees: float = field(default=AugmentConfig.rotation_degrees, metadata={"help": "free rotation on top of the 8 dihedral transforms"})
+    rotation_prob: float = field(default=AugmentConfig.rotation_prob)
+    scale_min: float = field(default=AugmentConfig.scale_range[0])
+    scale_max: float = field(default=AugmentConfig.scale_range[1])
+    scale_prob: float = field(default=AugmentConfig.scale_prob)
+    anisotropy: float = field(default=AugmentConfig.anisotropy, metadata={"help": "max x/y scale ratio - 1"})
+    anisotropy_prob: float = field(default=AugmentConfig.anisotropy_prob)
+    elastic_prob: float = field(default=AugmentConfig.elastic_prob)
+    bias_prob: float = field(default=AugmentConfig.bias_prob)
+    remap_prob: float = field(default=AugmentConfig.remap_prob, metadata={"help": "random intensity curve (vendor contrast)"})
+    gamma_prob: float = field(default=AugmentConfig.gamma_prob)
+    inverted_gamma_prob: float = field(default=AugmentConfig.inverted_gamma_prob)
+    brightness_prob: float = field(default=AugmentConfig.brightness_prob)
+    contrast_prob: float = field(default=AugmentConfig.contrast_prob)
+    lowres_prob: float = field(default=AugmentConfig.lowres_prob)
+    lowres_zoom_min: float = field(default=AugmentConfig.lowres_zoom_range[0], metadata={"help": "0.5: down to half the resolution"})
+    blur_prob: float = field(default=AugmentConfig.blur_prob)
+    noise_prob: float = field(default=AugmentConfig.noise_prob)
+    noise_std: float = field(default=AugmentConfig.noise_std, metadata={"help": "in units of the slice's standard deviation"})
     time_limit_minutes: float | None = field(default=None, metadata={"help": "stop (after an evaluation and a checkpoint) once training has run this long, summed over every resumed session"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint-N of --output-dir (model, optimiser, scheduler, data order, early-stopping counter, elapsed time); start fresh if there is none. command.txt and run_args.json keep the first command and add each session"})
     best_model_sources: str | None = field(default=None, metadata={"help": "with several validation sources: the comma-separated sources whose mean dice_mean chooses the best checkpoint (default: all)"})
@@ -213,10 +229,15 @@ def limit(dataset, n):
 
 
 def augment_config(data_args: DataArguments):
+    a = data_args
     return AugmentConfig(
-        rotation_degrees=data_args.rotation_degrees,
-        scale_range=(data_args.scale_min, data_args.scale_max),
-        elastic_prob=data_args.elastic_prob,
+        rotation_degrees=a.rotation_degrees, rotation_prob=a.rotation_prob,
+        scale_range=(a.scale_min, a.scale_max), scale_prob=a.scale_prob,
+        anisotropy=a.anisotropy, anisotropy_prob=a.anisotropy_prob, elastic_prob=a.elastic_prob,
+        bias_prob=a.bias_prob, remap_prob=a.remap_prob, gamma_prob=a.gamma_prob, inverted_gamma_prob=a.inverted_gamma_prob,
+        brightness_prob=a.brightness_prob, contrast_prob=a.contrast_prob,
+        lowres_prob=a.lowres_prob, lowres_zoom_range=(a.lowres_zoom_min, AugmentConfig.lowres_zoom_range[1]),
+        blur_prob=a.blur_prob, noise_prob=a.noise_prob, noise_std=a.noise_std,
     )
 
 
