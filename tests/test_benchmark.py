@@ -6,6 +6,8 @@ import pytest
 
 from halsr_hf import cli
 
+from .conftest import ACDC_DIR
+
 
 def test_quick_benchmark_writes_well_formed_results(tmp_path):
     pytest.importorskip("dynamic_network_architectures")
@@ -32,6 +34,11 @@ def test_quick_benchmark_writes_well_formed_results(tmp_path):
     assert "slices_per_s_batch16" in pipe["backends"]["onnx"], pipe["backends"]
     train = results["training"]["networks"]
     assert {r["name"] for r in train} == {"halsr-tiny", "unet-tiny"} and all(r["slices_per_s"] > 0 for r in train)
+    real = results["training"]["real_configuration"]
+    if (ACDC_DIR / "train_slices.list").is_file():  # real ACDC slices through the training data path
+        assert real["name"] == "halsr-tiny (default training configuration)" and real["slices_per_s"] > 0
+        assert 0 < real["data_wait_share"] < 1 and real["steps"] == 2 and "HalsrCropDataset" in real["data"]
+        assert "real training configuration" in (tmp_path / "README.md").read_text()
     assert set(results) == {"meta", "model_cost", "pipeline", "training"}
     readme = (tmp_path / "README.md").read_text()
     assert "| `halsr-tiny` |" in readme and "torch.set_num_threads(1)" in readme and "## 3." in readme

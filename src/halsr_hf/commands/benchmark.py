@@ -14,7 +14,12 @@ Writes ``results.json`` (the measurements) and ``README.md`` (rendered from them
    model, labelled so), file in, label map and areas out: slices/s at batch 1 and 16, the latency
    of a 10-slice NIfTI volume, the bare networks' forward throughput, peak resident memory, and
    the same with other backends (``--backends``).
-3. **Training throughput** (slices/s) per preset; on CUDA with bf16 autocast and channels_last.
+3. **Training throughput** (slices/s) per preset, the bare step (forward, loss, backward, AdamW on
+   random tensors), channels_last as ``halsr-hf train`` runs it (on CUDA with bf16 autocast); and,
+   beside it, the **default model's real training configuration**: HALSR-Net ``small`` on real ACDC
+   training slices through ``HalsrCropDataset`` with the default augmentation, the training
+   collator and a ``DataLoader`` (no workers, as the CPU trainings run), data loading included,
+   with the share of the step spent waiting for data.
 
 Segmentation quality with and without the ROI stage is ``halsr-hf evaluate`` (``--no-roi``), not a
 benchmark. ``--quick`` runs every part on tiny sizes in well under a minute (the CI smoke test);
@@ -404,6 +409,78 @@ def part_pipeline(device, quick: bool, backends=("torch",)) -> dict:
 # -- part 3 ---------------------------------------------------------------------------------------
 
 
+class _H5Source:
+    """ACDC training slices (SSL4MIS HDF5) as a training source (``training.data`` interface):
+    normalised image, canonical labels."""
+
+    def __init__(self, count: int):
+        from ..data.schema import acdc_to_canonical
+        from ..image_processing_halsr import normalize_intensity
+
+        names = (ACDC_DIR / "train_slices.list").read_text().split()[:: 7][:count]
+        self.items = []
+        for name in names:
+            with h5py.File(ACDC_DIR / "data" / f"{name}.h5", "r") as f:
+                image, label = f["image"][()].astype(np.float32), acdc_to_canonical(f["label"][()])
+            if (label > 0).any():
+                self.items.append((normalize_intensity(image), label.astype(np.uint8)))
+        self.has_lv = np.ones(len(self.items), dtype=bool)
+        self.myocardium_annotated = np.ones(len(self.items), dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, index: int) -> tuple:
+        image, label = self.items[index]
+        return image.copy(), label.copy()
+
+
+def _real_training_row(device, batch: int, size: int, steps: int, preset: str = "small") -> dict | None:
+    """Slices/s of the default model's training configuration, data loading included (None
+    without the ACDC data)."""
+    from torch.utils.data import DataLoader
+
+    from ..training.augment import AugmentConfig
+    from ..training.data import HalsrCropDataset
+    from ..training.train import make_collator
+
+    if not (ACDC_DIR / "train_slices.list").is_file():
+        return None
+    cuda = str(device).startswith("cuda")
+    torch.manual_seed(0)
+    dataset = HalsrCropDataset(_H5Source(max(4 * batch, 8 if preset == "tiny" else 32)), size=size, train=True, augment=AugmentConfig())
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, collate_fn=make_collator(True), num_workers=0)
+    model = HalsrForSemanticSegmentation(HalsrConfig.from_preset(preset, image_size=size)).to(device).train()
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    iterator = iter(loader)
+    wait_s, step_s = [], []
+    for i in range(steps + 1):  # step 0 is a warm-up
+        start = time.perf_counter()
+        try:
+            batch_data = next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            batch_data = next(iterator)
+        batch_data = {k: v.to(device) for k, v in batch_data.items()}
+        loaded = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            loss = model(**batch_data).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+        if i > 0:
+            step_s.append(time.perf_counter() - start)
+            wait_s.append(loaded - start)
+    return None if not step_s else {
+        "name": f"halsr-{preset} (default training configuration)", "kind": "halsr-real",
+        "slices_per_s": round(batch / statistics.median(step_s), 2), "step_s_median": round(statistics.median(step_s), 4),
+        "data_wait_share": round(sum(wait_s) / sum(step_s), 3), "steps": len(step_s),
+        "data": f"{len(dataset)} real ACDC training slices, HalsrCropDataset + default AugmentConfig, DataLoader (0 workers)",
+    }
+
+
 def part_training(device, quick: bool) -> dict:
     cuda = str(device).startswith("cuda")
     batch, size = (2, 64) if quick else (16, 128)
@@ -418,14 +495,10 @@ def part_training(device, quick: bool) -> dict:
         if net.kind == "nnunet" or net.name == "unet-10M":
             continue
         torch.manual_seed(0)
-        model = net.build().to(device).train()
-        if cuda:
-            model = model.to(memory_format=torch.channels_last)
+        model = net.build().to(device).train().to(memory_format=torch.channels_last)  # as halsr-hf train runs
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        x = torch.randn(batch, 1, size, size, device=device)
+        x = torch.randn(batch, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
         labels = torch.randint(0, 3, (batch, size, size), device=device)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
 
         def step():
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
@@ -443,10 +516,11 @@ def part_training(device, quick: bool) -> dict:
         ref = by_name.get("unet-" + row["name"].split("-", 1)[1]) if row["kind"] == "halsr" else None
         row["step_time_ratio_to_unet_same_widths"] = round(row["step_s_median"] / ref["step_s_median"], 3) if ref else None
     settings = {"batch": batch, "size": size, "optimizer": "AdamW", "loss": "BCE + Dice (eq. 8) for both",
-                "precision": "bf16 autocast, channels_last" if cuda else "float32, NCHW", "data": "random tensors (compute only)"}
+                "precision": "bf16 autocast, channels_last" if cuda else "float32, channels_last", "data": "random tensors (compute only)"}
     if cuda:
         settings["gpu"] = torch.cuda.get_device_name(0)
-    return {"settings": settings, "networks": rows}
+    real = _real_training_row(device, batch, size, steps=2 if quick else 12, preset="tiny" if quick else "small")
+    return {"settings": settings, "networks": rows, "real_configuration": real}
 
 
 # -- command line -----------------------------------------------------------------------------------

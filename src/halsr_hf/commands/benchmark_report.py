@@ -118,9 +118,16 @@ def _training(train: dict, label: str, source: dict | None) -> list:
         origin = f" From `{meta['command']}` on {meta['date']}, torch {meta['torch']}." + (f" Note: {meta['note']}" if meta.get("note") else "")
     rows = [[f"`{r['name']}`", f"{r['parameters'] / 1e6:.2f}", r["slices_per_s"], _fmt(r["step_time_ratio_to_unet_same_widths"])]
             for r in train["networks"]]
-    return [f"## 3. Training throughput ({label}{', ' + s['gpu'] if s.get('gpu') else ''})", "",
-            f"Batch {s['batch']}, {s['size']}x{s['size']}, {s['optimizer']}, {s['precision']}, {s['data']}.{origin}", ""] + \
+    lines = [f"## 3. Training throughput ({label}{', ' + s['gpu'] if s.get('gpu') else ''})", "",
+             f"Batch {s['batch']}, {s['size']}x{s['size']}, {s['optimizer']}, {s['precision']}, {s['data']}.{origin}", ""] + \
         _table(["network", "params (M)", "slices/s", "step time / plain U-Net of the same widths"], rows) + [""]
+    real = train.get("real_configuration")
+    if real:
+        bare = next((r for r in train["networks"] if r["name"] == real["name"].split(" ")[0]), None)
+        ratio = f"; {real['slices_per_s'] / bare['slices_per_s']:.2f}x the bare step's throughput" if bare else ""
+        lines += [f"The default model's real training configuration ({real['data']}): **{real['slices_per_s']} slices/s**, "
+                  f"{100 * real['data_wait_share']:.0f} % of each step waiting for data{ratio}.", ""]
+    return lines
 
 
 def render_markdown(results: dict, gpu: dict | None = None, targets: dict | None = None) -> str:
