@@ -50,6 +50,8 @@ from scipy import ndimage
 #: ``qc`` flags, in the order they are reported.
 QC_FLAGS = (
     "no_roi_model",
+    "constant_slice",
+    "anisotropic_spacing",
     "low_roi_confidence",
     "box_corrected",
     "second_look",
@@ -59,17 +61,33 @@ QC_FLAGS = (
 )
 
 
+#: How the volume consensus changed a slice's box (:attr:`RoiResult.correction`).
+CORRECTIONS = {
+    "candidate": "box moved by the volume consensus to another LV candidate nearer the stack's LV centre",
+    "median": "box replaced by the volume consensus with the stack's median LV box",
+    "filled": "box taken from the volume consensus (the stack's median LV box: the LV was found on slices above and below)",
+    "extended": "box taken from the neighbouring slice by the volume consensus (the end of the found range)",
+}
+
+
 @dataclass
 class RoiResult:
     """The ROI stage's answer for one slice: ``box`` an inclusive pixel box (x_min, y_min, x_max,
     y_max) or None, ``probability`` that the LV is visible, ``candidates`` other boxes (localiser
-    components, best first, as ``(box, mass)``), ``flags`` quality flags set so far."""
+    components, best first, as ``(box, mass)``), ``flags`` quality flags set so far, ``found``
+    whether the slice is segmented, ``degenerate`` whether the box has no area (under one pixel
+    wide or high), ``correction`` how the volume consensus changed the box (a key of
+    :data:`CORRECTIONS`: ``"filled"`` and ``"extended"`` are slices on which the ROI stage itself
+    found no LV), ``constant`` a constant slice (nothing to segment)."""
 
     box: list | None
     probability: float
     candidates: list = field(default_factory=list)
     flags: list = field(default_factory=list)
     found: bool = False
+    degenerate: bool = False
+    correction: str | None = None
+    constant: bool = False
 
 
 def _grid_box_to_pixels(cols, rows, side: float, grid: int, height: int, width: int) -> list:
@@ -99,29 +117,40 @@ def regressor_results(pred_boxes: torch.Tensor, presence_logits, sides: list, si
     return results
 
 
+def _localizer_candidates(prob: np.ndarray, threshold: float, min_pixels: int, side: float, height: int, width: int) -> list:
+    """(box, mass, peak) of each component of ``prob > threshold`` with at least ``min_pixels`` cells."""
+    grid = prob.shape[-1]
+    components, count = ndimage.label(prob > threshold)
+    candidates = []
+    if count:
+        indices = np.arange(1, count + 1)
+        areas = ndimage.sum_labels(np.ones_like(prob), components, indices)
+        masses = ndimage.sum_labels(prob, components, indices)
+        peaks = ndimage.maximum(prob, components, indices)
+        for index, slices in enumerate(ndimage.find_objects(components)):
+            if areas[index] < min_pixels:
+                continue
+            rows, cols = slices
+            box = _grid_box_to_pixels((cols.start, cols.stop - 1), (rows.start, rows.stop - 1), side, grid, height, width)
+            candidates.append((box, float(masses[index]), float(peaks[index])))
+    candidates.sort(key=lambda c: -c[1])
+    return candidates
+
+
 def localizer_results(lv_probability: np.ndarray, sides: list, sizes: list, threshold: float = 0.5,
-                      min_pixels: int = 8) -> list:
+                      min_pixels: int = 8, presence_threshold: float | None = None) -> list:
     """:class:`RoiResult` per slice from the localiser's LV probability maps (B, S, S) on the ROI
     grid. Components of ``probability > threshold`` with at least ``min_pixels`` cells are the
-    candidates, ranked by probability mass; ``probability`` is the best component's peak."""
+    candidates, ranked by probability mass; ``probability`` is the best component's peak. Where no
+    component passes ``threshold`` and ``presence_threshold`` is lower, the components of
+    ``probability > presence_threshold`` are the candidates (so that a presence threshold below
+    ``threshold`` acts: a slice whose LV peaks at 0.3 is found with ``presence_threshold=0.2``)."""
     results = []
-    grid = lv_probability.shape[-1]
     for i, (height, width) in enumerate(sizes):
         prob = lv_probability[i]
-        components, count = ndimage.label(prob > threshold)
-        candidates = []
-        if count:
-            indices = np.arange(1, count + 1)
-            areas = ndimage.sum_labels(np.ones_like(prob), components, indices)
-            masses = ndimage.sum_labels(prob, components, indices)
-            peaks = ndimage.maximum(prob, components, indices)
-            for index, slices in enumerate(ndimage.find_objects(components)):
-                if areas[index] < min_pixels:
-                    continue
-                rows, cols = slices
-                box = _grid_box_to_pixels((cols.start, cols.stop - 1), (rows.start, rows.stop - 1), float(sides[i]), grid, height, width)
-                candidates.append((box, float(masses[index]), float(peaks[index])))
-        candidates.sort(key=lambda c: -c[1])
+        candidates = _localizer_candidates(prob, threshold, min_pixels, float(sides[i]), height, width)
+        if not candidates and presence_threshold is not None and presence_threshold < threshold:
+            candidates = _localizer_candidates(prob, presence_threshold, min_pixels, float(sides[i]), height, width)
         if candidates:
             best = candidates[0]
             results.append(RoiResult(box=best[0], probability=best[2], candidates=[(c[0], c[1]) for c in candidates]))
@@ -161,10 +190,12 @@ def volume_consensus(results: list, sizes: list, confidence: float = 0.9, max_of
                 continue
             near = [box for box, _ in result.candidates if np.hypot(*np.subtract(_centre_side(box)[:2], (cx, cy))) <= limit]
             result.box = near[0] if near else median_box(height, width)
+            result.correction = "candidate" if near else "median"
             result.flags.append("box_corrected")
         elif confident[0] < i < confident[-1]:
             result.box = median_box(height, width)
             result.found = True
+            result.correction = "filled"
             result.flags.append("box_corrected")
     if extend_threshold is not None:
         found = [i for i, r in enumerate(results) if r.found]
@@ -172,6 +203,7 @@ def volume_consensus(results: list, sizes: list, confidence: float = 0.9, max_of
             if 0 <= i < len(results) and not results[i].found and results[i].probability >= extend_threshold:
                 results[i].box = list(results[neighbour].box)
                 results[i].found = True
+                results[i].correction = "extended"
                 results[i].flags.append("box_corrected")
 
 
@@ -189,6 +221,30 @@ def touches_border(crop_prediction: np.ndarray, border: int = 1) -> bool:
     """Whether the LV (any non-zero label) of a crop's label map reaches its outer ``border`` pixels."""
     lv = crop_prediction > 0
     return bool(lv[:border].any() or lv[-border:].any() or lv[:, :border].any() or lv[:, -border:].any())
+
+
+def crop_prediction_in_output(crop_prediction: np.ndarray, crop_box, label_map: np.ndarray) -> np.ndarray:
+    """The crop's label map (network grid) restricted to its LV components that are in the output
+    ``label_map`` (the slice's map after :func:`keep_largest_component`): a component the clean-up
+    removed, or one that lies outside the image, is dropped. ``crop_box``: the crop's continuous
+    pixel box (x0, y0, x1, y1). A component is kept when one of its cells, at its centre, falls on an
+    LV pixel of ``label_map``. The second look and the ``mask_touches_crop_border`` flag look at this."""
+    lv = crop_prediction > 0
+    if not label_map.any():
+        return np.zeros_like(crop_prediction)
+    components, count = ndimage.label(lv)
+    if count <= 1:
+        return crop_prediction
+    rows_n, cols_n = crop_prediction.shape
+    height, width = label_map.shape
+    x0, y0, x1, y1 = (float(v) for v in crop_box)
+    cols = np.floor(x0 + (np.arange(cols_n) + 0.5) * (x1 - x0) / cols_n).astype(np.int64)
+    rows = np.floor(y0 + (np.arange(rows_n) + 0.5) * (y1 - y0) / rows_n).astype(np.int64)
+    valid_cols, valid_rows = (cols >= 0) & (cols < width), (rows >= 0) & (rows < height)
+    on_output = np.zeros(crop_prediction.shape, dtype=bool)
+    on_output[np.ix_(valid_rows, valid_cols)] = label_map[np.ix_(rows[valid_rows], cols[valid_cols])] > 0
+    kept = np.unique(components[on_output & lv])
+    return np.where(np.isin(components, kept[kept > 0]), crop_prediction, 0).astype(crop_prediction.dtype)
 
 
 def second_look_box(crop_prediction: np.ndarray, crop_box, label_map: np.ndarray, margin: float,
