@@ -6,11 +6,13 @@ again, and what to tell the user about each slice.
 * the paper's box regressor (:class:`~halsr_hf.modeling_roi.LvRoiRegressor`, model_type
   ``halsr_roi``, section 3.1): a box and a presence logit per slice (:func:`regressor_results`);
 * a **coarse localiser** (the bundled default): a
-  :class:`~halsr_hf.modeling_halsr.HalsrForSemanticSegmentation` with the labels
-  ``background, lv`` (HALSR-Net ``small`` with its three modules off, i.e. a plain U-Net), which
+  :class:`~halsr_hf.modeling_halsr.HalsrForSemanticSegmentation` whose config says
+  ``stage="localization"``, with the labels background and LV (HALSR-Net ``small`` with its three
+  modules off, i.e. a plain U-Net), which
   segments the whole LV (cavity + myocardium) on the whole slice, padded to a square and resized
   to ``roi_size``. Its connected components above ``localizer_threshold`` are the candidate
-  boxes, the one of largest probability mass wins (:func:`localizer_results`). This is our choice
+  boxes, the one of largest probability mass wins (:func:`localizer_results`); where none passes
+  it, the components above a lower ``presence_threshold``. This is our choice
   where the paper's regressor could not reach the product's targets (see the README's ablation
   table): the regressor stays selectable.
 
@@ -22,23 +24,30 @@ there; a slice between confident slices on which the ROI stage found no LV gets 
 box (the LV does not vanish mid-stack); the first slice beyond each end of the found range
 whose LV probability is at least ``consensus_extend_threshold`` (0.1) gets its neighbour's box,
 since the localiser misses the apex's small LV more often than it imagines one. All three are
-flagged ``box_corrected``.
+flagged ``box_corrected``; :attr:`RoiResult.correction` says which, and the slice's message says
+when the box came from the consensus rather than from the ROI stage. The thresholds named here
+are settings of the image processor
+(:data:`~halsr_hf.image_processing_halsr.ROI_STAGE_SETTINGS`), overridable per call.
 
 **Second look** (:func:`second_look_box`): after a crop is segmented, the box of its predicted LV
-(cavity + myocardium, largest component) is compared with the crop. When the mask touches the
-crop's border, or its centre is further than ``second_look_offset`` x the crop side from the
+(cavity + myocardium, largest component) is compared with the crop. When that mask (the crop's
+prediction restricted to the components in the output, :func:`crop_prediction_in_output`) touches
+the crop's border, or its centre is further than ``second_look_offset`` x the crop side from the
 crop's centre, or the crop made from the mask would differ in side by more than a factor
 ``second_look_scale``, the slice is cropped again around the mask's box and segmented again, at
 most ``second_look`` times. The output's ``roi`` is the box of the final crop.
 
 **Quality flags** (:data:`QC_FLAGS`), the ``qc`` list of each slice, set by the pipeline:
-``low_roi_confidence`` (ROI probability below ``low_confidence``), ``box_corrected`` (volume
-consensus), ``second_look`` (the crop was made again), ``mask_touches_crop_border`` (still, after
-the last look: :func:`touches_border`), ``several_components`` (the LV mask had more than one
+``no_roi_model`` (the whole slice was segmented, by choice), ``constant_slice`` (a constant slice
+of a volume: not segmented), ``anisotropic_spacing`` (row and column spacing differ: the crop is
+square in pixels, not in mm), ``low_roi_confidence`` (ROI probability below ``low_confidence``,
+judged after the volume consensus, so a slice it filled in is flagged too), ``box_corrected``
+(volume consensus), ``second_look`` (the crop was made again), ``mask_touches_crop_border`` (the
+final mask, still after the last look: :func:`touches_border` of
+:func:`crop_prediction_in_output`), ``several_components`` (the LV mask had more than one
 component of at least ``min_pixels`` of :func:`keep_largest_component`; only the largest is kept),
 ``cavity_not_enclosed`` (more than ``tolerance`` of :func:`cavity_not_enclosed` of the cavity's
-outline borders background rather than myocardium: normal at the base, a warning elsewhere),
-``no_roi_model`` (the whole slice was segmented).
+outline borders background rather than myocardium: normal at the base, a warning elsewhere).
 """
 
 from dataclasses import dataclass, field
@@ -250,7 +259,8 @@ def crop_prediction_in_output(crop_prediction: np.ndarray, crop_box, label_map: 
 def second_look_box(crop_prediction: np.ndarray, crop_box, label_map: np.ndarray, margin: float,
                     max_offset: float = 0.1, max_scale: float = 1.25, border: int = 1):
     """The box to crop again around, or None when the crop is good (see the module docstring).
-    ``crop_prediction`` is the crop's label map on the network grid, ``crop_box`` the crop's
+    ``crop_prediction`` is the crop's label map on the network grid (the pipeline passes it through
+    :func:`crop_prediction_in_output`), ``crop_box`` the crop's
     continuous pixel coordinates (x0, y0, x1, y1), ``label_map`` the prediction on the slice."""
     box = mask_box(label_map > 0)
     if box is None:
