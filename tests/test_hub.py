@@ -203,7 +203,7 @@ def test_trainer_checkpoint_is_resaved_with_code_processor_and_roi(tmp_path, sum
             "command.txt", "all_results.json"} <= files
     assert "training_args.bin" not in files and "trainer_state.json" in files
     assert not [f for f in files if f.startswith("checkpoint-")]
-    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == 64  # the model's image_size
+    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == {"height": 64, "width": 64}  # the model's image_size
     card = (out / "README.md").read_text()
     assert "| `learning_rate` | 0.001 |" in card and "| `max_steps` | 7 |" in card
     assert "command: halsr-hf train --preset tiny" in card and "| `train_loss` | 0.4321 |" in card

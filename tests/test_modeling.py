@@ -259,8 +259,8 @@ def test_unknown_and_misspelt_keyword_arguments_raise_input_error(tester):
         model(pixel_values, label=labels)
     with pytest.raises(InputError, match="'output_hidden_state' \\(did you mean 'output_hidden_states'\\?\\)"):
         model(pixel_values, output_hidden_state=True)
-    with pytest.raises(InputError, match="crop_boxes is not a model input.*post_process_semantic_segmentation"):
-        model(pixel_values, crop_boxes=torch.zeros(2, 4))
+    with pytest.raises(InputError, match="'crop_box' \\(did you mean 'crop_boxes'\\?\\)"):
+        model(pixel_values, crop_box=torch.zeros(2, 4))
     roi = LvRoiRegressor(tiny_roi_config())
     with pytest.raises(InputError, match="LvRoiRegressor.forward: unknown keyword argument 'label' \\(did you mean 'labels'\\?\\)"):
         roi(torch.rand(1, 1, 64, 64), label=torch.zeros(1, 4))

@@ -36,7 +36,7 @@ def test_processor_save_load_and_normalisation(tmp_path):
     processor = HalsrImageProcessor(size=96, crop_margin=0.3)
     processor.save_pretrained(tmp_path)
     reloaded = AutoImageProcessor.from_pretrained(tmp_path)
-    assert isinstance(reloaded, HalsrImageProcessor) and reloaded.size == 96 and reloaded.crop_margin == 0.3
+    assert isinstance(reloaded, HalsrImageProcessor) and reloaded.size == {"height": 96, "width": 96} and reloaded.crop_margin == 0.3
     rng = np.random.default_rng(0)
     image = rng.integers(0, 4000, size=(77, 91)).astype(np.uint16)
     normalized = reloaded.prepare_slice(image)
@@ -185,8 +185,10 @@ def test_models_alone_give_the_pipelines_label_map_on_a_real_slice(bundled_pipe)
             label_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.shape])[0]
             whole = keep_largest_component(label_map.numpy().astype(np.uint8))[0]
             assert np.array_equal(whole, bundled_pipe(image, use_roi=False, second_look=0)["label_map"])
-    with pytest.raises(InputError, match="crop_boxes and original_sizes are not model inputs"):
-        model(**processor(full))
+    # issue 20: the processor's output goes to the model as is, as with SegFormer's
+    inputs = processor(full)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, model(pixel_values=inputs["pixel_values"]).logits)
 
 
 NO_PROMPT = textwrap.dedent(
@@ -289,7 +291,7 @@ def test_no_lv_is_reported_instead_of_segmenting_noise(tmp_path):
 
 def test_roi_model_argument_validation(tiny_folder):
     model, _ = tiny_models()
-    with pytest.raises(InputError, match="expected an LV ROI regressor"):
+    with pytest.raises(InputError, match="expected an LV box regressor .* or an LV localiser"):
         CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(), roi_model=model)
     with pytest.raises(InputError, match="roi_model"):
         CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(), roi_model=str(tiny_folder))

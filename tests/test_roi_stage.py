@@ -152,11 +152,17 @@ def test_broken_roi_folder_is_an_error_not_a_silent_switch(tmp_path):
     (folder / "roi" / "config.json").write_text("{not json")
     with pytest.raises(InputError, match="roi"):
         halsr_hf.load_pipeline(folder)
-    # no roi/ folder at all: whole-slice segmentation, and the output says so
+    # no roi/ folder at all (a training output): the model loads, but segmenting whole slices is an
+    # explicit choice (issue 20: it used to happen silently, flagged no_roi_model only)
     shutil.rmtree(folder / "roi")
     pipe = halsr_hf.load_pipeline(folder)
-    out = pipe("space/examples/SCD0000101_48.dcm")
-    assert pipe.roi_model is None and out["qc"][0] == "no_roi_model" and "no ROI stage" in out["message"]
+    assert pipe.roi_model is None
+    with pytest.raises(InputError, match="no ROI stage: .*has no roi/ folder.*roi_model=.*use_roi=False"):
+        pipe("space/examples/SCD0000101_48.dcm")
+    out = pipe("space/examples/SCD0000101_48.dcm", use_roi=False)
+    assert out["qc"][0] == "no_roi_model" and out["message"].startswith("whole slice segmented (no ROI stage: use_roi=False)")
+    out = halsr_hf.load_pipeline(folder, roi_model=False)("space/examples/SCD0000101_48.dcm")
+    assert out["qc"][0] == "no_roi_model" and "roi_model=False" in out["message"]
 
 
 def test_second_look_and_consensus_can_be_switched_off(pipe, acdc_dir):

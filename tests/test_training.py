@@ -139,7 +139,7 @@ def test_train_halsr_saves_a_reloadable_checkpoint(halsr_checkpoint):
     model = AutoModelForSemanticSegmentation.from_pretrained(out)
     processor = AutoImageProcessor.from_pretrained(out)
     assert type(model).__name__ == "HalsrForSemanticSegmentation" and model.config.hidden_sizes == [4, 8, 8, 16, 16]
-    assert processor.size == 64 and processor.crop_margin == 0.25
+    assert processor.size == {"height": 64, "width": 64} and processor.crop_margin == 0.25
     results = json.loads((out / "all_results.json").read_text())
     assert 0.0 <= results["eval_dice_mean"] <= 1.0 and "eval_dice_lv_cavity" in results
     command = (out / "command.txt").read_text()

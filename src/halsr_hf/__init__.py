@@ -1,12 +1,16 @@
-"""halsr-hf: HALSR-Net cardiac LV segmentation (ROI regressor + HALSR-Net) as transformers models.
+"""halsr-hf: HALSR-Net cardiac LV segmentation (ROI stage + HALSR-Net) as transformers models.
+
+The ROI stage of the bundled model is a coarse LV localiser; the paper's box regressor is
+selectable (see :mod:`halsr_hf.roi_stage`).
 
 Importing the package registers the models with the ``Auto*`` classes and the
 ``cardiac-lv-segmentation`` pipeline task (default model: the bundled one), and makes this
 package's classes win over the code copies of saved folders, without ``trust_remote_code`` and
 without a prompt: ``pipeline("cardiac-lv-segmentation")``,
 ``pipeline("cardiac-lv-segmentation", model=folder)`` and the ``Auto*.from_pretrained(folder)``
-calls all use the classes below. ``trust_remote_code=True`` is only needed where the package is
-not installed.
+calls all use the classes below (a saved config's ``custom_pipelines`` gives way to the registered
+task: :attr:`HalsrConfig.custom_pipelines`). ``trust_remote_code=True`` is only needed where the
+package is not installed.
 """
 
 from pathlib import Path
@@ -28,7 +32,7 @@ _DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 
 def default_model_dir() -> Path:
-    """The folder of the bundled default model (HALSR-Net ``small`` + its ROI regressor in
+    """The folder of the bundled default model (HALSR-Net ``small`` + its LV localiser in
     ``roi/``), loadable with ``from_pretrained`` and used by ``pipeline("cardiac-lv-segmentation")``."""
     if not (_DEFAULT_MODEL_DIR / "config.json").is_file():
         raise FileNotFoundError(
@@ -46,14 +50,27 @@ AutoImageProcessor.register(HalsrConfig, HalsrImageProcessor, exist_ok=True)
 
 def load_pipeline(model=None, roi_model=None, device=None, trust_remote_code: bool = False, **kwargs):
     """``pipeline("cardiac-lv-segmentation")`` for a folder, a Hub id or (``model=None``) the bundled
-    default model, always with this package's pipeline class."""
+    default model, always with this package's pipeline class. ``roi_model``: see
+    :class:`CardiacLVSegmentationPipeline` (``False``: whole slices, no ROI stage). A ``model`` that
+    is neither an existing folder nor a loadable Hub id is an :class:`InputError` in one line."""
     from transformers import pipeline
 
+    from .errors import argument
+    from .pipeline_halsr import _is_a_path, _one_line
+
     model = str(default_model_dir()) if model is None else str(model)
-    return pipeline(
-        TASK, model=model, roi_model=roi_model, device=device, trust_remote_code=trust_remote_code,
-        pipeline_class=CardiacLVSegmentationPipeline, **kwargs,
-    )
+    if not Path(model).exists() and _is_a_path(model):
+        raise InputError(f"{argument('model', model)}: no such folder")
+    try:
+        return pipeline(
+            TASK, model=model, roi_model=roi_model, device=device, trust_remote_code=trust_remote_code,
+            pipeline_class=CardiacLVSegmentationPipeline, **kwargs,
+        )
+    except OSError as error:
+        if Path(model).exists():
+            raise
+        raise InputError(f"{argument('model', model)}: no such folder, nor a Hub model that could be loaded "
+                         f"({_one_line(error)})") from None
 
 
 # transformers 5 format of a task's default: {"model": (name_or_folder, revision)} (the v4 form
@@ -71,23 +88,6 @@ CardiacLVSegmentationPipeline._registered_impl = {
     TASK: {key: value for key, value in PIPELINE_REGISTRY.supported_tasks[TASK].items() if key != "default"}
 }
 
-
-def _custom_pipelines_of_a_local_config(self):
-    """A saved folder's ``config.json`` names, in ``custom_pipelines``, the pipeline code copied beside
-    the weights (for ``trust_remote_code=True`` where this package is absent). ``transformers.pipeline``
-    reads only ``config.custom_pipelines`` and, when it is set, refuses the registered task unless
-    ``trust_remote_code`` or ``pipeline_class`` is given. A config loaded by this package's class
-    (i.e. with the package imported) therefore shows none: the registered task and its local
-    pipeline class are used. The value stays in the config's ``__dict__``, so ``to_dict`` and
-    ``save_pretrained`` keep writing it."""
-    return {}
-
-
-def _set_custom_pipelines(self, value):
-    self.__dict__["custom_pipelines"] = value
-
-
-HalsrConfig.custom_pipelines = property(_custom_pipelines_of_a_local_config, _set_custom_pipelines)
 
 # Saved folders carry the code and an ``auto_map`` so that they load with trust_remote_code=True
 # where this package is not installed.

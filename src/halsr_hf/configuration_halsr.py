@@ -6,9 +6,18 @@ the regressor (:mod:`configuration_roi`) found. See ``modeling_halsr.py`` for th
 and the choices made where the paper is vague.
 """
 
+import sys
+
 from transformers import PretrainedConfig
 
 DEFAULT_ID2LABEL = {0: "background", 1: "lv_cavity", 2: "myocardium"}
+
+#: Values of :attr:`HalsrConfig.stage`.
+STAGES = ("segmentation", "localization")
+
+#: The pipeline task whose saved ``custom_pipelines`` give way to the installed package's class
+#: (:attr:`HalsrConfig.custom_pipelines`).
+REGISTERED_TASK = "cardiac-lv-segmentation"
 
 #: Named presets. The paper lists 64-128-256-512-1024 filters (``large``) yet reports 10.7M
 #: parameters (Table 9), which only a half-width network reaches (``base``). ``small`` is a
@@ -59,6 +68,13 @@ class HalsrConfig(PretrainedConfig):
             (e.g. myocardium not annotated on a slice).
         image_size (`int`, defaults to 128): the crop size the model was trained at; used by the image
             processor, not a constraint of the network (any size works).
+        stage (`str`, defaults to ``"segmentation"``): which stage of the two-stage method this
+            network is. ``"segmentation"``: HALSR-Net on LV crops (the model a pipeline is loaded
+            with); ``"localization"``: the coarse LV localiser of the ROI stage (labels background,
+            lv, on whole slices; ``halsr-hf train --task localization`` writes it). The pipeline
+            accepts a HALSR-Net as its ROI model only with ``stage="localization"``.
+        roi_subfolder (`str`, defaults to ``"roi"``): the sub-folder of the model's folder or Hub
+            repository that holds its ROI model.
         id2label / label2id: defaults to background, lv_cavity, myocardium. Pass both (transformers 5
             does not derive one from the other).
     """
@@ -84,6 +100,8 @@ class HalsrConfig(PretrainedConfig):
         dice_smooth: float = 1.0,
         semantic_loss_ignore_index: int = 255,
         image_size: int = 128,
+        stage: str = "segmentation",
+        roi_subfolder: str = "roi",
         **kwargs,
     ):
         if "id2label" not in kwargs and "num_labels" not in kwargs:
@@ -110,6 +128,33 @@ class HalsrConfig(PretrainedConfig):
         self.dice_smooth = dice_smooth
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
         self.image_size = image_size
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        self.stage = stage
+        self.roi_subfolder = roi_subfolder
+
+    @property
+    def custom_pipelines(self) -> dict:
+        """The ``custom_pipelines`` of a saved folder's ``config.json`` (the pipeline code copied beside
+        the weights, for ``trust_remote_code=True`` where this package is not installed), or ``{}``
+        while the task is registered in this process by the installed package.
+
+        ``transformers.pipeline`` reads only ``config.custom_pipelines``; when it names the task, it
+        refuses the registered task unless ``trust_remote_code`` or ``pipeline_class`` is given, and
+        with ``trust_remote_code=True`` it runs the copied code. With ``halsr_hf`` imported (which
+        registers :data:`REGISTERED_TASK` with its pipeline class), the installed package's classes
+        are used, without a prompt; without it, the copied code. The stored value stays in the
+        config's ``__dict__``, so ``to_dict`` and ``save_pretrained`` keep writing it."""
+        stored = self.__dict__.get("custom_pipelines") or {}
+        registry = getattr(sys.modules.get("transformers.pipelines"), "PIPELINE_REGISTRY", None)
+        registered = registry.supported_tasks.get(REGISTERED_TASK) if registry is not None else None
+        if registered is not None and getattr(registered.get("impl"), "__module__", "").startswith("halsr_hf."):
+            return {}
+        return stored
+
+    @custom_pipelines.setter
+    def custom_pipelines(self, value):
+        self.__dict__["custom_pipelines"] = value
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "HalsrConfig":

@@ -42,6 +42,12 @@ def argument(name: str, value=None) -> str:
     return flag if value is None or value is True else f"{flag} {value}"
 
 
+def front_end(python: str, command_line: str) -> str:
+    """``python`` from Python, ``command_line`` inside ``with argument_names():`` (the command line):
+    for advice that has no one-to-one flag, e.g. ``front_end("use_roi=False", "--no-roi")``."""
+    return python if _ARGUMENT_NAMES.get() is None else command_line
+
+
 @contextlib.contextmanager
 def argument_names(**flags):
     """Within this block, messages name arguments as command-line flags: ``--name-with-dashes``

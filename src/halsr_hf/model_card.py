@@ -368,7 +368,7 @@ def model_view(model_dir: Path) -> dict:
                        "hidden_sizes": list(roi.config.hidden_sizes) if localizer else None}
     if (model_dir / "preprocessor_config.json").is_file():
         processor = AutoImageProcessor.from_pretrained(str(model_dir), trust_remote_code=False)
-        view["processor"] = {"size": processor.size, "roi_size": processor.roi_size, "crop_margin": processor.crop_margin,
+        view["processor"] = {"size": processor.crop_size, "roi_size": processor.roi_size, "crop_margin": processor.crop_margin,
                              "clip_percentiles": list(processor.clip_percentiles)}
     return view
 

@@ -342,19 +342,17 @@ def bce_dice_loss(
     return alpha * bce + beta * dice
 
 
+#: The image processor's geometry outputs: accepted by ``forward`` and ignored, so that
+#: ``model(**processor(images))`` works (as SAM's model takes its processor's ``original_sizes``).
+PROCESSOR_GEOMETRY = ("crop_boxes", "original_sizes")
+
+
 def _check_segmentation_kwargs(kwargs: dict) -> None:
-    """``forward`` takes no other keyword arguments: a typo (``label=``) or a processor output that
-    is not a model input (``crop_boxes``) is an :class:`InputError`, never silently ignored."""
-    not_inputs = sorted(set(kwargs) & {"crop_boxes", "original_sizes"})
-    if not_inputs:
-        raise InputError(
-            f"HalsrForSemanticSegmentation.forward: {' and '.join(not_inputs)} "
-            f"{'is not a model input' if len(not_inputs) == 1 else 'are not model inputs'} (they come from the image "
-            "processor); call model(pixel_values=inputs['pixel_values']) and pass crop_boxes and "
-            "original_sizes to processor.post_process_semantic_segmentation(outputs, target_sizes=..., crop_boxes=...)"
-        )
-    check_no_unknown_kwargs(kwargs, "HalsrForSemanticSegmentation.forward",
-                            ("pixel_values", "labels", "output_hidden_states", "return_dict"))
+    """``forward`` takes no other keyword arguments than its own and :data:`PROCESSOR_GEOMETRY`: a
+    typo (``label=``) is an :class:`InputError`, never silently ignored."""
+    check_no_unknown_kwargs({k: v for k, v in kwargs.items() if k not in PROCESSOR_GEOMETRY},
+                            "HalsrForSemanticSegmentation.forward",
+                            ("pixel_values", "labels", "output_hidden_states", "return_dict", *PROCESSOR_GEOMETRY))
 
 
 class HalsrForSemanticSegmentation(HalsrPreTrainedModel):
@@ -362,7 +360,9 @@ class HalsrForSemanticSegmentation(HalsrPreTrainedModel):
 
     ``forward(pixel_values, labels=None)`` returns a :class:`SemanticSegmenterOutput` whose
     ``logits`` have the input's spatial size ``(B, num_labels, H, W)``; with ``labels`` (B, H, W) it
-    also returns the BCE + Dice loss.
+    also returns the BCE + Dice loss. ``crop_boxes`` and ``original_sizes``, which the image
+    processor returns for its post-processing, are accepted and ignored:
+    ``model(**processor(images, segmentation_maps=maps))`` works.
     """
 
     def __init__(self, config: HalsrConfig):

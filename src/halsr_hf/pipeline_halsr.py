@@ -1,28 +1,44 @@
 """``pipeline("cardiac-lv-segmentation")``: two-stage LV segmentation of short-axis cine MRI.
 
-Stage 1, the ROI regressor, predicts the LV box on the whole slice (and whether the LV is there
-at all); stage 2, HALSR-Net, segments a square crop around that box; the crop's prediction is
-pasted back onto the input's grid. Without a ROI model the whole slice (padded to a square) is
-segmented.
+Stage 1, the ROI stage, finds the LV box on the whole slice (and whether the LV is there at all):
+the bundled model's coarse LV localiser, or the paper's box regressor (see
+:mod:`halsr_hf.roi_stage`); stage 2, HALSR-Net, segments a square crop around that box; the crop's
+prediction is pasted back onto the input's grid.
 
-The ROI regressor is looked up, in order: the ``roi_model=`` argument (a model or a folder/Hub
-id), then the ``roi/`` sub-folder of the segmentation model's folder or Hub repository
-(``config.roi_subfolder``, default ``"roi"``).
+The ROI model is looked up, in order: the ``roi_model=`` argument (a model or a folder/Hub id),
+then the ``roi/`` sub-folder of the segmentation model's folder or Hub repository
+(``config.roi_subfolder``, default ``"roi"``). A ROI stage that should be there and does not load
+(a broken ``roi/`` folder; a Hub repository whose ``roi/`` cannot be loaded: not in the cache
+offline, network error, broken ``config.json``) is an error when the pipeline is loaded. A model
+without a ROI stage (a local folder without ``roi/``, a model object without ``roi_model=``) loads,
+but a call that would use the ROI stage is refused: HALSR-Net was trained on LV crops, not on
+whole slices. Whole-slice segmentation is an explicit choice: ``use_roi=False`` in a call, or
+``roi_model=False`` when loading (then every call); its slices carry the ``no_roi_model`` flag.
 
 Inputs: a path (PNG, JPEG, TIFF, 16-bit PNG, DICOM, NIfTI 2D/3D/4D with ``frame=``), a PIL image,
-a numpy array or torch tensor (H, W) or (Z, H, W), or a list of these (slices of all inputs are
-batched together, ``batch_size`` at a time).
+a numpy array or torch tensor (H, W) or (Z, H, W) (another axis order with ``axes=``, e.g.
+``axes="xyz"`` for ``nibabel.load(path).get_fdata()``), or a list of these (slices of all inputs
+are batched together, ``batch_size`` at a time). A 3D array whose order is ambiguous (its last axis
+is the shortest, as in (X, Y, Z) arrays, or it could be an RGB image) is refused without ``axes=``.
 
 Output for a 2D input, a dict: ``label_map`` (uint8, input size, 0 background / 1 lv_cavity /
-2 myocardium), ``segments`` (the image-segmentation pipeline's format: ``label``, ``score``,
-``mask`` as PIL ``L`` 0/255, one per class present), ``roi`` (inclusive pixel box
-``[x_min, y_min, x_max, y_max]`` or None), ``lv_found``, ``message``, ``areas_px``,
-``areas_mm2`` (None unless spacing is known from the file or ``pixel_spacing=``),
-``pixel_spacing``. For a volume: ``label_map`` (Z, H, W), ``slices`` (the per-slice dicts, without
-their label maps), ``volumes_ml`` (when spacing and slice thickness are known), ``pixel_spacing``,
-``slice_thickness``.
+2 myocardium), ``segments`` (the image-segmentation pipeline's format: ``label``, ``score`` (mean
+probability of the class over its final mask), ``mask`` as PIL ``L`` 0/255, one per class present
+in ``label_map``), ``roi`` (inclusive pixel box ``[x_min, y_min, x_max, y_max]`` of the final crop,
+or None), ``lv_found``, ``lv_probability``, ``qc``, ``message``, ``areas_px``, ``areas_mm2`` (None
+unless spacing is known from the file or ``pixel_spacing=``), ``pixel_spacing``. For a volume:
+``label_map`` (Z, H, W), ``slices`` (the per-slice dicts, without their label maps),
+``volumes_ml`` (when spacing and slice thickness are known), ``pixel_spacing``,
+``slice_thickness``. A constant slice inside a volume (zero-padded end slices) gets an empty map,
+``lv_found`` False and the ``constant_slice`` flag; a constant 2D input is an :class:`InputError`.
+
+Anisotropic in-plane spacing (row and column spacing more than 1 % apart) is not resampled: crops
+are square in pixels, as the network was trained (ACDC and Sunnybrook pixels are square), so the
+LV reaches it stretched. Each slice then carries the ``anisotropic_spacing`` flag, the message says
+so and a ``UserWarning`` is issued; areas and volumes in mm use both spacings and stay correct.
 """
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +48,16 @@ from transformers import Pipeline, PretrainedConfig
 
 from .clinical import areas as measure_areas
 from .clinical import volumes_ml as measure_volumes
-from .errors import InputError
+from .errors import InputError, argument, front_end
 from .image_io import load_input, save_mask
+from .image_processing_halsr import ROI_STAGE_SETTINGS, to_gray_float32
 from .modeling_halsr import HalsrForSemanticSegmentation
 from .modeling_roi import LvRoiRegressor
 from .roi_stage import (
+    CORRECTIONS,
     RoiResult,
     cavity_not_enclosed,
+    crop_prediction_in_output,
     keep_largest_component,
     order_flags,
     second_look_box,
@@ -48,6 +67,8 @@ from .roi_stage import (
 
 TASK = "cardiac-lv-segmentation"
 
+#: In-plane spacings further apart than this (relative) are "anisotropic" (qc flag ``anisotropic_spacing``).
+ANISOTROPY_TOLERANCE = 0.01
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th of the 8 rotations/flips of the last two axes (k in 0..7; a tensor or a numpy
@@ -67,16 +88,87 @@ def dihedral_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(x, -(k % 4), dims=(-2, -1))
 
 
+
+def arrange_axes(item, axes: str | None = None):
+    """An array or tensor in the pipeline's order, (H, W) or (Z, H, W), from one in the order
+    ``axes`` names: letters ``z`` (slices), ``y`` (rows of the output's slices), ``x`` (columns),
+    ``c`` (colour channels, converted to gray). ``axes="xyz"`` is nibabel's
+    ``nib.load(path).get_fdata()`` order, read as the NIfTI reader reads files (slice ``k`` is
+    ``data[:, :, k].T``); ``"zyx"`` the default order (numpy, SimpleITK); ``"yxc"`` an RGB(A) image.
+    Paths and PIL images are returned as they are (``axes`` must then be None).
+
+    Without ``axes``, a 3D array whose order is ambiguous is refused: its last axis is the shortest
+    (an (X, Y, Z) volume such as ``get_fdata()``'s, not Z slices of H x W), or it looks like an RGB
+    image (last axis 3 or 4) whose channels differ (a volume of 3 or 4 slices in (X, Y, Z) order
+    would otherwise be read as a colour image). An RGB array whose channels are equal stays a gray
+    image."""
+    array_like = isinstance(item, (np.ndarray, torch.Tensor))
+    if axes is None:
+        if array_like and item.ndim == 3:
+            _check_unambiguous(item)
+        return item
+    if not array_like:
+        raise InputError(f"{argument('axes', axes)} applies to numpy arrays and torch tensors; files and PIL images "
+                         "carry their own orientation")
+    array = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+    name = f"array {tuple(array.shape)}"
+    letters = str(axes).lower()
+    known = {2: ("yx",), 3: ("zyx", "yxc")}.get(array.ndim, ())
+    target = next((order for order in known if sorted(order) == sorted(letters) and len(set(letters)) == len(letters)), None)
+    if target is None:
+        raise InputError(
+            f"{name}: {argument('axes', axes)} does not name its {array.ndim} axes; use a permutation of "
+            + (" or ".join(repr(k) for k in known) if known else "'yx' (2D) or 'zyx'/'yxc' (3D)")
+            + " (z slices, y rows, x columns, c colour channels)"
+        )
+    array = np.transpose(array, [letters.index(axis) for axis in target])
+    if target == "yxc":
+        if array.shape[-1] == 1:
+            return np.ascontiguousarray(array[..., 0])
+        if array.shape[-1] not in (3, 4):
+            raise InputError(f"{name}: {argument('axes', axes)}: expected 1, 3 or 4 colour channels, got {array.shape[-1]}")
+        return to_gray_float32(np.ascontiguousarray(array[..., :3]).astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32), name)
+    return np.ascontiguousarray(array)
+
+
+def _check_unambiguous(item) -> None:
+    shape = tuple(item.shape)
+    name = f"array {shape}"
+    hint = (f"pass {argument('axes', 'xyz')} for a volume in (X, Y, Z) order (nibabel's get_fdata()), "
+            f"{argument('axes', 'zyx')} for Z slices of H x W")
+    if shape[-1] in (3, 4) and shape[0] > 4:
+        array = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
+        if all(np.array_equal(array[..., 0], array[..., k]) for k in range(1, min(shape[-1], 3))):
+            return  # a gray image stored as RGB(A): read as one gray slice
+        raise InputError(f"{name}: ambiguous: an RGB image (H, W, {shape[-1]}) or a volume of {shape[-1]} slices in "
+                         f"(X, Y, Z) order; {hint}, or {argument('axes', 'yxc')} for a colour image (converted to gray)")
+    if shape[2] < shape[0] and shape[2] < shape[1]:
+        raise InputError(f"{name}: ambiguous axis order: its last axis is the shortest, as in an (X, Y, Z) volume, "
+                         f"not Z slices of H x W; {hint}")
+
+
+def _is_constant(array) -> bool:
+    array = np.asarray(array)
+    return array.ndim == 2 and array.size > 0 and bool(np.isfinite(array).all()) and float(array.max()) == float(array.min())
+
+
+def _anisotropic(spacing) -> bool:
+    return spacing is not None and abs(spacing[0] - spacing[1]) > ANISOTROPY_TOLERANCE * min(spacing)
+
+
 class CardiacLVSegmentationPipeline(Pipeline):
     """See the module docstring. Call parameters:
 
     Args:
         batch_size (`int`, defaults to 16): slices per forward pass.
         frame (`int`): the frame of a 4D NIfTI (required for 4D inputs).
+        axes (`str`): the axis order of a numpy array or torch tensor input (see :func:`arrange_axes`);
+            default ``"zyx"`` for 3D, refused where ambiguous.
         pixel_spacing (`tuple[float, float]`): (row_mm, col_mm), overrides the file's.
         slice_thickness (`float`): slice spacing in mm for volumes, overrides the file's.
-        use_roi (`bool`, defaults to True): run the ROI stage when a ROI model is available.
-        presence_threshold (`float`, defaults to 0.5): minimum ROI-stage LV probability.
+        use_roi (`bool`, defaults to True): run the ROI stage; ``False`` segments whole slices (the
+            network was trained on LV crops: an explicit choice, flagged ``no_roi_model``). True
+            without a ROI model is an :class:`InputError`.
         tta (`bool`, defaults to False): average the crop logits over the 8 rotations/flips.
         second_look (`int`, defaults to 2): at most this many re-crops around the predicted LV
             (0: off; the rule is in :mod:`halsr_hf.roi_stage`).
@@ -86,24 +178,15 @@ class CardiacLVSegmentationPipeline(Pipeline):
             (for the consensus).
         save_mask (`str`): write the mask to this ``.png`` or ``.nii.gz`` path (one input only).
         overwrite (`bool`, defaults to False): allow ``save_mask`` to replace a file.
-
-    Thresholds of the ROI stage (attributes, tuned on the ACDC validation split; see
-    :mod:`halsr_hf.roi_stage`): ``localizer_threshold`` 0.5, ``low_confidence`` 0.9,
-    ``consensus_confidence`` 0.9, ``consensus_max_offset`` 0.5, ``consensus_extend_threshold`` 0.1
-    (ACDC validation, 20 volumes: LV-in-crop 97.0 % -> 98.0 %, MYO Dice 0.906 -> 0.909),
-    ``second_look_offset`` 0.1, ``second_look_scale`` 1.25.
+        presence_threshold, localizer_threshold, low_confidence, consensus_confidence,
+        consensus_max_offset, consensus_extend_threshold, second_look_offset, second_look_scale
+            (`float`): override the ROI stage's settings for this call; by default those of the
+            image processor (:data:`halsr_hf.image_processing_halsr.ROI_STAGE_SETTINGS`, saved in
+            ``preprocessor_config.json`` with the model, tuned on the ACDC validation split).
 
     Every slice's result has ``qc`` (quality flags, :data:`halsr_hf.roi_stage.QC_FLAGS`) and a
     ``message`` that says what was done.
     """
-
-    localizer_threshold = 0.5
-    low_confidence = 0.9
-    consensus_confidence = 0.9
-    consensus_max_offset = 0.5
-    consensus_extend_threshold = 0.1
-    second_look_offset = 0.1
-    second_look_scale = 1.25
 
     _load_image_processor = True
     _load_tokenizer = False
@@ -115,6 +198,10 @@ class CardiacLVSegmentationPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self.model.eval()
         self.roi_kind = None
+        #: why there is no ROI model (None when there is one)
+        self.no_roi_reason = None
+        #: whether whole-slice segmentation was chosen when loading (``roi_model=False``)
+        self.whole_slice = roi_model is False
         self.roi_model = self._resolve_roi_model(roi_model)
         self.set_backend(backend)
 
@@ -125,7 +212,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
         if backend == "onnx":
             from .onnx_backend import OnnxRunner
 
-            runner = OnnxRunner(self.model, self.roi_model, self.image_processor.size, onnx_dir)
+            runner = OnnxRunner(self.model, self.roi_model, self.image_processor.crop_size, onnx_dir)
             self._run_segmentation, self._run_roi, self._run_localizer = runner.segment, runner.roi, runner.localize
         elif backend == "torch":
             self._run_segmentation = lambda pixel_values: self.model(pixel_values=pixel_values).logits
@@ -139,33 +226,43 @@ class CardiacLVSegmentationPipeline(Pipeline):
     # -- set-up ------------------------------------------------------------------------------
 
     def _resolve_roi_model(self, roi_model):
-        """The ROI model: ``roi_model=`` (a model, folder or Hub id), else the ``roi/`` sub-folder of
-        the segmentation model. A sub-folder that is absent means "no ROI stage"; one that exists but
-        does not load is an error (never a silent switch to whole-slice segmentation)."""
+        """The ROI model: ``roi_model=`` (a model, folder or Hub id; ``False``: none, whole slices),
+        else the ``roi/`` sub-folder of the segmentation model (see the module docstring)."""
+        if roi_model is False:
+            self.no_roi_reason = "whole-slice segmentation was chosen (roi_model=False)"
+            return None
         if isinstance(roi_model, torch.nn.Module):
             model = roi_model
         elif roi_model is not None:
-            model = load_roi_model(str(roi_model), None, f"roi_model={roi_model!r}")
+            model = load_roi_model(str(roi_model), None, argument("roi_model", str(roi_model)))
         else:
             source = getattr(self.model, "name_or_path", None) or getattr(self.model.config, "_name_or_path", None)
-            subfolder = getattr(self.model.config, "roi_subfolder", "roi")
-            if not source or not subfolder:
+            subfolder = getattr(self.model.config, "roi_subfolder", None) or "roi"
+            if not source:
+                self.no_roi_reason = "the segmentation model was given as an object, without roi_model="
                 return None
             local = Path(source)
-            if local.is_dir() and not (local / subfolder).exists():
-                return None
-            try:
-                model = load_roi_model(source, subfolder, f"the ROI model in {source}/{subfolder}")
-            except InputError:
-                if local.is_dir():
-                    raise
-                return None  # a Hub repository without a roi/ folder
-        kind = _roi_kind(model)
+            if local.is_dir():
+                if not (local / subfolder).exists():
+                    self.no_roi_reason = f"{source} has no {subfolder}/ folder (a training output holds HALSR-Net only)"
+                    return None
+                model = load_roi_model(source, subfolder, f"the ROI model in {local / subfolder}")
+            else:
+                try:
+                    model = load_roi_model(source, subfolder, f"the ROI model of the Hub repository {source} ({subfolder}/)")
+                except InputError as error:
+                    raise InputError(
+                        f"{error}; HALSR-Net segments LV crops and was not trained on whole slices: pass "
+                        f"{argument('roi_model')} a ROI model (folder or Hub id), or "
+                        f"{front_end('roi_model=False', '--no-roi')} to segment whole slices anyway"
+                    ) from None
+        kind = roi_kind(model)
         if kind is None:
+            config = getattr(model, "config", None)
             raise InputError(
-                f"roi_model: expected an LV ROI regressor (model_type 'halsr_roi') or a localiser (a "
-                f"HALSR-Net with labels background, lv), got {type(model).__name__} "
-                f"(model_type {getattr(model.config, 'model_type', None)!r})"
+                f"roi_model: expected an LV box regressor (model_type 'halsr_roi') or an LV localiser (a HALSR-Net "
+                f"whose config has stage 'localization'), got {type(model).__name__} (model_type "
+                f"{getattr(config, 'model_type', None)!r}, stage {getattr(config, 'stage', None)!r})"
             )
         self.roi_kind = kind
         return model.to(self.device).eval()
@@ -174,15 +271,26 @@ class CardiacLVSegmentationPipeline(Pipeline):
         """Save model, image processor, ``custom_pipelines`` and code, and the ROI model in ``roi/``."""
         super().save_pretrained(save_directory, **kwargs)
         if self.roi_model is not None:
-            self.roi_model.save_pretrained(f"{save_directory}/roi", **kwargs)
+            self.roi_model.save_pretrained(f"{save_directory}/{getattr(self.model.config, 'roi_subfolder', None) or 'roi'}", **kwargs)
+
+    def check_roi_stage(self, use_roi: bool = True) -> None:
+        """Raise :class:`InputError` when a call with ``use_roi`` would need a ROI model this pipeline
+        does not have (see the module docstring)."""
+        if use_roi and self.roi_model is None and not self.whole_slice:
+            raise InputError(
+                f"no ROI stage: {self.no_roi_reason}. HALSR-Net segments LV crops and was not trained on whole "
+                f"slices; load the pipeline with {argument('roi_model')} a ROI model (folder or Hub id, e.g. the "
+                f"roi/ folder of the model it was fine-tuned from), or pass "
+                f"{front_end('use_roi=False', '--no-roi')} to segment whole slices anyway"
+            )
 
     def _sanitize_parameters(
         self,
         frame=None,
+        axes=None,
         pixel_spacing=None,
         slice_thickness=None,
         use_roi=None,
-        presence_threshold=None,
         tta=None,
         second_look=None,
         consensus=None,
@@ -192,15 +300,19 @@ class CardiacLVSegmentationPipeline(Pipeline):
         batch_size=None,
         **kwargs,
     ):
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if k in ROI_STAGE_SETTINGS}
         if kwargs:
             raise InputError(
                 f"unknown argument(s) {', '.join(sorted(kwargs))} for the cardiac-lv-segmentation pipeline; "
-                "expected frame, pixel_spacing, slice_thickness, use_roi, presence_threshold, tta, second_look, "
-                "consensus, stack, save_mask, overwrite, batch_size"
+                "expected frame, axes, pixel_spacing, slice_thickness, use_roi, tta, second_look, consensus, stack, "
+                f"save_mask, overwrite, batch_size, {', '.join(ROI_STAGE_SETTINGS)}"
             )
-        preprocess = {k: v for k, v in dict(frame=frame, pixel_spacing=pixel_spacing, slice_thickness=slice_thickness).items() if v is not None}
-        forward = {k: v for k, v in dict(use_roi=use_roi, presence_threshold=presence_threshold, tta=tta,
-                                         second_look=second_look, consensus=consensus, batch_size=batch_size).items() if v is not None}
+        preprocess = {k: v for k, v in dict(frame=frame, axes=axes, pixel_spacing=pixel_spacing,
+                                             slice_thickness=slice_thickness).items() if v is not None}
+        forward = {k: v for k, v in dict(use_roi=use_roi, tta=tta, second_look=second_look, consensus=consensus,
+                                         batch_size=batch_size).items() if v is not None}
+        if settings:
+            forward["settings"] = {k: v for k, v in settings.items() if v is not None}
         postprocess = {k: v for k, v in dict(save_mask=save_mask, overwrite=overwrite).items() if v is not None}
         if stack is not None:
             postprocess["stack"] = stack
@@ -208,31 +320,44 @@ class CardiacLVSegmentationPipeline(Pipeline):
 
     # -- the three steps ---------------------------------------------------------------------
 
-    def preprocess(self, inputs, frame=None, pixel_spacing=None, slice_thickness=None):
-        loaded = load_input(inputs, frame=frame, pixel_spacing=pixel_spacing, slice_thickness=slice_thickness)
-        normalized = [
-            self.image_processor.prepare_slice(array, f"{loaded.name} slice {index}" if loaded.is_volume else loaded.name)
-            for index, array in enumerate(loaded.slices)
-        ]
-        return {"loaded": loaded, "normalized": normalized}
+    def preprocess(self, inputs, frame=None, axes=None, pixel_spacing=None, slice_thickness=None):
+        loaded = load_input(arrange_axes(inputs, axes), frame=frame, pixel_spacing=pixel_spacing, slice_thickness=slice_thickness)
+        normalized, constant = [], []
+        for index, array in enumerate(loaded.slices):
+            name = f"{loaded.name} slice {index}" if loaded.is_volume else loaded.name
+            if loaded.is_volume and _is_constant(array):  # e.g. a zero-padded end slice: an empty map, flagged
+                normalized.append(np.zeros(np.shape(array), dtype=np.float32))
+                constant.append(True)
+                continue
+            normalized.append(self.image_processor.prepare_slice(array, name))
+            constant.append(False)
+        if loaded.is_volume and all(constant):
+            value = float(np.asarray(loaded.slices[0]).min())
+            raise InputError(f"{loaded.name}: every slice is constant (every pixel = {value}); nothing to segment")
+        return {"loaded": loaded, "normalized": normalized, "constant": constant}
 
-    def _locate(self, normalized: list, batch_size: int, presence_threshold: float) -> list:
-        """Run the ROI model on whole slices: one :class:`RoiResult` per slice."""
-        results = []
-        for start in range(0, len(normalized), batch_size):
-            chunk = normalized[start : start + batch_size]
-            roi_inputs, _ = self.image_processor.preprocess_roi(chunk)
+    def _locate(self, normalized: list, indices: list, batch_size: int, settings: dict) -> dict:
+        """Run the ROI model on whole slices ``indices``: one :class:`RoiResult` per index."""
+        results = {}
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            arrays = [normalized[i] for i in chunk]
+            roi_inputs, _ = self.image_processor.preprocess_roi(arrays)
             roi_inputs = roi_inputs.to(self.device, dtype=self.roi_model.dtype)
             out = self._run_localizer(roi_inputs) if self.roi_kind == "localizer" else self._run_roi(roi_inputs)
-            results += self.image_processor.post_process_roi(
-                out, [a.shape for a in chunk], presence_threshold, self.localizer_threshold, return_results=True
+            found = self.image_processor.post_process_roi(
+                out, [a.shape for a in arrays], settings["presence_threshold"], settings["localizer_threshold"],
+                return_results=True,
             )
+            results.update(zip(chunk, found))
         return results
 
     def _segment(self, normalized: list, indices: list, boxes: list, tta: bool, batch_size: int) -> dict:
         """Segment crops of slices ``indices`` around ``boxes`` (None: the whole slice). Returns, per
         index: the pasted label map with only its largest LV component, whether other components
-        were removed, the crop's own label map, its crop box and class scores."""
+        were removed, the crop's label map restricted to the components kept
+        (:func:`~halsr_hf.roi_stage.crop_prediction_in_output`), its crop box and class scores (mean
+        probability of each class over its pixels of the final map)."""
         out = {}
         processor = self.image_processor
         for start in range(0, len(indices), batch_size):
@@ -244,44 +369,54 @@ class CardiacLVSegmentationPipeline(Pipeline):
             else:
                 logits = self._run_segmentation(crops)
             logits = logits.float().cpu()
-            pasted = processor.paste(logits, crop_boxes, [normalized[i].shape for i in chunk])
-            probs = torch.softmax(logits, dim=1)
-            predicted = probs.permute(0, 2, 3, 1).contiguous().argmax(-1)  # contiguous axis: ~10x faster, same result
+            pasted, probabilities = processor.paste(logits, crop_boxes, [normalized[i].shape for i in chunk],
+                                                    return_probabilities=True)
+            predicted = logits.permute(0, 2, 3, 1).contiguous().argmax(-1)  # contiguous axis: ~10x faster, same result
             for j, i in enumerate(chunk):
-                scores = {}
-                for class_id in range(1, probs.shape[1]):
-                    region = predicted[j] == class_id
-                    if region.any():
-                        scores[class_id] = float(probs[j, class_id][region].mean())
                 label_map, several = keep_largest_component(pasted[j])
-                out[i] = (label_map, several, predicted[j].numpy(), crop_boxes[j].tolist(), scores)
+                scores = {int(c): float(probabilities[j][label_map == c].mean()) for c in np.unique(label_map) if c != 0}
+                crop_box = crop_boxes[j].tolist()
+                kept = crop_prediction_in_output(predicted[j].numpy(), crop_box, label_map)
+                out[i] = (label_map, several, kept, crop_box, scores)
         return out
 
     @torch.inference_mode()
-    def _forward(self, model_inputs, use_roi=True, presence_threshold=0.5, tta=False, second_look=2,
-                 consensus=True, batch_size=16):
+    def _forward(self, model_inputs, use_roi=True, tta=False, second_look=2, consensus=True, batch_size=16,
+                 settings=None):
         """ROI stage, volume consensus, segmentation with up to ``second_look`` re-crops, checks.
-        ``model_inputs["groups"]`` gives each slice's stack (consensus runs within a stack)."""
+        ``model_inputs["groups"]`` gives each slice's stack (consensus runs within a stack),
+        ``model_inputs["constant"]`` its constant slices (not segmented)."""
+        self.check_roi_stage(use_roi)
+        settings = self.image_processor.roi_stage_settings(**(settings or {}))
         normalized = model_inputs["normalized"]
-        groups = model_inputs.get("groups") or [0] * len(normalized)
-        sizes = [a.shape for a in normalized]
         count = len(normalized)
+        groups = model_inputs.get("groups") or [0] * count
+        constant = model_inputs.get("constant") or [False] * count
+        sizes = [a.shape for a in normalized]
         margin = self.image_processor.crop_margin
-        if use_roi and self.roi_model is not None:
-            results = self._locate(normalized, batch_size, presence_threshold)
-            for result in results:
-                if result.found and result.probability < self.low_confidence:
-                    result.flags.append("low_roi_confidence")
+        whole_slice = not use_roi or self.roi_model is None
+        valid = [i for i in range(count) if not constant[i]]
+        if not whole_slice:
+            located = self._locate(normalized, valid, batch_size, settings)
+            results = [located.get(i) or RoiResult(box=None, probability=0.0, constant=True) for i in range(count)]
             if consensus:
                 for group in sorted(set(groups)):
-                    members = [i for i in range(count) if groups[i] == group]
+                    members = [i for i in valid if groups[i] == group]
                     if len(members) > 2:
-                        subset = [results[i] for i in members]
-                        volume_consensus(subset, [sizes[i] for i in members], self.consensus_confidence,
-                                         self.consensus_max_offset, self.consensus_extend_threshold)
+                        volume_consensus([results[i] for i in members], [sizes[i] for i in members],
+                                         settings["consensus_confidence"], settings["consensus_max_offset"],
+                                         settings["consensus_extend_threshold"])
+            for result in results:  # after the consensus: the slices it filled in are judged too
+                if result.found and result.probability < settings["low_confidence"]:
+                    result.flags.append("low_roi_confidence")
         else:
             results = [RoiResult(box=None, probability=1.0, found=True, flags=["no_roi_model"]) for _ in range(count)]
-        whole_slice = not (use_roi and self.roi_model is not None)
+            for i in range(count):
+                if constant[i]:
+                    results[i] = RoiResult(box=None, probability=0.0, constant=True)
+        for result in results:
+            if result.constant:
+                result.flags = ["constant_slice"]
         boxes = [r.box if r.found else None for r in results]
         looks = [0] * count
         segmented = {}
@@ -295,8 +430,9 @@ class CardiacLVSegmentationPipeline(Pipeline):
                 break
             again = []
             for i in active:
-                label_map, _, crop_prediction, crop_box, _ = segmented[i]
-                box = second_look_box(crop_prediction, crop_box, label_map, margin, self.second_look_offset, self.second_look_scale)
+                label_map, _, kept, crop_box, _ = segmented[i]
+                box = second_look_box(kept, crop_box, label_map, margin, settings["second_look_offset"],
+                                      settings["second_look_scale"])
                 if box is not None:
                     boxes[i], looks[i] = box, looks[i] + 1
                     again.append(i)
@@ -310,16 +446,12 @@ class CardiacLVSegmentationPipeline(Pipeline):
                 scores.append({})
                 roi.append(None)
                 qc.append(order_flags(flags))
-                messages.append(
-                    f"no LV found: the ROI stage's LV probability {result.probability:.2f} is below presence_threshold "
-                    f"{presence_threshold}; nothing segmented" if result.box is not None or result.probability < presence_threshold
-                    else "no LV found: the ROI stage returned no box; nothing segmented"
-                )
+                messages.append(_not_segmented_message(result, settings["presence_threshold"]))
                 continue
-            label_map, several, crop_prediction, _, class_scores = segmented[i]
+            label_map, several, kept, _, class_scores = segmented[i]
             if looks[i]:
                 flags.append("second_look")
-            if touches_border(crop_prediction):
+            if touches_border(kept):
                 flags.append("mask_touches_crop_border")
             if several:
                 flags.append("several_components")
@@ -329,17 +461,26 @@ class CardiacLVSegmentationPipeline(Pipeline):
             scores.append(class_scores)
             roi.append(None if boxes[i] is None else [int(round(float(v))) for v in boxes[i]])
             qc.append(order_flags(flags))
-            messages.append(_message(result, label_map, looks[i], flags, not whole_slice))
+            messages.append(_message(result, label_map, looks[i], flags, not whole_slice, self.whole_slice))
         found = [bool(results[i].found and label_maps[i].any()) if i in segmented else False for i in range(count)]
         return {"label_maps": label_maps, "roi": roi, "lv_found": found,
-                "lv_probability": [None if "no_roi_model" in r.flags else r.probability for r in results],
+                "lv_probability": [None if ("no_roi_model" in r.flags or r.constant) else r.probability for r in results],
                 "scores": scores, "qc": qc, "message": messages}
 
     def postprocess(self, model_outputs, save_mask=None, overwrite=False):
         loaded = model_outputs["loaded"]
         id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        anisotropic = _anisotropic(loaded.pixel_spacing)
+        if anisotropic:
+            note = (f"pixel spacing {loaded.pixel_spacing[0]:g} x {loaded.pixel_spacing[1]:g} mm (row x column) is "
+                    "anisotropic: the crops are square in pixels, not in mm, so the network sees the LV stretched "
+                    "(areas and volumes in mm are correct)")
+            warnings.warn(f"{loaded.name}: {note}", UserWarning, stacklevel=3)
         results = []
         for i, label_map in enumerate(model_outputs["label_maps"]):
+            qc, message = model_outputs["qc"][i], model_outputs["message"][i]
+            if anisotropic:
+                qc, message = order_flags(qc + ["anisotropic_spacing"]), f"{message} (check: {note})"
             segments = [
                 {"label": id2label.get(class_id, str(class_id)), "score": score,
                  "mask": Image.fromarray(((label_map == class_id) * 255).astype(np.uint8), mode="L")}
@@ -352,8 +493,8 @@ class CardiacLVSegmentationPipeline(Pipeline):
                 "roi": model_outputs["roi"][i],
                 "lv_found": model_outputs["lv_found"][i],
                 "lv_probability": model_outputs["lv_probability"][i],
-                "qc": model_outputs["qc"][i],
-                "message": model_outputs["message"][i],
+                "qc": qc,
+                "message": message,
                 "areas_px": {name: areas[f"{name}_pixels"] for name in ("lv_cavity", "myocardium")},
                 "areas_mm2": None if loaded.pixel_spacing is None
                 else {name: areas[f"{name}_mm2"] for name in ("lv_cavity", "myocardium")},
@@ -395,6 +536,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
         """Segment one input or a list. Kept because slices of *all* inputs are batched together
         (``batch_size`` at a time) and a volume's consensus needs all its slices in one forward."""
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
+        self.check_roi_stage(forward_params.get("use_roi", True))
         forward_params.setdefault("batch_size", int(getattr(self, "_batch_size", None) or 16))
         stack = postprocess_params.pop("stack", False)
         single = not isinstance(inputs, (list, tuple))
@@ -405,7 +547,8 @@ class CardiacLVSegmentationPipeline(Pipeline):
         groups = [0 if stack else n for n, p in enumerate(prepared) for _ in p["normalized"]]
         if not stack:  # consensus only inside a volume: single 2D inputs form groups of one
             groups = [g if prepared[g]["loaded"].is_volume else -1 - k for k, g in enumerate(groups)]
-        merged = {"normalized": [a for p in prepared for a in p["normalized"]], "groups": groups}
+        merged = {"normalized": [a for p in prepared for a in p["normalized"]], "groups": groups,
+                  "constant": [c for p in prepared for c in p["constant"]]}
         outputs = self._forward(merged, **forward_params)
         results, start = [], 0
         for p in prepared:
@@ -417,47 +560,88 @@ class CardiacLVSegmentationPipeline(Pipeline):
         return results[0] if single else results
 
 
-def _message(result, label_map, looks: int, flags: list, used_roi: bool) -> str:
-    """What happened to one slice, in words."""
+def _message(result, label_map, looks: int, flags: list, used_roi: bool, chosen_at_load: bool = False) -> str:
+    """What happened to one segmented slice, in words."""
     if not used_roi:
-        text = "whole slice segmented (no ROI stage)"
+        text = "whole slice segmented (no ROI stage: " + ("roi_model=False" if chosen_at_load else "use_roi=False") + ")"
+    elif result.correction in ("filled", "extended"):
+        text = (f"LV not found by the ROI stage on this slice (probability {result.probability:.2f}); "
+                f"{CORRECTIONS[result.correction]}")
     else:
         text = f"LV located by the ROI stage (probability {result.probability:.2f})"
-        if "box_corrected" in flags:
-            text += ", box corrected by the volume consensus"
+        if result.correction is not None:
+            text += ", " + CORRECTIONS[result.correction]
     if looks:
         text += f"; cropped again around the predicted LV {looks} time{'s' if looks > 1 else ''}"
     if not label_map.any():
         return text + "; but the segmentation found no LV in the crop"
-    warnings = [flag.replace("_", " ") for flag in flags if flag in ("mask_touches_crop_border", "several_components", "cavity_not_enclosed", "low_roi_confidence")]
+    warnings_ = [flag.replace("_", " ") for flag in flags if flag in ("mask_touches_crop_border", "several_components", "cavity_not_enclosed", "low_roi_confidence")]
     text += "; segmented"
-    if warnings:
-        text += " (check: " + ", ".join(warnings) + ")"
+    if warnings_:
+        text += " (check: " + ", ".join(warnings_) + ")"
     return text
 
 
-def _roi_kind(model) -> str | None:
-    """``"regressor"`` for the paper's box regressor, ``"localizer"`` for a background/lv HALSR-Net."""
+def _not_segmented_message(result, presence_threshold: float) -> str:
+    """Why a slice was not segmented, in words."""
+    if result.constant:
+        return "constant slice (every pixel has the same value); nothing segmented"
+    if result.degenerate:
+        box = [round(float(v), 1) for v in result.box]
+        return (f"no LV found: the ROI stage's box {box} is degenerate (less than one pixel from edge to edge in x or y) "
+                f"although its LV probability is {result.probability:.2f}; nothing segmented")
+    if result.probability < presence_threshold:
+        return (f"no LV found: the ROI stage's LV probability {result.probability:.2f} is below presence_threshold "
+                f"{presence_threshold}; nothing segmented")
+    return f"no LV found: the ROI stage returned no box (LV probability {result.probability:.2f}); nothing segmented"
+
+
+def roi_kind(model) -> str | None:
+    """``"regressor"`` for the paper's box regressor (:class:`LvRoiRegressor`), ``"localizer"`` for a
+    HALSR-Net whose config says ``stage="localization"``; None for anything else."""
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type == "halsr_roi" and hasattr(model, "box"):
         return "regressor"
-    if model_type == "halsr":
-        labels = [str(v) for _, v in sorted((int(k), v) for k, v in config.id2label.items())]
-        if labels == ["background", "lv"]:
-            return "localizer"
+    if model_type == "halsr" and getattr(config, "stage", None) == "localization":
+        return "localizer"
     return None
 
 
+def _one_line(error) -> str:
+    """The first line of an exception's message (huggingface_hub's run over several)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
 def load_roi_model(source: str, subfolder, what: str):
-    """Load a ROI model (regressor or localiser) from a folder or Hub id; InputError when it fails."""
+    """Load a ROI model (regressor or localiser) from a folder or Hub id; InputError when it fails.
+
+    A localiser saved before its config said ``stage`` (a HALSR-Net with labels background, lv and
+    no ``stage`` key) is read as one, with a warning to add ``"stage": "localization"``."""
     kwargs = {"subfolder": subfolder} if subfolder else {}
+    if not subfolder and not Path(source).exists() and _is_a_path(source):
+        raise InputError(f"{what}: no such folder")
     try:
         config_dict, _ = PretrainedConfig.get_config_dict(source, **kwargs)
-        model_class = LvRoiRegressor if config_dict.get("model_type") == "halsr_roi" else HalsrForSemanticSegmentation
-        return model_class.from_pretrained(source, **kwargs)
+        if config_dict.get("model_type") == "halsr_roi":
+            return LvRoiRegressor.from_pretrained(source, **kwargs)
+        overrides = {}
+        labels = [str(v) for _, v in sorted((int(k), v) for k, v in (config_dict.get("id2label") or {}).items())]
+        if config_dict.get("model_type") == "halsr" and "stage" not in config_dict and labels == ["background", "lv"]:
+            warnings.warn(f"{what}: a localiser saved without 'stage' in its config.json (older halsr-hf); read as one. "
+                          "Add \"stage\": \"localization\" to its config.json", UserWarning, stacklevel=3)
+            overrides["stage"] = "localization"
+        return HalsrForSemanticSegmentation.from_pretrained(source, **kwargs, **overrides)
     except (OSError, ValueError, KeyError) as error:
-        raise InputError(f"{what}: cannot load a ROI model there ({error})") from None
+        if not subfolder and not Path(source).exists():
+            raise InputError(f"{what}: no such folder, nor a Hub model that could be loaded ({_one_line(error)})") from None
+        raise InputError(f"{what}: cannot load a ROI model there ({_one_line(error)})") from None
+
+
+def _is_a_path(name: str) -> bool:
+    """Whether ``name`` can only be a local path, not a Hub id (``namespace/name``)."""
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/")
 
 
 def save_mask_file(label_map, path, loaded=None, overwrite=False):

@@ -6,11 +6,13 @@ again, and what to tell the user about each slice.
 * the paper's box regressor (:class:`~halsr_hf.modeling_roi.LvRoiRegressor`, model_type
   ``halsr_roi``, section 3.1): a box and a presence logit per slice (:func:`regressor_results`);
 * a **coarse localiser** (the bundled default): a
-  :class:`~halsr_hf.modeling_halsr.HalsrForSemanticSegmentation` with the labels
-  ``background, lv`` (HALSR-Net ``small`` with its three modules off, i.e. a plain U-Net), which
+  :class:`~halsr_hf.modeling_halsr.HalsrForSemanticSegmentation` whose config says
+  ``stage="localization"``, with the labels background and LV (HALSR-Net ``small`` with its three
+  modules off, i.e. a plain U-Net), which
   segments the whole LV (cavity + myocardium) on the whole slice, padded to a square and resized
   to ``roi_size``. Its connected components above ``localizer_threshold`` are the candidate
-  boxes, the one of largest probability mass wins (:func:`localizer_results`). This is our choice
+  boxes, the one of largest probability mass wins (:func:`localizer_results`); where none passes
+  it, the components above a lower ``presence_threshold``. This is our choice
   where the paper's regressor could not reach the product's targets (see the README's ablation
   table): the regressor stays selectable.
 
@@ -22,23 +24,30 @@ there; a slice between confident slices on which the ROI stage found no LV gets 
 box (the LV does not vanish mid-stack); the first slice beyond each end of the found range
 whose LV probability is at least ``consensus_extend_threshold`` (0.1) gets its neighbour's box,
 since the localiser misses the apex's small LV more often than it imagines one. All three are
-flagged ``box_corrected``.
+flagged ``box_corrected``; :attr:`RoiResult.correction` says which, and the slice's message says
+when the box came from the consensus rather than from the ROI stage. The thresholds named here
+are settings of the image processor
+(:data:`~halsr_hf.image_processing_halsr.ROI_STAGE_SETTINGS`), overridable per call.
 
 **Second look** (:func:`second_look_box`): after a crop is segmented, the box of its predicted LV
-(cavity + myocardium, largest component) is compared with the crop. When the mask touches the
-crop's border, or its centre is further than ``second_look_offset`` x the crop side from the
+(cavity + myocardium, largest component) is compared with the crop. When that mask (the crop's
+prediction restricted to the components in the output, :func:`crop_prediction_in_output`) touches
+the crop's border, or its centre is further than ``second_look_offset`` x the crop side from the
 crop's centre, or the crop made from the mask would differ in side by more than a factor
 ``second_look_scale``, the slice is cropped again around the mask's box and segmented again, at
 most ``second_look`` times. The output's ``roi`` is the box of the final crop.
 
 **Quality flags** (:data:`QC_FLAGS`), the ``qc`` list of each slice, set by the pipeline:
-``low_roi_confidence`` (ROI probability below ``low_confidence``), ``box_corrected`` (volume
-consensus), ``second_look`` (the crop was made again), ``mask_touches_crop_border`` (still, after
-the last look: :func:`touches_border`), ``several_components`` (the LV mask had more than one
+``no_roi_model`` (the whole slice was segmented, by choice), ``constant_slice`` (a constant slice
+of a volume: not segmented), ``anisotropic_spacing`` (row and column spacing differ: the crop is
+square in pixels, not in mm), ``low_roi_confidence`` (ROI probability below ``low_confidence``,
+judged after the volume consensus, so a slice it filled in is flagged too), ``box_corrected``
+(volume consensus), ``second_look`` (the crop was made again), ``mask_touches_crop_border`` (the
+final mask, still after the last look: :func:`touches_border` of
+:func:`crop_prediction_in_output`), ``several_components`` (the LV mask had more than one
 component of at least ``min_pixels`` of :func:`keep_largest_component`; only the largest is kept),
 ``cavity_not_enclosed`` (more than ``tolerance`` of :func:`cavity_not_enclosed` of the cavity's
-outline borders background rather than myocardium: normal at the base, a warning elsewhere),
-``no_roi_model`` (the whole slice was segmented).
+outline borders background rather than myocardium: normal at the base, a warning elsewhere).
 """
 
 from dataclasses import dataclass, field
@@ -50,6 +59,8 @@ from scipy import ndimage
 #: ``qc`` flags, in the order they are reported.
 QC_FLAGS = (
     "no_roi_model",
+    "constant_slice",
+    "anisotropic_spacing",
     "low_roi_confidence",
     "box_corrected",
     "second_look",
@@ -59,17 +70,33 @@ QC_FLAGS = (
 )
 
 
+#: How the volume consensus changed a slice's box (:attr:`RoiResult.correction`).
+CORRECTIONS = {
+    "candidate": "box moved by the volume consensus to another LV candidate nearer the stack's LV centre",
+    "median": "box replaced by the volume consensus with the stack's median LV box",
+    "filled": "box taken from the volume consensus (the stack's median LV box: the LV was found on slices above and below)",
+    "extended": "box taken from the neighbouring slice by the volume consensus (the end of the found range)",
+}
+
+
 @dataclass
 class RoiResult:
     """The ROI stage's answer for one slice: ``box`` an inclusive pixel box (x_min, y_min, x_max,
     y_max) or None, ``probability`` that the LV is visible, ``candidates`` other boxes (localiser
-    components, best first, as ``(box, mass)``), ``flags`` quality flags set so far."""
+    components, best first, as ``(box, mass)``), ``flags`` quality flags set so far, ``found``
+    whether the slice is segmented, ``degenerate`` whether the box has no area (under one pixel
+    wide or high), ``correction`` how the volume consensus changed the box (a key of
+    :data:`CORRECTIONS`: ``"filled"`` and ``"extended"`` are slices on which the ROI stage itself
+    found no LV), ``constant`` a constant slice (nothing to segment)."""
 
     box: list | None
     probability: float
     candidates: list = field(default_factory=list)
     flags: list = field(default_factory=list)
     found: bool = False
+    degenerate: bool = False
+    correction: str | None = None
+    constant: bool = False
 
 
 def _grid_box_to_pixels(cols, rows, side: float, grid: int, height: int, width: int) -> list:
@@ -99,29 +126,40 @@ def regressor_results(pred_boxes: torch.Tensor, presence_logits, sides: list, si
     return results
 
 
+def _localizer_candidates(prob: np.ndarray, threshold: float, min_pixels: int, side: float, height: int, width: int) -> list:
+    """(box, mass, peak) of each component of ``prob > threshold`` with at least ``min_pixels`` cells."""
+    grid = prob.shape[-1]
+    components, count = ndimage.label(prob > threshold)
+    candidates = []
+    if count:
+        indices = np.arange(1, count + 1)
+        areas = ndimage.sum_labels(np.ones_like(prob), components, indices)
+        masses = ndimage.sum_labels(prob, components, indices)
+        peaks = ndimage.maximum(prob, components, indices)
+        for index, slices in enumerate(ndimage.find_objects(components)):
+            if areas[index] < min_pixels:
+                continue
+            rows, cols = slices
+            box = _grid_box_to_pixels((cols.start, cols.stop - 1), (rows.start, rows.stop - 1), side, grid, height, width)
+            candidates.append((box, float(masses[index]), float(peaks[index])))
+    candidates.sort(key=lambda c: -c[1])
+    return candidates
+
+
 def localizer_results(lv_probability: np.ndarray, sides: list, sizes: list, threshold: float = 0.5,
-                      min_pixels: int = 8) -> list:
+                      min_pixels: int = 8, presence_threshold: float | None = None) -> list:
     """:class:`RoiResult` per slice from the localiser's LV probability maps (B, S, S) on the ROI
     grid. Components of ``probability > threshold`` with at least ``min_pixels`` cells are the
-    candidates, ranked by probability mass; ``probability`` is the best component's peak."""
+    candidates, ranked by probability mass; ``probability`` is the best component's peak. Where no
+    component passes ``threshold`` and ``presence_threshold`` is lower, the components of
+    ``probability > presence_threshold`` are the candidates (so that a presence threshold below
+    ``threshold`` acts: a slice whose LV peaks at 0.3 is found with ``presence_threshold=0.2``)."""
     results = []
-    grid = lv_probability.shape[-1]
     for i, (height, width) in enumerate(sizes):
         prob = lv_probability[i]
-        components, count = ndimage.label(prob > threshold)
-        candidates = []
-        if count:
-            indices = np.arange(1, count + 1)
-            areas = ndimage.sum_labels(np.ones_like(prob), components, indices)
-            masses = ndimage.sum_labels(prob, components, indices)
-            peaks = ndimage.maximum(prob, components, indices)
-            for index, slices in enumerate(ndimage.find_objects(components)):
-                if areas[index] < min_pixels:
-                    continue
-                rows, cols = slices
-                box = _grid_box_to_pixels((cols.start, cols.stop - 1), (rows.start, rows.stop - 1), float(sides[i]), grid, height, width)
-                candidates.append((box, float(masses[index]), float(peaks[index])))
-        candidates.sort(key=lambda c: -c[1])
+        candidates = _localizer_candidates(prob, threshold, min_pixels, float(sides[i]), height, width)
+        if not candidates and presence_threshold is not None and presence_threshold < threshold:
+            candidates = _localizer_candidates(prob, presence_threshold, min_pixels, float(sides[i]), height, width)
         if candidates:
             best = candidates[0]
             results.append(RoiResult(box=best[0], probability=best[2], candidates=[(c[0], c[1]) for c in candidates]))
@@ -161,10 +199,12 @@ def volume_consensus(results: list, sizes: list, confidence: float = 0.9, max_of
                 continue
             near = [box for box, _ in result.candidates if np.hypot(*np.subtract(_centre_side(box)[:2], (cx, cy))) <= limit]
             result.box = near[0] if near else median_box(height, width)
+            result.correction = "candidate" if near else "median"
             result.flags.append("box_corrected")
         elif confident[0] < i < confident[-1]:
             result.box = median_box(height, width)
             result.found = True
+            result.correction = "filled"
             result.flags.append("box_corrected")
     if extend_threshold is not None:
         found = [i for i, r in enumerate(results) if r.found]
@@ -172,6 +212,7 @@ def volume_consensus(results: list, sizes: list, confidence: float = 0.9, max_of
             if 0 <= i < len(results) and not results[i].found and results[i].probability >= extend_threshold:
                 results[i].box = list(results[neighbour].box)
                 results[i].found = True
+                results[i].correction = "extended"
                 results[i].flags.append("box_corrected")
 
 
@@ -191,10 +232,35 @@ def touches_border(crop_prediction: np.ndarray, border: int = 1) -> bool:
     return bool(lv[:border].any() or lv[-border:].any() or lv[:, :border].any() or lv[:, -border:].any())
 
 
+def crop_prediction_in_output(crop_prediction: np.ndarray, crop_box, label_map: np.ndarray) -> np.ndarray:
+    """The crop's label map (network grid) restricted to its LV components that are in the output
+    ``label_map`` (the slice's map after :func:`keep_largest_component`): a component the clean-up
+    removed, or one that lies outside the image, is dropped. ``crop_box``: the crop's continuous
+    pixel box (x0, y0, x1, y1). A component is kept when one of its cells, at its centre, falls on an
+    LV pixel of ``label_map``. The second look and the ``mask_touches_crop_border`` flag look at this."""
+    lv = crop_prediction > 0
+    if not label_map.any():
+        return np.zeros_like(crop_prediction)
+    components, count = ndimage.label(lv)
+    if count <= 1:
+        return crop_prediction
+    rows_n, cols_n = crop_prediction.shape
+    height, width = label_map.shape
+    x0, y0, x1, y1 = (float(v) for v in crop_box)
+    cols = np.floor(x0 + (np.arange(cols_n) + 0.5) * (x1 - x0) / cols_n).astype(np.int64)
+    rows = np.floor(y0 + (np.arange(rows_n) + 0.5) * (y1 - y0) / rows_n).astype(np.int64)
+    valid_cols, valid_rows = (cols >= 0) & (cols < width), (rows >= 0) & (rows < height)
+    on_output = np.zeros(crop_prediction.shape, dtype=bool)
+    on_output[np.ix_(valid_rows, valid_cols)] = label_map[np.ix_(rows[valid_rows], cols[valid_cols])] > 0
+    kept = np.unique(components[on_output & lv])
+    return np.where(np.isin(components, kept[kept > 0]), crop_prediction, 0).astype(crop_prediction.dtype)
+
+
 def second_look_box(crop_prediction: np.ndarray, crop_box, label_map: np.ndarray, margin: float,
                     max_offset: float = 0.1, max_scale: float = 1.25, border: int = 1):
     """The box to crop again around, or None when the crop is good (see the module docstring).
-    ``crop_prediction`` is the crop's label map on the network grid, ``crop_box`` the crop's
+    ``crop_prediction`` is the crop's label map on the network grid (the pipeline passes it through
+    :func:`crop_prediction_in_output`), ``crop_box`` the crop's
     continuous pixel coordinates (x0, y0, x1, y1), ``label_map`` the prediction on the slice."""
     box = mask_box(label_map > 0)
     if box is None:

@@ -374,7 +374,7 @@ def part_pipeline(device, quick: bool, backends=("torch",)) -> dict:
                                f"{out['label_map'].shape}, volumes_ml={out['volumes_ml']}")
         result.update(_throughput(pipe, pngs, nifti, device, timing))
         # the bare networks at the crop / ROI sizes, same batch size
-        crop, roi_size = pipe.image_processor.size, pipe.image_processor.roi_size
+        crop, roi_size = pipe.image_processor.crop_size, pipe.image_processor.roi_size
         x16 = torch.randn(16, 1, crop, crop, device=device)
         r16 = torch.randn(16, 1, roi_size, roi_size, device=device)
         with torch.inference_mode():

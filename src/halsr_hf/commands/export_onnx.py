@@ -34,7 +34,7 @@ def export_pipeline_models(model, roi_model, out, image_processor=None, opset: i
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if size is None:
-        size = int(image_processor.size) if image_processor is not None else int(getattr(model.config, "image_size", 128))
+        size = image_processor.crop_size if image_processor is not None else int(getattr(model.config, "image_size", 128))
     summary = {"opset": opset, "torch": torch.__version__, "exporter": "torch.onnx.export(dynamo=False)", "files": {}}
     seg_path = export_segmentation(model, out / "segmentation.onnx", size, opset)
     summary["files"]["segmentation"] = {"path": seg_path.name, "inputs": f"pixel_values (batch, 1, {size}, {size}), batch dynamic",

@@ -51,14 +51,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="halsr-hf segment", description=description(__doc__), epilog=VERBOSE_HELP)
     parser.add_argument("inputs", nargs="+", help="PNG/JPEG/TIFF/DICOM/NIfTI files, or .npy arrays (H,W) or (Z,H,W)")
     parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
-    parser.add_argument("--roi-model", default=None, help="ROI regressor folder or Hub id (default: the model's roi/)")
+    parser.add_argument("--roi-model", default=None,
+                        help="ROI model folder or Hub id: an LV localiser (the bundled model's) or a box regressor "
+                             "(default: the model's roi/)")
+    parser.add_argument("--no-roi", action="store_true",
+                        help="segment whole slices without a ROI stage (the network was trained on LV crops: "
+                             "for models without one, or to compare; flagged no_roi_model)")
     parser.add_argument("--out-dir", default="halsr-output", help="output folder (default: %(default)s)")
     parser.add_argument("--frame", type=int, default=None, help="frame of 4D NIfTI inputs (0-based)")
     parser.add_argument("--pixel-spacing", type=float, nargs=2, default=None, metavar=("ROW_MM", "COL_MM"))
     parser.add_argument("--slice-thickness", type=float, default=None, help="slice spacing in mm for volumes")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (8x slower)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda, cuda:1 ... (default: what transformers.pipeline picks: the first GPU, "
+                             "cuda:0, when one is available, else cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
     args = parser.parse_args(argv)
@@ -75,7 +82,10 @@ def main(argv=None) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out-dir {out_dir}: exists and is not a folder")
     check_can_write(out_dir / "measurements.json", args.overwrite)
-    pipe = load_pipeline(args.model, roi_model=args.roi_model, device=args.device)
+    if args.no_roi and args.roi_model:
+        raise InputError("--no-roi and --roi-model: choose one")
+    pipe = load_pipeline(args.model, roi_model=False if args.no_roi else args.roi_model, device=args.device)
+    pipe.check_roi_stage()  # a model without a ROI stage is refused before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     report = []
     for item in args.inputs:

@@ -12,7 +12,8 @@ whole slice, as at inference) and its uint8 label map with the canonical ids (0 
   (``halsr`` kind) or the ROI-stage content (``roi`` kind), stored as uint8 (see :func:`quantize`).
 
 Both feed the same code: :class:`HalsrCropDataset` (augment the slice, LV box from the transformed
-label, random margin/jitter/side scaling, ``square_boxes`` + ``crop_and_resize``) and
+label, random margin/jitter/side scaling, ``square_boxes``, then the image processor crops image
+and label: ``processor(image, segmentation_maps=label, crop_boxes=..., do_normalize=False)``) and
 :class:`RoiDataset` (augment the whole slice, ``HalsrImageProcessor._stack_padded_square``, box
 normalised to the padded square).
 
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..data.schema import LABEL_NAMES, bbox_from_label
-from ..image_processing_halsr import HalsrImageProcessor, crop_and_resize, normalize_intensity, square_boxes
+from ..image_processing_halsr import HalsrImageProcessor, normalize_intensity, square_boxes
 from .augment import AugmentConfig, augment_slice
 
 CANONICAL_LABELS = tuple(LABEL_NAMES)
@@ -220,6 +221,8 @@ class HalsrCropDataset(Dataset):
         self.jitter = float(jitter)
         self.side_scale_range = tuple(side_scale_range)
         self.lut = torch.from_numpy(label_lookup(label_names).astype(np.int64))
+        #: crops images and labels as at inference (``processor(images, segmentation_maps=..., crop_boxes=...)``)
+        self.processor = HalsrImageProcessor(size=self.size, crop_margin=self.eval_margin)
         keep = np.asarray(source.has_lv, dtype=bool).copy()
         if "myocardium" in label_names:
             keep &= np.asarray(source.myocardium_annotated, dtype=bool)
@@ -252,10 +255,9 @@ class HalsrCropDataset(Dataset):
         if box is None:
             box = bbox_from_label(label)
         crop_box = self._crop_box(box, rng)
-        pixel_values = crop_and_resize(image[None, None], crop_box, self.size, mode="bilinear")[0]
-        crop_label = crop_and_resize(label[None, None].float(), crop_box, self.size, mode="nearest")[0, 0]
-        labels = self.lut[crop_label.long()]
-        return {"pixel_values": pixel_values.contiguous(), "labels": labels}
+        # the source's slices are normalised already (and augmented since): the processor only crops
+        inputs = self.processor(image, segmentation_maps=label, crop_boxes=crop_box, do_normalize=False)
+        return {"pixel_values": inputs["pixel_values"][0].contiguous(), "labels": self.lut[inputs["labels"][0]]}
 
 
 class RoiDataset(Dataset):

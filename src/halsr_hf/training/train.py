@@ -44,6 +44,7 @@ from ..image_processing_halsr import HalsrImageProcessor
 from ..modeling_halsr import HalsrForSemanticSegmentation
 from .augment import AugmentConfig
 from .callbacks import RunProgressCallback, TimeLimitCallback
+from .carry_roi import carry_roi_stage
 from .data import (ArraySource, ConcatSource, DatasetSource, HalsrCropDataset, LocalizerDataset, source_names,
                    weighted_rows)
 
@@ -445,6 +446,7 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, label_name
         overrides.update(PLAIN_UNET)
     if model_args.dropout_rate is not None:
         overrides["dropout_rate"] = model_args.dropout_rate
+    overrides["stage"] = "localization" if data_args.task == "localization" else "segmentation"  # how the pipeline recognises a localiser
     if model_args.model_name_or_path:
         model = HalsrForSemanticSegmentation.from_pretrained(
             model_args.model_name_or_path, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
@@ -497,12 +499,15 @@ def main(argv=None) -> int:
             make = lambda source: limit(HalsrCropDataset(source, train=False, **common), data_args.max_eval_samples)  # noqa: E731
         kind = "roi" if localization else "halsr"
         eval_dataset = per_source(load_source(data_args, data_args.eval_split, kind), make)
-    return train_and_save(
+    code = train_and_save(
         argv, prog, (model_args, data_args, training_args), model, train_dataset, eval_dataset,
         HalsrImageProcessor(size=data_args.image_size, crop_margin=data_args.eval_margin),
         DiceMetric(label_names, model.config.semantic_loss_ignore_index), model_args.architecture,
         preprocess_logits_for_metrics=argmax_logits,
     )
+    if not localization and training_args.should_save:  # a fine-tuned model keeps its ROI stage
+        carry_roi_stage(model_args.model_name_or_path, training_args.output_dir, model.config.roi_subfolder)
+    return code
 
 
 if __name__ == "__main__":
