@@ -473,3 +473,14 @@ def test_emidec_stacks_are_complete_volumes_in_pixels(emidec_dir, tmp_path):
     from halsr_hf.evaluation.core import distance_unit
 
     assert distance_unit(dataset) == "px"
+
+
+def test_evaluate_setting_overrides_are_checked():
+    from halsr_hf.evaluation.run import parse_settings
+
+    assert parse_settings(["component_connectivity=8", "basal_enclosure_threshold=0.95"]) == {
+        "component_connectivity": 8.0, "basal_enclosure_threshold": 0.95}
+    with pytest.raises(InputError, match="NAME=VALUE"):
+        parse_settings(["connectivity=8"])
+    with pytest.raises(InputError, match="not a number"):
+        parse_settings(["low_confidence=high"])

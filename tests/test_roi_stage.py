@@ -178,3 +178,71 @@ def test_second_look_and_consensus_can_be_switched_off(pipe, acdc_dir):
     json.dumps([s["qc"] for s in full["slices"]])  # serialisable
     plain = pipe(volume, second_look=0, consensus=False)
     assert not any({"second_look", "box_corrected"} & set(s["qc"]) for s in plain["slices"])
+
+
+# -- the clean-up after segmentation: connectivity and the basal rule ------------------------------
+
+
+def _ring(size=40, centre=(20, 20), inner=6, outer=9, gap=None):
+    """A label map: cavity disc (1) inside a myocardium ring (2); ``gap``: (start, stop) angles in
+    degrees where the ring is missing (the cavity meets background there)."""
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - centre[0], xx - centre[1])
+    label = np.zeros((size, size), dtype=np.uint8)
+    label[r <= outer] = 2
+    label[r <= inner] = 1
+    if gap is not None:
+        angle = np.degrees(np.arctan2(yy - centre[0], xx - centre[1])) % 360
+        label[(r > inner) & (r <= outer) & (angle >= gap[0]) & (angle < gap[1])] = 0
+    return label
+
+
+def test_keep_largest_component_connectivity():
+    from halsr_hf.roi_stage import keep_largest_component
+
+    label = np.zeros((12, 12), dtype=np.uint8)
+    label[2:6, 2:6] = 1
+    label[6:9, 6:9] = 2  # touches the first block only at a corner
+    four, several = keep_largest_component(label, min_pixels=1)
+    assert several and (four == 2).sum() == 0  # 4-connected: the diagonal piece is a separate, smaller component
+    eight, several = keep_largest_component(label, min_pixels=1, connectivity=8)
+    assert not several and np.array_equal(eight, label)
+    with pytest.raises(ValueError, match="4 or 8"):
+        keep_largest_component(label, connectivity=6)
+
+
+def test_enclosure_and_the_basal_rule_remove_only_unenclosed_basal_slices():
+    from halsr_hf.roi_stage import basal_rule, enclosure
+
+    closed = _ring()
+    assert enclosure(closed) == 1.0 and enclosure(np.zeros((5, 5), np.uint8)) is None
+    open_quarter = _ring(gap=(0, 90))
+    assert 0.6 < enclosure(open_quarter) < 0.85
+    # base (larger LV) at index 0: an open basal slice is removed, the first enclosed one stops the rule
+    stack = [_ring(gap=(0, 90), outer=12, inner=9), _ring(outer=11, inner=8, gap=(0, 20)), _ring(), _ring(gap=(0, 90), outer=5, inner=3)]
+    removed = basal_rule(stack, threshold=0.95)
+    assert list(removed) == [0, 1] and all(v < 0.95 for v in removed.values())
+    assert list(basal_rule(stack, threshold=0.95, max_slices=1)) == [0]
+    assert basal_rule(stack, threshold=0.0) == {}  # off
+    # the same stack upside down: the base is now the last slice; the open apex (index 0) is never touched
+    assert list(basal_rule(stack[::-1], threshold=0.95)) == [3, 2]
+    assert basal_rule([closed, open_quarter], threshold=0.95) == {}  # fewer than 3 slices with cavity: no stack to judge
+
+
+def test_the_basal_rule_through_the_pipeline_on_a_real_volume(acdc_dir):
+    """ACDC validation patient030 ED: the experts leave the most basal slice empty; the bundled model
+    segments an LV there whose cavity the myocardium does not surround. With the rule on, that
+    slice is removed and says why; with it off, nothing changes."""
+    import h5py
+
+    with h5py.File(acdc_dir / "data" / "patient030_frame01.h5", "r") as f:
+        volume, reference = f["image"][()], f["label"][()]
+    assert not (reference[0] > 0).any()
+    pipe = halsr_hf.load_pipeline()
+    off = pipe(volume)
+    on = pipe(volume, basal_enclosure_threshold=0.95)
+    base = on["slices"][0]
+    assert "basal_slice_removed" in base["qc"] and "surrounds only" in base["message"] and not base["lv_found"]
+    assert not on["label_map"][0].any() and off["label_map"][0].any()
+    assert np.array_equal(on["label_map"][1:], off["label_map"][1:])
+    assert all("basal_slice_removed" not in s["qc"] for s in off["slices"])

@@ -165,6 +165,12 @@ ROI_STAGE_SETTINGS = {
     "consensus_extend_threshold": 0.1,
     "second_look_offset": 0.1,
     "second_look_scale": 1.25,
+    # the clean-up after segmentation: the largest LV component with 4- or 8-connectivity
+    # (roi_stage.keep_largest_component), and the base-of-the-ventricle rule (roi_stage.basal_rule:
+    # in a stack, basal slices whose cavity enclosure by myocardium is below this value are
+    # removed; 0 = off)
+    "component_connectivity": 4,
+    "basal_enclosure_threshold": 0.0,
 }
 
 

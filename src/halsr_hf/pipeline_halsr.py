@@ -56,6 +56,7 @@ from .modeling_roi import LvRoiRegressor
 from .roi_stage import (
     CORRECTIONS,
     RoiResult,
+    basal_rule,
     cavity_not_enclosed,
     crop_prediction_in_output,
     keep_largest_component,
@@ -352,7 +353,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
             results.update(zip(chunk, found))
         return results
 
-    def _segment(self, normalized: list, indices: list, boxes: list, tta: bool, batch_size: int) -> dict:
+    def _segment(self, normalized: list, indices: list, boxes: list, tta: bool, batch_size: int, connectivity: int = 4) -> dict:
         """Segment crops of slices ``indices`` around ``boxes`` (None: the whole slice). Returns, per
         index: the pasted label map with only its largest LV component, whether other components
         were removed, the crop's label map restricted to the components kept
@@ -373,7 +374,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
                                                     return_probabilities=True)
             predicted = logits.permute(0, 2, 3, 1).contiguous().argmax(-1)  # contiguous axis: ~10x faster, same result
             for j, i in enumerate(chunk):
-                label_map, several = keep_largest_component(pasted[j])
+                label_map, several = keep_largest_component(pasted[j], connectivity=connectivity)
                 scores = {int(c): float(probabilities[j][label_map == c].mean()) for c in np.unique(label_map) if c != 0}
                 crop_box = crop_boxes[j].tolist()
                 kept = crop_prediction_in_output(predicted[j].numpy(), crop_box, label_map)
@@ -425,7 +426,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
         for look in range(1 + extra_looks):
             if not active:
                 break
-            segmented.update(self._segment(normalized, active, boxes, tta, batch_size))
+            segmented.update(self._segment(normalized, active, boxes, tta, batch_size, int(settings["component_connectivity"])))
             if look == extra_looks:
                 break
             again = []
@@ -437,10 +438,26 @@ class CardiacLVSegmentationPipeline(Pipeline):
                     boxes[i], looks[i] = box, looks[i] + 1
                     again.append(i)
             active = again
+        basal = {}  # slice index -> cavity enclosure, for the slices the basal rule removes
+        if settings["basal_enclosure_threshold"] > 0:
+            for group in sorted(set(groups)):
+                members = [i for i in range(count) if groups[i] == group and i in segmented]
+                removed = basal_rule([segmented[i][0] for i in members], settings["basal_enclosure_threshold"])
+                basal.update({members[k]: value for k, value in removed.items()})
         label_maps, scores, roi, qc, messages = [], [], [], [], []
         for i in range(count):
             result = results[i]
             flags = list(result.flags)
+            if i in basal:
+                label_maps.append(np.zeros(sizes[i], dtype=np.uint8))
+                scores.append({})
+                roi.append(None if boxes[i] is None else [int(round(float(v))) for v in boxes[i]])
+                qc.append(order_flags(flags + ["basal_slice_removed"]))
+                messages.append(
+                    f"LV segmented, then removed: a basal slice of the stack on which the myocardium surrounds only "
+                    f"{basal[i]:.2f} of the cavity (basal_enclosure_threshold {settings['basal_enclosure_threshold']:.2f}; "
+                    "the ACDC/M&Ms convention counts a basal slice only while the myocardium surrounds the cavity)")
+                continue
             if i not in segmented:
                 label_maps.append(np.zeros(sizes[i], dtype=np.uint8))
                 scores.append({})

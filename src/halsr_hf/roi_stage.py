@@ -67,6 +67,7 @@ QC_FLAGS = (
     "mask_touches_crop_border",
     "several_components",
     "cavity_not_enclosed",
+    "basal_slice_removed",
 )
 
 
@@ -276,10 +277,15 @@ def second_look_box(crop_prediction: np.ndarray, crop_box, label_map: np.ndarray
     return None
 
 
-def keep_largest_component(label_map: np.ndarray, min_pixels: int = 10) -> tuple:
+def keep_largest_component(label_map: np.ndarray, min_pixels: int = 10, connectivity: int = 4) -> tuple:
     """Keep the largest connected LV component (cavity + myocardium) of a label map. Returns the
-    cleaned map and whether other components of at least ``min_pixels`` were removed."""
-    components, count = ndimage.label(label_map > 0)
+    cleaned map and whether other components of at least ``min_pixels`` were removed.
+    ``connectivity`` 4 (pixels sharing an edge) or 8 (edges or corners: a myocardium joined to the
+    rest only diagonally is kept)."""
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+    structure = np.ones((3, 3), dtype=bool) if connectivity == 8 else None
+    components, count = ndimage.label(label_map > 0, structure=structure)
     if count <= 1:
         return label_map, False
     areas = ndimage.sum_labels(np.ones_like(components), components, np.arange(1, count + 1))
@@ -297,6 +303,42 @@ def cavity_not_enclosed(label_map: np.ndarray, tolerance: float = 0.25, cavity: 
     if not ring.any():
         return False
     return float((label_map[ring] == 0).mean()) > tolerance
+
+
+def enclosure(label_map: np.ndarray, cavity: int = 1, myocardium: int = 2) -> float | None:
+    """The fraction of the cavity's outer outline (the pixels just outside it, 4-neighbourhood) that
+    is myocardium; None without cavity. 1.0: the myocardium surrounds the cavity."""
+    inside = label_map == cavity
+    if not inside.any():
+        return None
+    ring = ndimage.binary_dilation(inside) & ~inside
+    if not ring.any():
+        return None
+    return float((label_map[ring] == myocardium).mean())
+
+
+def basal_rule(label_maps: list, threshold: float, max_slices: int = 2) -> dict:
+    """The base-of-the-ventricle rule of ACDC and M&Ms: a basal slice counts only while the
+    myocardium surrounds the cavity. ``label_maps``: the final maps of one stack, in slice order.
+
+    The base is the end of the stack's LV range whose end slice has the larger LV (cavity +
+    myocardium) area (the apex is small). From that end inward, a slice whose cavity
+    :func:`enclosure` is below ``threshold`` is removed (its whole LV: the experts leave such slices
+    empty), at most ``max_slices``; the first enclosed slice stops it. Returns ``{position in
+    label_maps: enclosure}`` of the slices to remove (the caller blanks and flags them)."""
+    present = [i for i, m in enumerate(label_maps) if (m == 1).any()]
+    if threshold <= 0 or len(present) < 3:
+        return {}
+    first, last = present[0], present[-1]
+    area = [(label_maps[i] > 0).sum() for i in (first, last)]
+    order = present if area[0] >= area[1] else present[::-1]
+    removed = {}
+    for i in order[:max_slices]:
+        value = enclosure(label_maps[i])
+        if value is None or value >= threshold:
+            break
+        removed[i] = value
+    return removed
 
 
 def order_flags(flags) -> list:

@@ -24,8 +24,24 @@ import numpy as np
 from .. import default_model_dir, load_pipeline
 from ..atomic import atomic_folder, check_output_folder
 from ..errors import InputError
+from ..image_processing_halsr import ROI_STAGE_SETTINGS
 from . import core, report
 from .data import EvalDataset, load_eval_dataset
+
+
+def parse_settings(items) -> dict:
+    """``["component_connectivity=8"]`` -> ``{"component_connectivity": 8.0}`` (names checked against
+    :data:`~halsr_hf.image_processing_halsr.ROI_STAGE_SETTINGS`)."""
+    settings = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals or name not in ROI_STAGE_SETTINGS:
+            raise InputError(f"--setting {item!r}: expected NAME=VALUE with NAME one of {', '.join(ROI_STAGE_SETTINGS)}")
+        try:
+            settings[name] = float(value)
+        except ValueError:
+            raise InputError(f"--setting {item!r}: {value!r} is not a number") from None
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--second-look", type=int, default=2, metavar="N",
                    help="at most N re-crops around the predicted LV (0: off; default: %(default)s, the pipeline's)")
     p.add_argument("--no-consensus", action="store_true", help="do not correct outlier ROI boxes from the volume's other slices")
+    p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="override one of the model's inference settings (image_processing_halsr.ROI_STAGE_SETTINGS, e.g. "
+                        "component_connectivity=8, basal_enclosure_threshold=0.95); repeatable")
     p.add_argument("--both-empty", choices=("nan", "perfect"), default="nan",
                    help="a class absent from both reference and prediction: 'nan' = not scored (default), "
                         "'perfect' = Dice 1 / distance 0")
@@ -146,7 +165,8 @@ def evaluate(args) -> dict:
         results[title] = []
         for ds in [main_ds] + extra_ds:
             preds = core.predict(p, ds, batch_size=args.batch_size, use_roi=use_roi, tta=args.tta, progress=progress,
-                                 desc=f"{title} on {ds.name}", second_look=args.second_look, consensus=not args.no_consensus)
+                                 desc=f"{title} on {ds.name}", second_look=args.second_look, consensus=not args.no_consensus,
+                                 **parse_settings(args.setting))
             results[title].append(core.score(ds, preds, name, force_pixels=args.pixel_units, both_empty=args.both_empty,
                                              roi_evaluated=use_roi, roi_reference=args.roi_reference, progress=progress,
                                              crop_margin=p.image_processor.crop_margin))
@@ -158,7 +178,8 @@ def evaluate(args) -> dict:
     options = {"split": args.split, "source": args.source or "all", "roi stage": "on" if use_roi else ("off (--no-roi)" if args.no_roi else "off (no ROI model)"),
                "both_empty": args.both_empty, "tta": args.tta, "roi_reference": args.roi_reference,
                "second_look": args.second_look, "consensus": not args.no_consensus,
-               "roi_model_kind": getattr(pipe, "roi_kind", None)}
+               "roi_model_kind": getattr(pipe, "roi_kind", None),
+               "settings": pipe.image_processor.roi_stage_settings(**parse_settings(args.setting))}
     summary = report.summary_json(model_name, main, extras, baseline)
 
     with atomic_folder(out_dir) as tmp:
