@@ -1,49 +1,136 @@
 #!/usr/bin/env python
-"""Put a trained ROI model (the localiser of ``halsr-hf train --task localization``, or a box
-regressor of ``halsr-hf train-roi``) into the bundled default model's ``roi/`` folder, with its
-training provenance (command, arguments, results, trainer state), replacing what is there.
+"""Bundle trained networks as the package's default model (``src/halsr_hf/default_model``), with
+their training provenance, replacing what is there.
 
-    python scripts/bundle_default_model.py runs/localizer
+    python scripts/bundle_default_model.py --segmenter runs/mix_small --localizer runs/mix_localizer \\
+        [--settings component_connectivity=8 basal_enclosure_threshold=0.95]
 
-The folder is written beside the old one and renamed into place (never half-written).
+* ``--segmenter``: a ``halsr-hf train`` output folder (or a ``checkpoint-N`` folder): the HALSR-Net
+  weights, config and image processor go to the model folder's top level;
+* ``--localizer`` (or a box regressor of ``halsr-hf train-roi``): goes to ``roi/``;
+* each network's folder keeps its training command (``command.txt``: the first command and every
+  resumed session), ``run_args.json`` (arguments, sessions, steps, summed wall time),
+  ``training_args.json``, results, ``trainer_state.json`` and ``learning_curves.png``
+  (``scripts/plot_learning_curves.py``), plus ``hardware.txt`` (where it was trained);
+* ``--settings``: the inference settings chosen on validation
+  (``scripts/choose_inference_settings.py``), written into ``preprocessor_config.json``.
+
+Either network may be given alone (the other stays as bundled). The model folder is written beside
+the old one and renamed into place (never half-written).
 """
 
 import argparse
+import json
+import os
+import platform
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-KEEP = ["config.json", "model.safetensors", "command.txt", "run_args.json", "training_args.json",
-        "all_results.json", "train_results.json", "eval_results.json", "trainer_state.json"]
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plot_learning_curves import draw  # noqa: E402
+
+from halsr_hf.image_processing_halsr import ROI_STAGE_SETTINGS  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = ["config.json", "model.safetensors"]
+PROVENANCE = ["command.txt", "run_args.json", "training_args.json", "all_results.json", "train_results.json",
+              "eval_results.json", "trainer_state.json"]
+#: files of the old ROI folder's earlier stages that stay with it when the localiser is not replaced
+STAGE_FILES = ["stage1_command.txt", "stage1_run_args.json", "stage1_training_args.json"]
+
+
+def hardware() -> str:
+    threads = os.environ.get("OMP_NUM_THREADS", "?")
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    device = f"cuda {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else f"cpu: {cpu}, {os.cpu_count()} cores"
+    return (f"bundled on: {device}; OMP_NUM_THREADS at bundling {threads}\n"
+            "the device each session trained on is in command.txt (device:) and run_args.json (sessions)\n")
+
+
+def copy_run(run_dir: Path, target: Path, extra: tuple = ()) -> None:
+    if not all((run_dir / name).is_file() for name in WEIGHTS):
+        raise SystemExit(f"{run_dir}: no config.json + model.safetensors (train it to the end, or give a checkpoint-N folder)")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in WEIGHTS + PROVENANCE + list(extra):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, target / name)
+    # a checkpoint-N folder has no command.txt/run_args.json: take them from its run folder
+    for name in ("command.txt", "run_args.json", "training_args.json"):
+        if not (target / name).is_file() and (run_dir.parent / name).is_file():
+            shutil.copy2(run_dir.parent / name, target / name)
+    draw(run_dir, target / "learning_curves.png")
+    (target / "hardware.txt").write_text(hardware())
+
+
+def parse_settings(items) -> dict:
+    settings = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        if name not in ROI_STAGE_SETTINGS:
+            raise SystemExit(f"--settings {item!r}: not one of {', '.join(ROI_STAGE_SETTINGS)}")
+        settings[name] = float(value)
+    return settings
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="training output folder (or a checkpoint-N folder)")
-    parser.add_argument("--previous-stage", type=Path, default=None,
-                        help="the training run the ROI run started from (its command.txt, run_args.json and "
-                             "training_args.json are kept with a stage1_ prefix)")
-    parser.add_argument("--model-dir", type=Path, default=Path(__file__).resolve().parents[1] / "src" / "halsr_hf" / "default_model")
+    parser.add_argument("--segmenter", type=Path, default=None, help="halsr-hf train output (or checkpoint-N) folder")
+    parser.add_argument("--localizer", type=Path, default=None, help="the ROI stage's training output (or checkpoint-N) folder")
+    parser.add_argument("--settings", nargs="*", default=None, metavar="NAME=VALUE",
+                        help="inference settings chosen on validation, written into preprocessor_config.json")
+    parser.add_argument("--model-dir", type=Path, default=REPO / "src" / "halsr_hf" / "default_model")
     args = parser.parse_args(argv)
-    if not (args.run_dir / "config.json").is_file() or not (args.run_dir / "model.safetensors").is_file():
-        parser.error(f"{args.run_dir}: no config.json + model.safetensors")
-    target = args.model_dir / "roi"
-    tmp = Path(tempfile.mkdtemp(prefix=".roi.tmp-", dir=args.model_dir))
-    for name in KEEP:
-        if (args.run_dir / name).is_file():
-            shutil.copy2(args.run_dir / name, tmp / name)
-    if args.previous_stage is not None:
-        for name in ("command.txt", "run_args.json", "training_args.json"):
-            if (args.previous_stage / name).is_file():
-                shutil.copy2(args.previous_stage / name, tmp / f"stage1_{name}")
-    old = args.model_dir / ".roi.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    print(f"bundled {args.run_dir} -> {target}: {sorted(p.name for p in target.iterdir())}")
+    if args.segmenter is None and args.localizer is None and not args.settings:
+        parser.error("nothing to bundle: give --segmenter, --localizer and/or --settings")
+    settings = parse_settings(args.settings)
+
+    model_dir = args.model_dir
+    tmp = Path(tempfile.mkdtemp(prefix=".default_model.tmp-", dir=model_dir.parent))
+    try:
+        if args.segmenter is not None:
+            copy_run(args.segmenter, tmp, extra=("preprocessor_config.json",))
+            if not (tmp / "preprocessor_config.json").is_file():
+                shutil.copy2(model_dir / "preprocessor_config.json", tmp / "preprocessor_config.json")
+        else:
+            for path in model_dir.iterdir():
+                if path.is_file():
+                    shutil.copy2(path, tmp / path.name)
+        if args.localizer is not None:
+            copy_run(args.localizer, tmp / "roi")
+            config = json.loads((tmp / "roi" / "config.json").read_text())
+            if config.get("model_type") == "halsr" and "stage" not in config:  # trained before configs said so
+                config["stage"] = "localization"
+                (tmp / "roi" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        else:
+            shutil.copytree(model_dir / "roi", tmp / "roi")
+        processor = json.loads((tmp / "preprocessor_config.json").read_text())
+        old = json.loads((model_dir / "preprocessor_config.json").read_text())
+        for key in ("roi_size", *ROI_STAGE_SETTINGS):  # the ROI stage's tuned values travel with the bundle
+            if key not in processor and key in old:
+                processor[key] = old[key]
+        processor.update(settings)
+        (tmp / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+        if (model_dir / "README.md").is_file() and not (tmp / "README.md").is_file():
+            shutil.copy2(model_dir / "README.md", tmp / "README.md")  # the card is re-rendered from the evaluation
+        previous = model_dir.parent / ".default_model.old"
+        shutil.rmtree(previous, ignore_errors=True)
+        model_dir.rename(previous)
+        tmp.rename(model_dir)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"bundled -> {model_dir}: {sorted(p.name for p in model_dir.iterdir())}")
     return 0
 
 

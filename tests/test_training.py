@@ -325,3 +325,25 @@ def test_mix_weights_and_per_source_validation(dataset_dir, acdc_dir, tmp_path):
     with_lv = mix.has_lv & mix.myocardium_annotated
     assert run_args["train_slices"] == with_lv[names == "acdc-ssl4mis"].sum() + 2 * with_lv[names == "other-vendor"].sum()
     assert run_args["eval_slices_per_source"] == {"acdc-ssl4mis": len(VAL_SLICES), "other-vendor": 2}
+
+
+def test_learning_curves_are_drawn_from_a_runs_trainer_state(tmp_path):
+    """scripts/plot_learning_curves.py reads the newest checkpoint's trainer_state.json while a run is
+    still training and draws loss and per-source validation Dice."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        from plot_learning_curves import curves, draw
+    finally:
+        sys.path.remove(str(REPO_ROOT / "scripts"))
+    history = [{"loss": 0.3 - 0.01 * k, "epoch": k / 2, "step": k} for k in range(1, 9)]
+    for epoch in (1, 2, 3, 4):
+        history.append({"eval_a_dice_lv_cavity": 0.8 + 0.01 * epoch, "eval_b_dice_lv_cavity": 0.7 + 0.02 * epoch,
+                        "eval_a_dice_mean": 0.8, "epoch": epoch})
+        history.append({"eval_dice_mean": 0.75 + 0.01 * epoch, "epoch": epoch})
+    run = tmp_path / "run"
+    (run / "checkpoint-8").mkdir(parents=True)
+    (run / "checkpoint-8" / "trainer_state.json").write_text(json.dumps({"log_history": history, "global_step": 8, "epoch": 4.0}))
+    loss, metrics = curves(json.loads((run / "checkpoint-8" / "trainer_state.json").read_text()))
+    assert len(loss) == 8 and set(metrics) == {"eval_a_dice_lv_cavity", "eval_b_dice_lv_cavity", "eval_a_dice_mean", "eval_dice_mean"}
+    png = draw(run, run / "learning_curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
