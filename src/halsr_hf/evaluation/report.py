@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..json_output import json_safe
 from .core import (
     CLASSES,
     METRICS,
@@ -29,22 +30,6 @@ METRIC_TITLES = {"dice": "Dice", "iou": "IoU", "hd": "HD", "hd95": "HD95", "assd
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "dataset"
-
-
-def _clean(value):
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def write_csv(path: Path, rows: List[dict], columns: Optional[List[str]] = None) -> None:
@@ -90,7 +75,7 @@ def summary_json(model: str, main: DatasetResult, extras: List[DatasetResult],
     if baseline is not None:
         name, b_main, b_extras = baseline
         out["baseline"] = model_summary(name, b_main, b_extras)
-    return _clean(out)
+    return json_safe(out)
 
 
 # ---- summary.md --------------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""What a user runs and sees (issue 20): the command line's JSON is JSON, the Python loader is quiet,
+``train --help`` leads with the project's own options, ``segment`` refuses existing outputs before
+it writes anything."""
+
+import json
+
+import numpy as np
+import pytest
+
+from halsr_hf import CardiacLVSegmentationPipeline, HalsrImageProcessor
+from halsr_hf.cli import main
+
+from .conftest import tiny_models
+
+
+def _strict_json(text: str):
+    """``json.loads`` that refuses NaN/Infinity, as jq and JavaScript's JSON.parse do."""
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def never_finds_lv(tmp_path_factory):
+    """A tiny model folder whose ROI stage never finds an LV: every label map is empty."""
+    model, roi = tiny_models(presence_bias=-20.0)
+    folder = tmp_path_factory.mktemp("no-lv-model")
+    CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(size=64, roi_size=64),
+                                  roi_model=roi).save_pretrained(folder)
+    return folder
+
+
+def test_ef_json_prints_null_for_an_undefined_ef(never_finds_lv, tmp_path, capsys):
+    """No cavity at ED: the EF is undefined (NaN in Python); ``--json`` printed ``NaN``, not JSON."""
+    rng = np.random.default_rng(0)
+    ed, es = tmp_path / "ed.npy", tmp_path / "es.npy"
+    np.save(ed, rng.random((3, 48, 40)).astype(np.float32))
+    np.save(es, rng.random((3, 48, 40)).astype(np.float32))
+    assert main(["ef", "--ed", str(ed), "--es", str(es), "--model", str(never_finds_lv), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "NaN" not in out
+    result = _strict_json(out)
+    assert result["ef_percent"] is None and result["edv_voxels"] == 0
+    assert any("no lv_cavity" in warning for warning in result["warnings"])
+
+
+def test_json_safe_turns_every_non_finite_number_into_null():
+    from halsr_hf.json_output import dumps, json_safe
+
+    value = {"a": float("nan"), "b": [np.float32("inf"), np.int64(3), np.bool_(True)], "c": (1.5, None),
+             "d": np.array([1.0, np.nan])}
+    assert json_safe(value) == {"a": None, "b": [None, 3, True], "c": [1.5, None], "d": [1.0, None]}
+    assert _strict_json(dumps(value)) == json_safe(value)
