@@ -53,3 +53,34 @@ def test_json_safe_turns_every_non_finite_number_into_null():
              "d": np.array([1.0, np.nan])}
     assert json_safe(value) == {"a": None, "b": [None, 3, True], "c": [1.5, None], "d": [1.0, None]}
     assert _strict_json(dumps(value)) == json_safe(value)
+
+
+@pytest.fixture
+def progress_bars_on(monkeypatch):
+    """transformers' and huggingface_hub's default (bars on), whatever an earlier CLI call set; put back after."""
+    import huggingface_hub.utils as hub_utils
+    import transformers.utils.logging as hf_logging
+
+    import halsr_hf
+
+    tf_was_on, hub_was_on = hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
+    monkeypatch.setattr(halsr_hf, "_show_loading_progress", False, raising=False)
+    hf_logging.enable_progress_bar()
+    hub_utils.enable_progress_bars()
+    yield
+    (hf_logging.enable_progress_bar if tf_was_on else hf_logging.disable_progress_bar)()
+    (hub_utils.enable_progress_bars if hub_was_on else hub_utils.disable_progress_bars)()
+
+
+def test_load_pipeline_shows_no_progress_bars_unless_verbose(tiny_folder, progress_bars_on, capfd):
+    import transformers.utils.logging as hf_logging
+
+    import halsr_hf
+
+    capfd.readouterr()
+    halsr_hf.load_pipeline(str(tiny_folder))
+    out, err = capfd.readouterr()
+    assert "Loading weights" not in out + err and "it/s]" not in out + err, err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting is left as it was
+    halsr_hf.load_pipeline(str(tiny_folder), verbose=True)
+    assert "Loading weights" in capfd.readouterr().err

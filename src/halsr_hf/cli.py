@@ -44,9 +44,14 @@ def description(doc: str) -> str:
 
 
 def set_verbosity(verbose: bool) -> None:
-    """Progress bars of weight loading/saving (transformers) and Hub downloads on or off."""
+    """Progress bars of weight loading/saving (transformers) and Hub downloads on or off, also for
+    ``halsr_hf.load_pipeline`` (quiet by default)."""
     import huggingface_hub.utils
     import transformers.utils.logging as hf_logging
+
+    import halsr_hf
+
+    halsr_hf._show_loading_progress = verbose
 
     if verbose:
         hf_logging.enable_progress_bar()
