@@ -84,3 +84,27 @@ def test_load_pipeline_shows_no_progress_bars_unless_verbose(tiny_folder, progre
     assert hf_logging.is_progress_bar_enabled()  # the caller's setting is left as it was
     halsr_hf.load_pipeline(str(tiny_folder), verbose=True)
     assert "Loading weights" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "train-roi"])
+def test_train_help_shows_the_project_options_first_and_the_trainer_s_behind_help_all(command, capsys):
+    """``halsr-hf train --help`` was 704 lines of generic Trainer options before the project's own."""
+    assert main([command, "--help"]) == 0
+    short = capsys.readouterr().out
+    lines = short.splitlines()
+    assert len(lines) < 200, len(lines)
+    assert lines[0].startswith(f"usage: halsr-hf {command} [--help | --help-all]")
+    headings = [line for line in lines if line and not line.startswith(" ") and line.endswith(":")]
+    assert headings[:3] == ["options:", "model options:", "data options:"], headings
+    assert "--dataset-dir" in short and "--model-name-or-path" in short
+    trainer = short.index("common Trainer options")
+    assert short.index("--dataset-dir") < trainer < short.index("--output-dir")
+    words = " ".join(short.split())
+    assert "(default: runs/" in words and "(default: 0.001)" in words  # this command's defaults, not the Trainer's
+    assert "--ddp-backend" not in short and words.endswith("--help-all lists every option of transformers.TrainingArguments "
+                                                           "(logging, checkpoints, precision, distributed training, Hub upload, ...).")
+    assert main([command, "--help-all"]) == 0
+    everything = capsys.readouterr().out
+    assert "``" not in everything
+    assert everything.index("data options:") < everything.index("\nTrainer options (transformers.TrainingArguments)")
+    assert everything.index("Trainer options (transformers.TrainingArguments)") < everything.index("--ddp-backend")

@@ -63,7 +63,7 @@ def set_verbosity(verbose: bool) -> None:
 
 def _run(module, argv: list) -> int:
     """Run a sub-command; its ``--help`` is printed without reST markup (module docstrings use it)."""
-    if not ("-h" in argv or "--help" in argv):
+    if not ("-h" in argv or "--help" in argv or "--help-all" in argv):
         return int(module.main(argv) or 0)
     buffer = io.StringIO()
     try:
