@@ -108,3 +108,24 @@ def test_train_help_shows_the_project_options_first_and_the_trainer_s_behind_hel
     assert "``" not in everything
     assert everything.index("data options:") < everything.index("\nTrainer options (transformers.TrainingArguments)")
     assert everything.index("Trainer options (transformers.TrainingArguments)") < everything.index("--ddp-backend")
+
+
+def test_segment_refuses_an_existing_output_before_writing_anything(tiny_folder, tmp_path, capsys):
+    """The docstring said "before anything is written", but only measurements.json was checked up
+    front: an existing overlay was refused after the mask had been written."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    slice_png = tmp_path / "slice.png"
+    Image.fromarray(rng.integers(0, 255, (48, 40), dtype=np.uint8)).save(slice_png)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "slice_overlay.png").write_bytes(b"an earlier result")
+    args = ["segment", str(slice_png), "--model", str(tiny_folder), "--out-dir", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "slice_overlay.png: already exists" in err and "--overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["slice_overlay.png"]  # nothing written
+    assert (out / "slice_overlay.png").read_bytes() == b"an earlier result"
+    assert main(args + ["--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["measurements.json", "slice_mask.png", "slice_overlay.png"]
