@@ -190,6 +190,10 @@ def test_every_output_file_and_row_counts(full_run, datasets_dirs):
     assert len(slices) == 2 * (len(main_rows) + len(extra_rows))  # main + baseline
     assert len({r["model"] for r in slices}) == 2 and len({r["dataset"] for r in slices}) == 2
     assert len(read_csv(out / "volumes.csv")) == 2 * 2 * len(PATIENTS)  # ED + ES, 2 models
+    # every table names the models portably: the folders' names, not this machine's absolute paths
+    for table in ("slices.csv", "volumes.csv", "roi.csv", "clinical.csv"):
+        models = {r["model"] for r in read_csv(out / table)}
+        assert models and all("/" not in m and m.startswith("tiny-") for m in models), (table, models)
     assert len(read_csv(out / "roi.csv")) == len(main_rows) + len(extra_rows)  # one ROI model
     assert len(read_csv(out / "clinical.csv")) == 2 * len(PATIENTS)
 
@@ -412,6 +416,22 @@ def test_volume_distances_only_with_a_spacing(acdc_dir):
     assert without["dice_lv_cavity"] == segmentation_metrics(pred, label)["dice_lv_cavity"]
     with_spacing = segmentation_metrics(pred, label, spacing=(10.0, 1.5, 1.5))
     assert with_spacing["distance_unit"] == "mm" and with_spacing["hd95_lv_cavity"] == pytest.approx(1.5)
+
+
+def test_model_label_is_the_same_on_every_machine(tmp_path, monkeypatch):
+    from halsr_hf import default_model_dir
+
+    assert eval_run.model_label(None) == eval_run.model_label(default_model_dir()) == "bundled:halsr_hf/default_model"
+    assert eval_run.model_label("someone/halsr-net") == "someone/halsr-net"  # a Hub id
+    (tmp_path / "runs" / "small").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert eval_run.model_label("runs/small") == "runs/small"
+    assert eval_run.model_label(tmp_path / "runs" / "small") == "runs/small"  # inside the working directory
+    monkeypatch.chdir(tmp_path / "runs")
+    assert eval_run.model_label(tmp_path / "runs" / "small") == "small"
+    outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    outside.mkdir()
+    assert eval_run.model_label(outside) == outside.name
 
 
 def test_box_and_statistics_helpers():
