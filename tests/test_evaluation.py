@@ -462,3 +462,18 @@ def test_scripts_are_the_cli_and_name_flags(tmp_path):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), "--dataset-dir", str(tmp_path),
                              "--out-dir", str(out)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "--overwrite" in result.stderr and "overwrite=True" not in result.stderr, result.stderr
+
+
+def test_committed_evaluation_outputs_name_the_model_portably():
+    """The committed evaluation/ outputs recorded this machine's absolute model path (/work/main/...)."""
+    from pathlib import PurePosixPath
+
+    from .conftest import REPO_ROOT
+
+    names = set()
+    for path in (REPO_ROOT / "evaluation").rglob("*.csv"):
+        names |= {row["model"] for row in read_csv(path)}
+    for path in (REPO_ROOT / "evaluation").rglob("*.json"):
+        summary = json.loads(path.read_text())
+        names |= {summary["model"]} | ({summary["baseline"]["model"]} if "baseline" in summary else set())
+    assert names and not [n for n in names if PurePosixPath(n).is_absolute()], names
