@@ -52,6 +52,18 @@ def evaluate(args, split: str, flags: list, out_dir: Path, extra: bool) -> float
     return time.time() - start
 
 
+def bundle_evaluation(summary_path: Path) -> None:
+    """The bundled model carries its evaluation (``default_model/evaluation/summary.json``, which
+    ``halsr-hf push-to-hub model`` publishes) and its card is rendered from it."""
+    sys.path.insert(0, str(REPO / "src"))
+    from halsr_hf.model_card import write_model_card
+
+    model_dir = REPO / "src" / "halsr_hf" / "default_model"
+    (model_dir / "evaluation").mkdir(exist_ok=True)
+    shutil.copy2(summary_path, model_dir / "evaluation" / "summary.json")
+    write_model_card(model_dir, [model_dir / "evaluation" / "summary.json"], repo_id="halsr-hf/halsr-net")
+
+
 def row(summary: dict) -> dict:
     """The numbers of the ablation table from one summary.json."""
     def mean(block, key):
@@ -126,6 +138,7 @@ def main(argv=None) -> int:
                 target = args.out / "acdc_test"
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(out_dir, target)
+                bundle_evaluation(out_dir / "summary.json")
         results[(split, name)] = (row(summary), wall)
         print(f"{split} {name}: {row(summary)} in {wall:.0f} s (load {os.getloadavg()[0]:.2f})", flush=True)
     if not args.only:

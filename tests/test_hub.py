@@ -416,6 +416,52 @@ def test_upload_model(fake_hub, tiny_folder, summary_path, dry_run, monkeypatch)
     assert not staged[0].exists()  # the temporary folder is removed after the upload
 
 
+def _model_index(card_path) -> dict:
+    """(dataset, metric name) -> value of a card's model-index."""
+    return {(r.dataset_name, r.metric_name): r.metric_value for r in ModelCard.load(card_path).data.eval_results or []}
+
+
+def test_push_of_the_bundled_model_keeps_its_evaluated_numbers(fake_hub, monkeypatch, capsys):
+    """Issue 20: ``push-to-hub model --model-dir <bundled model>`` re-rendered the card without the
+    bundled card's model-index unless --eval-results was given again. Only the upload is replaced."""
+    bundled = halsr_hf.default_model_dir()
+    expected = _model_index(bundled / "README.md")
+    assert len(expected) > 10  # the bundled card has its evaluation
+    uploaded = {}
+
+    def upload_folder(self, *, folder_path, repo_id, **kwargs):
+        uploaded.update(files=hub.list_files(folder_path), index=_model_index(Path(folder_path) / "README.md"),
+                        summary=json.loads((Path(folder_path) / "evaluation" / "summary.json").read_text()))
+        return "commit"
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    assert hub.main(["model", "--model-dir", str(bundled), "--repo-id", REPO_ID]) == 0
+    assert "evaluation results:" in capsys.readouterr().out
+    assert uploaded["index"] == expected  # every entry, the same values
+    assert uploaded["summary"] == json.loads((bundled / "evaluation" / "summary.json").read_text())
+
+
+def test_a_card_with_numbers_and_no_summary_is_refused_not_emptied(tiny_folder, summary_path, tmp_path, capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_folder, folder)
+    write_model_card(folder, [summary_path], repo_id=REPO_ID)  # a card with a model-index, no evaluation/
+    out = tmp_path / "repo"
+    args = ["model", "--model-dir", str(folder), "--repo-id", REPO_ID, "--dry-run", str(out)]
+    assert hub.main(args) == 2
+    err = capsys.readouterr().err
+    assert "has evaluation results (model-index)" in err and "--eval-results" in err and "--no-eval-results" in err
+    assert not out.exists()
+    assert hub.main(args + ["--no-eval-results"]) == 0  # deliberately without them
+    assert _model_index(out / "README.md") == {}
+    # a folder this command wrote carries its summaries: published again, the numbers stay
+    again = tmp_path / "again"
+    shutil.copytree(out, folder, dirs_exist_ok=True)
+    (folder / "evaluation").mkdir(exist_ok=True)
+    shutil.copy2(summary_path, folder / "evaluation" / "summary.json")
+    assert hub.main(["model", "--model-dir", str(folder), "--repo-id", REPO_ID, "--dry-run", str(again)]) == 0
+    assert _model_index(again / "README.md") == expected_metrics(FAKE_SUMMARY)
+
+
 def test_upload_space(fake_hub, tmp_path):
     space = tmp_path / "space"
     (space / "__pycache__").mkdir(parents=True)
