@@ -41,6 +41,7 @@ from types import SimpleNamespace  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
 from huggingface_hub import metadata_load  # noqa: E402
 
 logger = logging.getLogger("halsr_space")
@@ -272,7 +273,7 @@ class SpaceApp:
         shifted = [roi[0] - x0, roi[1] - y0, roi[2] - x0, roi[3] - y0] if state["rois"][index] is not None else None
         picture = self.code.visualize.overlay(image[y0:y1, x0:x1], label_map[y0:y1, x0:x1], shifted, alpha=alpha)
         scale = max(1, ZOOM_SIDE // max(x1 - x0, y1 - y0))
-        return picture.resize((picture.width * scale, picture.height * scale), resample=0)  # 0: nearest
+        return picture.resize((picture.width * scale, picture.height * scale), resample=Image.Resampling.NEAREST)
 
     @staticmethod
     def layout(state):

@@ -39,14 +39,13 @@ from tqdm.auto import tqdm
 
 from ..clinical import cardiac_function
 from ..data.schema import bbox_from_label
-from ..metrics import DEFAULT_LABELS, segmentation_metrics
+from ..metrics import DEFAULT_LABELS, DISTANCE_METRICS, segmentation_metrics
 from .data import EvalDataset, SliceGroup
 
 CLASSES = tuple(DEFAULT_LABELS.values())  # ("lv_cavity", "myocardium")
 METRICS = ("dice", "iou", "hd", "hd95", "assd")
 #: The per-class metrics of the summary.json contract.
 SUMMARY_METRICS = ("dice", "hd95", "assd", "hd")
-DISTANCE_METRICS = ("hd", "hd95", "assd")
 ROI_IOU_THRESHOLD = 0.5
 OUTLIER_DEFINITION = (
     "an LV slice (reference box from the reference label, cavity + myocardium) on which the ROI "
