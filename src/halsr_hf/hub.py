@@ -162,10 +162,9 @@ def folder_summaries(model_dir) -> list[Path]:
     """The evaluation summaries a model folder carries, in the order this command writes them:
     ``evaluation/summary.json``, ``evaluation/summary_2.json``, ..."""
     folder = Path(model_dir) / "evaluation"
-    found, index = [], 1
-    while (folder / ("summary.json" if index == 1 else f"summary_{index}.json")).is_file():
-        found.append(folder / ("summary.json" if index == 1 else f"summary_{index}.json"))
-        index += 1
+    found = []
+    while (path := folder / ("summary.json" if not found else f"summary_{len(found) + 1}.json")).is_file():
+        found.append(path)
     return found
 
 
