@@ -1,8 +1,9 @@
 """HALSR-Net cardiac MRI left-ventricle segmentation: the Gradio Space.
 
 Upload a short-axis cine MRI slice (PNG, JPEG, 16-bit PNG, DICOM) or volume (NIfTI 3D/4D); the
-app shows the LV cavity (red), the myocardium (blue) and the ROI box (yellow) over the image,
-measures the areas (mm² when the pixel spacing is known) and, for volumes, the cavity and
+app shows the LV cavity (red), the myocardium (blue) and the ROI box (yellow) over the image, with
+a zoom on the ROI beside it, lists what the pipeline did on each slice (its message and quality
+flags), measures the areas (mm² when the pixel spacing is known) and, for volumes, the cavity and
 myocardium volumes (mL). An ED + ES pair of volumes gives EDV, ESV, stroke volume, EF and the
 myocardial mass. Masks download as PNG (label ids 0/1/2, lossless) and NIfTI (input's affine).
 
@@ -40,6 +41,7 @@ from types import SimpleNamespace  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
 from huggingface_hub import metadata_load  # noqa: E402
 
 logger = logging.getLogger("halsr_space")
@@ -60,6 +62,11 @@ AREA_HEADERS = {
     for unit, label in (("mm2", "mm²"), ("px", "pixels"))
 }
 MEASURE_HEADERS = ["measure", "value", "unit"]
+#: Widths of the per-slice table's columns: the message and the quality flags get the room they need.
+AREA_COLUMN_WIDTHS = ["6%", "8%", "13%", "13%", "38%", "22%"]
+#: The zoom on the ROI: a square around the box, this much wider than the box on each side (of its side).
+ZOOM_MARGIN = 0.5
+ZOOM_SIDE = 384
 
 
 # ---- model and package code ------------------------------------------------------------------
@@ -214,7 +221,7 @@ class SpaceApp:
         for index, item in enumerate(slices):
             values = item["areas_mm2"] if unit == "mm2" else item["areas_px"]
             areas.append([index, "yes" if item["lv_found"] else "no", round(float(values["lv_cavity"]), 1),
-                          round(float(values["myocardium"]), 1), item.get("message") or "", "; ".join(item.get("qc") or [])])
+                          round(float(values["myocardium"]), 1), item.get("message") or "", "; ".join(item.get("qc") or []) or "-"])
         measures = self._volume_measures(result, loaded) if loaded.is_volume else []
         state = {
             "images": [np.asarray(s, dtype=np.float32) for s in loaded.slices],
@@ -243,6 +250,37 @@ class SpaceApp:
         index = int(min(max(int(index or 0), 0), count - 1))
         alpha = float(DEFAULT_ALPHA if alpha is None else min(max(float(alpha), 0.0), 1.0))
         return self.code.visualize.overlay(state["images"][index], state["label_maps"][index], state["rois"][index], alpha=alpha)
+
+    def zoom(self, state, index=0, alpha=DEFAULT_ALPHA):
+        """The overlay of slice ``index`` around its ROI box (or, without one, around the segmented
+        LV), enlarged to about ZOOM_SIDE pixels without smoothing; None where there is neither."""
+        if not state:
+            return None
+        count = len(state["images"])
+        index = int(min(max(int(index or 0), 0), count - 1))
+        image, label_map, roi = state["images"][index], state["label_maps"][index], state["rois"][index]
+        if roi is None:
+            ys, xs = np.nonzero(label_map)
+            if ys.size == 0:
+                return None
+            roi = [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+        height, width = image.shape[:2]
+        side = max(roi[2] - roi[0] + 1, roi[3] - roi[1] + 1) * (1 + 2 * ZOOM_MARGIN)
+        cx, cy = (roi[0] + roi[2] + 1) / 2, (roi[1] + roi[3] + 1) / 2
+        x0, y0 = max(int(round(cx - side / 2)), 0), max(int(round(cy - side / 2)), 0)
+        x1, y1 = min(int(round(cx + side / 2)), width), min(int(round(cy + side / 2)), height)
+        alpha = float(DEFAULT_ALPHA if alpha is None else min(max(float(alpha), 0.0), 1.0))
+        shifted = [roi[0] - x0, roi[1] - y0, roi[2] - x0, roi[3] - y0] if state["rois"][index] is not None else None
+        picture = self.code.visualize.overlay(image[y0:y1, x0:x1], label_map[y0:y1, x0:x1], shifted, alpha=alpha)
+        scale = max(1, ZOOM_SIDE // max(x1 - x0, y1 - y0))
+        return picture.resize((picture.width * scale, picture.height * scale), resample=Image.Resampling.NEAREST)
+
+    @staticmethod
+    def layout(state):
+        """The page's parts that depend on the upload: the slice slider and the volumes table (both
+        shown for volumes only)."""
+        count = len(state["images"]) if state else 1
+        return SpaceApp.slice_slider(state), gr.update(visible=count > 1)
 
     def cardiac_function(self, ed_file, es_file, row_mm=0, col_mm=0, thickness_mm=0, ed_frame=None, es_frame=None,
                          alpha=DEFAULT_ALPHA):
@@ -390,7 +428,7 @@ def build_demo(pipe=None) -> gr.Blocks:
         with gr.Tab("Segment a slice or volume"):
             state = gr.State(None)
             with gr.Row():
-                with gr.Column(scale=1):
+                with gr.Column(scale=1, min_width=300):
                     upload = gr.File(label="MRI slice or volume (.png .jpg .dcm .nii .nii.gz)", file_count="single",
                                      elem_id="upload")
                     with gr.Accordion("Spacing (0 = from the file)", open=False):
@@ -403,27 +441,34 @@ def build_demo(pipe=None) -> gr.Blocks:
                     button = gr.Button("Segment", variant="primary", elem_id="segment")
                     if examples:
                         gr.Examples(examples, inputs=[upload], label="Examples: Sunnybrook DICOM slices (CC0)")
-                with gr.Column(scale=1):
-                    image = gr.Image(label="Overlay", type="pil", format="png", interactive=False, height=420, elem_id="overlay")
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        image = gr.Image(label="Overlay", type="pil", format="png", interactive=False, height=380,
+                                         elem_id="overlay")
+                        zoom = gr.Image(label="Zoom on the ROI", type="pil", format="png", interactive=False, height=380,
+                                        elem_id="zoom")
                     alpha = gr.Slider(0, 1, value=DEFAULT_ALPHA, step=0.05, label="opacity")
                     # the static maximum bounds API calls; the page's slider is resized per upload
                     slice_index = gr.Slider(0, MAX_SLICES - 1, value=0, step=1, label="slice", visible=False)
             summary = gr.Markdown(elem_id="summary")
-            with gr.Row():
-                areas = gr.Dataframe(headers=AREA_HEADERS["mm2"], label="Areas per slice", interactive=False,
-                                     elem_id="areas")
-                volumes = gr.Dataframe(headers=MEASURE_HEADERS, label="Volumes (volumes only; slice summation)",
-                                       interactive=False, elem_id="volumes")
+            # full width, wrapped: the pipeline's message and the quality flags are read, not cut off
+            areas = gr.Dataframe(headers=AREA_HEADERS["mm2"], label="Per slice: areas, what the pipeline did (message) "
+                                 "and quality flags", interactive=False, wrap=True, column_widths=AREA_COLUMN_WIDTHS,
+                                 elem_id="areas")
+            volumes = gr.Dataframe(headers=MEASURE_HEADERS, label="Volumes (slice summation)", interactive=False,
+                                   visible=False, elem_id="volumes")
             masks = gr.File(label="Masks: PNG (ids 0 background, 1 LV cavity, 2 myocardium; lossless) and NIfTI "
                                   "(input's affine)", file_count="multiple", interactive=False, elem_id="masks")
 
-            button.click(_readable_errors(app, app.segment), [upload, row_mm, col_mm, thickness_mm, frame, alpha],
-                         [image, areas, volumes, summary, masks, state], api_name="segment").success(
-                app.slice_slider, state, slice_index, api_visibility="private", show_progress="hidden")
+            zoom_in = _readable_errors(app, app.zoom)
+            shown = button.click(_readable_errors(app, app.segment), [upload, row_mm, col_mm, thickness_mm, frame, alpha],
+                                 [image, areas, volumes, summary, masks, state], api_name="segment")
+            shown.success(app.layout, state, [slice_index, volumes], api_visibility="private", show_progress="hidden").then(
+                zoom_in, [state, slice_index, alpha], zoom, api_visibility="private", show_progress="hidden")
             render = _readable_errors(app, app.render)
-            slice_index.release(render, [state, slice_index, alpha], image, api_name="show_slice",
-                                show_progress="hidden")
-            alpha.release(render, [state, slice_index, alpha], image, api_visibility="private", show_progress="hidden")
+            for control, api in ((slice_index, {"api_name": "show_slice"}), (alpha, {"api_visibility": "private"})):
+                control.release(render, [state, slice_index, alpha], image, show_progress="hidden", **api).then(
+                    zoom_in, [state, slice_index, alpha], zoom, api_visibility="private", show_progress="hidden")
 
         with gr.Tab("Cardiac function (ED + ES)"):
             gr.Markdown("Upload the **end-diastolic** and **end-systolic** short-axis volumes (NIfTI), or one 4D "

@@ -94,3 +94,16 @@ def test_benchmark_refuses_a_busy_machine_and_flags_busy_sections(monkeypatch, t
     assert load["reliable"] is False and load["foreign_cores"] > 0.2 and results["meta"]["max_load"] == 1
     header = "\n".join(_header(results["meta"], {"model_cost": results["model_cost"]}))
     assert "model_cost: UNRELIABLE" in header
+
+
+def test_the_bundled_model_is_named_without_this_machine_s_path():
+    """The benchmark's results named the bundled model by its absolute path (/work/main/...)."""
+    from pathlib import Path
+
+    from halsr_hf import default_model_dir
+    from halsr_hf.commands.benchmark import _pipeline_for
+
+    _, name = _pipeline_for("cpu", quick=False)
+    assert name == "bundled model (bundled:halsr_hf/default_model)" and str(default_model_dir()) not in name
+    committed = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results.json").read_text())
+    assert committed["pipeline"]["model"] == name

@@ -22,6 +22,7 @@ from .conftest import tiny_models
 
 PATIENTS = ["patient001", "patient011"]  # ACDC test-list patients, 10 and 9 slices (001 has an empty slice)
 METRIC_KEYS = [f"{m}_{c}" for m in ("dice", "hd95", "assd", "hd") for c in ("lv_cavity", "myocardium")]
+DICE_KEYS = [f"dice_{c}" for c in ("lv_cavity", "myocardium")]
 
 
 # ---- fixtures: tiny models and datasets ----------------------------------------------------------
@@ -121,8 +122,8 @@ def num(value):
     return math.nan if value == "" else float(value)
 
 
-def check_stats(block, allow_none=False):
-    assert set(block) == set(METRIC_KEYS)
+def check_stats(block, keys=METRIC_KEYS):
+    assert set(block) == set(keys)
     for key, stats in block.items():
         assert set(stats) == {"mean", "sd", "median", "n"}, key
         assert isinstance(stats["n"], int)
@@ -134,12 +135,16 @@ def check_schema(s, with_baseline=False):
     assert isinstance(s["model"], str)
     assert set(s["dataset"]) == {"name", "hf_id", "split", "source"}
     assert s["distance_unit"] in ("px", "mm")
-    check_stats(s["volume_metrics"])
+    # without a spacing no 3D distance: a slice step would count as one pixel
+    check_stats(s["volume_metrics"], METRIC_KEYS if s["distance_unit"] == "mm" else DICE_KEYS)
     check_stats(s["slice_metrics"])
     if s["roi"] is not None:
-        assert set(s["roi"]) == {"rmse", "rmse_sd", "unit", "outlier_rate_percent", "outlier_definition",
-                                 "iou_mean", "in_crop_percent", "in_crop_definition", "n"}
-        assert 0.0 <= s["roi"]["iou_mean"] <= 1.0 and 0.0 <= s["roi"]["in_crop_percent"] <= 100.0
+        assert set(s["roi"]) == {"box", "rmse", "rmse_sd", "unit", "outlier_rate_percent", "outlier_definition",
+                                 "iou_mean", "in_crop_percent", "in_crop_definition", "final_crop_iou_mean",
+                                 "final_crop_in_crop_percent", "final_crop_definition", "n"}
+        assert 0.0 <= s["roi"]["final_crop_iou_mean"] <= 1.0 and 0.0 <= s["roi"]["final_crop_in_crop_percent"] <= 100.0
+        if s["roi"]["iou_mean"] is not None:  # the pipeline reported the ROI stage's own box
+            assert 0.0 <= s["roi"]["iou_mean"] <= 1.0 and 0.0 <= s["roi"]["in_crop_percent"] <= 100.0
         assert s["roi"]["unit"] in ("px", "mm") and isinstance(s["roi"]["outlier_definition"], str)
     assert set(s["clinical"]) == {f"{q}_{k}" for q in ("ef", "edv", "esv") for k in ("bias", "mae", "r")} | {"unit_volume"}
     assert s["clinical"]["unit_volume"] in ("ml", "voxels")
@@ -185,6 +190,10 @@ def test_every_output_file_and_row_counts(full_run, datasets_dirs):
     assert len(slices) == 2 * (len(main_rows) + len(extra_rows))  # main + baseline
     assert len({r["model"] for r in slices}) == 2 and len({r["dataset"] for r in slices}) == 2
     assert len(read_csv(out / "volumes.csv")) == 2 * 2 * len(PATIENTS)  # ED + ES, 2 models
+    # every table names the models portably: the folders' names, not this machine's absolute paths
+    for table in ("slices.csv", "volumes.csv", "roi.csv", "clinical.csv"):
+        models = {r["model"] for r in read_csv(out / table)}
+        assert models and all("/" not in m and m.startswith("tiny-") for m in models), (table, models)
     assert len(read_csv(out / "roi.csv")) == len(main_rows) + len(extra_rows)  # one ROI model
     assert len(read_csv(out / "clinical.csv")) == 2 * len(PATIENTS)
 
@@ -193,7 +202,8 @@ def test_summary_json_follows_the_contract(full_run, datasets_dirs, model_folder
     s = json.loads((full_run / "summary.json").read_text())
     check_schema(s, with_baseline=True)
     check_schema(s["baseline"])
-    assert s["model"] == str(model_folders[0]) and s["baseline"]["model"] == str(model_folders[1])
+    # the folders' names, not this machine's absolute paths (the folders are outside the working directory)
+    assert s["model"] == model_folders[0].name and s["baseline"]["model"] == model_folders[1].name
     assert s["dataset"]["split"] == "test" and s["distance_unit"] == "px" and s["clinical"]["unit_volume"] == "voxels"
     assert s["volume_metrics"]["dice_lv_cavity"]["n"] == 2 * len(PATIENTS)
     (extra,) = s["extra_evaluations"]
@@ -205,7 +215,8 @@ def test_summary_json_follows_the_contract(full_run, datasets_dirs, model_folder
     assert s["baseline"]["roi"]["n"] == s["roi"]["n"]
     md = (full_run / "summary.md").read_text()
     assert "baseline: mean ± sd" in md and "Cross-dataset" in md
-    assert "Per volume (3D)" in md and "ROI regressor" in md and "Clinical agreement" in md
+    assert "Per volume (3D)" in md and "ROI stage (Table 3)" in md and "Clinical agreement" in md
+    assert "no 3D distance is computed" in md
 
 
 def test_numbers_match_an_independent_computation(full_run, datasets_dirs):
@@ -239,8 +250,9 @@ def test_numbers_match_an_independent_computation(full_run, datasets_dirs):
             assert num(row["ef_pred"]) == pytest.approx(100 * (edv - esv) / edv)
         gt_ed, gt_es = (ref[(row["patient_id"], "ED")] == 1).sum(), (ref[(row["patient_id"], "ES")] == 1).sum()
         assert num(row["ef_ref"]) == pytest.approx(100 * (gt_ed - gt_es) / gt_ed)
-    # ROI: reference corners from the label, RMSE from the saved corners
+    # ROI: reference corners from the label; the final crop's box IoU recomputed from the saved corners
     roi_rows = [r for r in read_csv(out / "roi.csv") if r["dataset"] == volumes[0]["dataset"]]
+    final_ious = []
     for r in roi_rows:
         lab = ref[(r["patient_id"], r["phase"])][int(r["slice_index"])]
         ys, xs = np.nonzero(lab)
@@ -248,15 +260,14 @@ def test_numbers_match_an_independent_computation(full_run, datasets_dirs):
             assert r["scored"] == "False"
             continue
         assert [num(r[k]) for k in ("ref_x_min", "ref_y_min", "ref_x_max", "ref_y_max")] == [xs.min(), ys.min(), xs.max(), ys.max()]
-        if r["pred_x_min"]:
-            p = np.array([num(r[k]) for k in ("pred_x_min", "pred_y_min", "pred_x_max", "pred_y_max")])
-            g = np.array([xs.min(), ys.min(), xs.max(), ys.max()])
-            assert num(r["rmse_px"]) == pytest.approx(np.sqrt(np.mean((p - g) ** 2)))
+        if r["scored"] == "True":
+            final = [num(r[k]) for k in ("final_x_min", "final_y_min", "final_x_max", "final_y_max")]
+            final_ious.append(0.0 if math.isnan(final[0]) else box_iou(final, [xs.min(), ys.min(), xs.max(), ys.max()]))
+        assert r["stage_reported"] == "False" and r["stage_x_min"] == "" and r["rmse"] == ""
     s = json.loads((out / "summary.json").read_text())
-    rmses = [num(r["rmse"]) for r in roi_rows if r["scored"] == "True" and r["rmse"]]
-    assert s["roi"]["rmse"] == pytest.approx(np.mean(rmses))
-    outliers = [r["outlier"] == "True" for r in roi_rows if r["scored"] == "True"]
-    assert s["roi"]["outlier_rate_percent"] == pytest.approx(100 * np.mean(outliers))
+    assert s["roi"]["final_crop_iou_mean"] == pytest.approx(np.mean(final_ious))
+    # this pipeline does not report the ROI stage's own box: those numbers are undefined, not taken from another box
+    assert s["roi"]["rmse"] is None and s["roi"]["iou_mean"] is None and s["roi"]["outlier_rate_percent"] is None
 
 
 class PerfectPipe:
@@ -268,11 +279,15 @@ class PerfectPipe:
     def __init__(self, rows):
         self.table = {r["image"].astype(np.float32).tobytes(): r["label"] for r in rows}
 
+    def stage_box(self, box):
+        """The ROI stage's own box (here: the reference box)."""
+        return box
+
     def _slice(self, image):
         label = self.table[np.asarray(image, dtype=np.float32).tobytes()]
         box = bbox_from_label(label)
-        return label, {"roi": box, "lv_found": box is not None,
-                       "lv_probability": 1.0 if box is not None else 0.0}
+        return label, {"roi": box, "roi_stage_box": None if box is None else self.stage_box(box),
+                       "lv_found": box is not None, "lv_probability": 1.0 if box is not None else 0.0}
 
     def __call__(self, inputs, batch_size=16, use_roi=True, tta=False, second_look=2, consensus=True):
         out = []
@@ -297,14 +312,44 @@ def test_perfect_prediction_gives_dice_1_and_ef_bias_0(datasets_dirs, tmp_path, 
     for block in (s["volume_metrics"], s["slice_metrics"], s["extra_evaluations"][0]["slice_metrics"]):
         for c in ("lv_cavity", "myocardium"):
             assert block[f"dice_{c}"]["mean"] == 1.0 and block[f"dice_{c}"]["sd"] == 0.0
-            assert block[f"hd_{c}"]["mean"] == 0.0 and block[f"hd95_{c}"]["median"] == 0.0
+            if block is not s["volume_metrics"]:  # ACDC here has no spacing: no 3D distance
+                assert block[f"hd_{c}"]["mean"] == 0.0 and block[f"hd95_{c}"]["median"] == 0.0
     clinical = s["clinical"]
     assert clinical["ef_bias"] == 0.0 and clinical["ef_mae"] == 0.0 and clinical["edv_bias"] == 0.0 and clinical["esv_mae"] == 0.0
     assert s["roi"]["rmse"] == 0.0 and s["roi"]["outlier_rate_percent"] == 0.0
+    assert s["roi"]["iou_mean"] == s["roi"]["final_crop_iou_mean"] == 1.0
+    assert s["roi"]["in_crop_percent"] == s["roi"]["final_crop_in_crop_percent"] == 100.0
     assert s["extra_evaluations"][0]["roi"]["rmse"] == 0.0
     # slices with neither class in reference nor prediction are not scored (default --both-empty nan)
     n_lv = sum(bool((r["label"] == 1).any()) for r in main_rows)
     assert s["slice_metrics"]["dice_lv_cavity"]["n"] == n_lv < len(main_rows)
+
+
+class StageBoxElsewherePipe(PerfectPipe):
+    """Perfect label maps and final crops, but the ROI stage's own box lies beside the LV (IoU 0),
+    as when the second look recovers from a wrong ROI box."""
+
+    def stage_box(self, box):
+        width = box[2] - box[0] + 1
+        return [box[0] + width + 3, box[1], box[2] + width + 3, box[3]]
+
+
+def test_roi_stage_box_and_final_crop_are_scored_separately(datasets_dirs, tmp_path, monkeypatch):
+    """Issue 20: ROI IoU and the in-crop rate were computed on the final crop's box (the predicted
+    LV after a second look), so they partly measured the segmentation network."""
+    acdc, _, main_rows, _ = datasets_dirs
+    monkeypatch.setattr(eval_run, "_load", lambda model, roi_model, device: (StageBoxElsewherePipe(main_rows), "stub"))
+    out = tmp_path / "stage"
+    assert eval_run.main(["--dataset-dir", str(acdc), "--out-dir", str(out), "--quiet", "--no-plots"]) == 0
+    roi = json.loads((out / "summary.json").read_text())["roi"]
+    assert roi["iou_mean"] == 0.0 and roi["outlier_rate_percent"] == 100.0 and roi["rmse"] > 5
+    assert roi["in_crop_percent"] < 100.0  # the crop made from a box beside the LV does not hold it
+    assert roi["final_crop_iou_mean"] == 1.0 and roi["final_crop_in_crop_percent"] == 100.0
+    rows = [r for r in read_csv(out / "roi.csv") if r["scored"] == "True"]
+    assert rows and all(num(r["iou"]) == 0.0 and num(r["final_iou"]) == 1.0 and r["outlier"] == "True" for r in rows)
+    assert all(num(r["stage_x_min"]) > num(r["final_x_max"]) for r in rows)
+    md = (out / "summary.md").read_text()
+    assert "The final crop (after the second look" in md and "| 0.000 |" in md
 
 
 def test_refuses_a_non_empty_out_dir_then_overwrites_in_no_roi_mode(model_folders, datasets_dirs, tmp_path, capsys):
@@ -358,6 +403,35 @@ def test_groups_from_plain_array_columns_and_completeness():
     bad = dict(rows, label=[(label * 3).tolist()] * 4)
     with pytest.raises(InputError, match="outside 0/1/2"):
         build_groups(Dataset.from_dict(bad))
+
+
+def test_volume_distances_only_with_a_spacing(acdc_dir):
+    """A 3D distance without the slice spacing counts a 10 mm slice step as one pixel: not computed."""
+    from halsr_hf.metrics import segmentation_metrics
+
+    _, label = read_acdc(acdc_dir, "patient001_frame01")
+    pred = np.roll(label, 1, axis=2)
+    without = segmentation_metrics(pred, label, distances=False)
+    assert math.isnan(without["hd95_lv_cavity"]) and without["distance_unit"] is None
+    assert without["dice_lv_cavity"] == segmentation_metrics(pred, label)["dice_lv_cavity"]
+    with_spacing = segmentation_metrics(pred, label, spacing=(10.0, 1.5, 1.5))
+    assert with_spacing["distance_unit"] == "mm" and with_spacing["hd95_lv_cavity"] == pytest.approx(1.5)
+
+
+def test_model_label_is_the_same_on_every_machine(tmp_path, monkeypatch):
+    from halsr_hf import default_model_dir
+
+    assert eval_run.model_label(None) == eval_run.model_label(default_model_dir()) == "bundled:halsr_hf/default_model"
+    assert eval_run.model_label("someone/halsr-net") == "someone/halsr-net"  # a Hub id
+    (tmp_path / "runs" / "small").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert eval_run.model_label("runs/small") == "runs/small"
+    assert eval_run.model_label(tmp_path / "runs" / "small") == "runs/small"  # inside the working directory
+    monkeypatch.chdir(tmp_path / "runs")
+    assert eval_run.model_label(tmp_path / "runs" / "small") == "small"
+    outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    outside.mkdir()
+    assert eval_run.model_label(outside) == outside.name
 
 
 def test_box_and_statistics_helpers():
@@ -484,3 +558,18 @@ def test_evaluate_setting_overrides_are_checked():
         parse_settings(["connectivity=8"])
     with pytest.raises(InputError, match="not a number"):
         parse_settings(["low_confidence=high"])
+
+
+def test_committed_evaluation_outputs_name_the_model_portably():
+    """The committed evaluation/ outputs recorded this machine's absolute model path (/work/main/...)."""
+    from pathlib import PurePosixPath
+
+    from .conftest import REPO_ROOT
+
+    names = set()
+    for path in (REPO_ROOT / "evaluation").rglob("*.csv"):
+        names |= {row["model"] for row in read_csv(path)}
+    for path in (REPO_ROOT / "evaluation").rglob("*.json"):
+        summary = json.loads(path.read_text())
+        names |= {summary["model"]} | ({summary["baseline"]["model"]} if "baseline" in summary else set())
+    assert names and not [n for n in names if PurePosixPath(n).is_absolute()], names

@@ -266,20 +266,23 @@ def test_model_card_metadata_validates_and_round_trips_the_numbers(dry_run):
     expected = expected_metrics(FAKE_SUMMARY)
     assert got == expected  # exactly, no rounding
     assert got[("ACDC (SSL4MIS split)", "Dice (LV cavity, 3D per volume)")] == 0.9512345678901234
-    assert got[("ACDC (SSL4MIS split)", "HD95 (myocardium, 3D per volume, px)")] == 4.125
+    # a 3D distance in pixels (a slice step counted as one pixel) and volumes in voxels are not published
+    assert not [n for d, n in got if "3D per volume, px" in n or "EDV" in n or "ESV" in n]
     assert got[("Sunnybrook Cardiac Data (subset)", "HD95 (LV cavity, 2D per slice, mm)")] == 5.4321
-    assert got[("ACDC (SSL4MIS split)", "ROI box RMSE (px)")] == 2.4567
+    # a summary without final_crop_* keys measured every ROI number on the final crop's box: named so
+    assert got[("ACDC (SSL4MIS split)", "Final crop's box RMSE, after the second look (px)")] == 2.4567
     assert got[("ACDC (SSL4MIS split)", "EF Pearson correlation")] == 0.9712
-    assert got[("ACDC (SSL4MIS split)", "EDV bias, predicted minus reference (px^3)")] == 2.5
-    assert got[("Sunnybrook Cardiac Data (subset)", "ROI box RMSE (mm)")] == 3.75
-    assert not [n for d, n in got if "EDV mean absolute" in n or "unit_volume" in n]  # None / text: left out
-    # every finite mean of the fixture is there, the NaN is not
+    assert got[("Sunnybrook Cardiac Data (subset)", "Final crop's box RMSE, after the second look (mm)")] == 3.75
+    assert not [n for d, n in got if n.startswith("ROI stage") or "unit_volume" in n]
+    # every finite mean of the fixture is there (but 3D distances in px), the NaN is not
     for level, suffix in (("volume_metrics", "3D per volume"), ("slice_metrics", "2D per slice")):
         for key, stats in FAKE_SUMMARY[level].items():
+            metric = key.split("_")[0]
             values = [v for (d, n), v in got.items() if d.startswith("ACDC") and suffix in n and
-                      n.startswith({"dice": "Dice", "hd95": "HD95", "assd": "ASSD", "hd": "Hausdorff", "iou": "IoU"}[key.split("_")[0]])
+                      n.startswith({"dice": "Dice", "hd95": "HD95", "assd": "ASSD", "hd": "Hausdorff", "iou": "IoU"}[metric])
                       and ("LV cavity" in n) == key.endswith("lv_cavity")]
-            assert values == ([] if np.isnan(stats["mean"]) else [stats["mean"]]), key
+            published = not np.isnan(stats["mean"]) and (metric in ("dice", "iou") or level == "slice_metrics")
+            assert values == ([stats["mean"]] if published else []), key
     by_type = {(r.dataset_name, r.metric_name): (r.task_type, r.dataset_type, r.dataset_split, r.metric_type) for r in parsed}
     assert by_type[("ACDC (SSL4MIS split)", "Dice (LV cavity, 3D per volume)")] == ("image-segmentation", "acdc", "test", "dice")
     assert by_type[("Sunnybrook Cardiac Data (subset)", "Dice (LV cavity, 2D per slice)")][1:3] == ("someone/sunnybrook-lv", "all")
@@ -290,8 +293,50 @@ def test_model_card_text(dry_run):
     for needle in ("not a medical device", "2D short-axis cine", "Siemens", "Dijon", "non-commercial",
                    "10.1016/j.compmedimag.2025.102546", "Bernard", "Radau", f'model="{REPO_ID}", trust_remote_code=True',
                    f"halsr-hf segment", f"--model_name_or_path {REPO_ID}", "34,634 parameters", "roi/",
-                   "| Dice | LV cavity | 0.9512 | 0.0311 | 0.9601 |", "| Hausdorff distance (px) | myocardium | n/a |"):
+                   "| Dice | LV cavity | 0.9512 | 0.0311 | 0.9601 |", "per slice only (2D, in-plane",
+                   "EDV and ESV are not given", "| Final crop's box RMSE, after the second look (px) | 2.457 |"):
         assert needle in text, needle
+    assert "HD95 (px) | myocardium" not in text  # the fixture's 3D distance in px is not in the card
+
+
+def test_model_card_names_what_each_number_measures(tiny_folder):
+    """Issue 20: 3D distances in px (a 10 mm slice step counted as 1 px), EDV/ESV in voxels and ROI
+    numbers of the final crop's box published as the ROI stage's. A summary of halsr-hf evaluate
+    as it is now: distances in mm, volumes in mL, the ROI stage's own box and the final crop."""
+    from halsr_hf.model_card import eval_results_from_summary
+
+    stats = lambda mean: {"mean": mean, "sd": 0.1, "median": mean, "n": 10}  # noqa: E731
+    summary = {
+        "model": "bundled:halsr_hf/default_model", "distance_unit": "mm",
+        "dataset": {"name": "spaced", "hf_id": None, "split": "test", "source": "x"},
+        "volume_metrics": {"dice_lv_cavity": stats(0.93), "hd95_lv_cavity": stats(4.25)},
+        "slice_metrics": {"hd95_lv_cavity": stats(3.5)},
+        "roi": {"rmse": 2.25, "unit": "mm", "outlier_rate_percent": 5.0, "iou_mean": 0.75, "in_crop_percent": 92.5,
+                "final_crop_iou_mean": 0.875, "final_crop_in_crop_percent": 97.5, "n": 40, "outlier_definition": "x"},
+        "clinical": {"ef_mae": 3.5, "edv_bias": -4.5, "edv_r": 0.97, "unit_volume": "ml"},
+    }
+    got = {r.metric_name: (r.metric_type, r.metric_value) for r in eval_results_from_summary(summary)}
+    assert got["HD95 (LV cavity, 3D per volume, mm)"] == ("hd95", 4.25)
+    assert got["HD95 (LV cavity, 2D per slice, mm)"] == ("hd95", 3.5)
+    assert got["EDV bias, predicted minus reference (mL)"] == ("edv_bias", -4.5)
+    assert got["ROI stage box RMSE (mm)"] == ("roi_rmse", 2.25)
+    assert got["ROI stage box mean IoU (a missed LV counts 0)"] == ("roi_iou_mean", 0.75)
+    assert got["Reference LV box inside the ROI stage's crop (%)"] == ("roi_in_crop_percent", 92.5)
+    assert got["Final crop's box mean IoU, after the second look (a missed LV counts 0)"] == ("roi_final_crop_iou_mean", 0.875)
+    assert got["Reference LV box inside the final crop, after the second look (%)"] == ("roi_final_crop_in_crop_percent", 97.5)
+    text = render_model_card(tiny_folder, [summary], repo_id="me/x").text
+    assert "Distances in **mm**" in text and "the ROI stage's own box, and the final crop" in text
+    assert "| EDV bias, predicted minus reference | -4.5000 | mL |" in text
+    # in pixels, volumes in voxels, a pipeline that did not report the ROI stage's box
+    summary.update(distance_unit="px", clinical={"ef_mae": 3.5, "edv_bias": -4.5, "unit_volume": "voxels"})
+    summary["roi"].update(unit="px", rmse=None, outlier_rate_percent=None, iou_mean=None, in_crop_percent=None)
+    got = {r.metric_name: r.metric_value for r in eval_results_from_summary(summary)}
+    assert set(got) == {"Dice (LV cavity, 3D per volume)", "HD95 (LV cavity, 2D per slice, px)",
+                        "Final crop's box mean IoU, after the second look (a missed LV counts 0)",
+                        "Reference LV box inside the final crop, after the second look (%)",
+                        "EF mean absolute error (percentage points)"}
+    text = render_model_card(tiny_folder, [summary], repo_id="me/x").text
+    assert "did not report the\nROI stage's own box" in text and "EDV and ESV are not given" in text
 
 
 def test_render_and_write_model_card_api(tiny_folder, summary_path, tmp_path):
@@ -369,6 +414,52 @@ def test_upload_model(fake_hub, tiny_folder, summary_path, dry_run, monkeypatch)
     assert upload["repo_type"] == "model" and upload["commit_message"] == "Publish tiny test model"
     assert upload["files"] == hub.list_files(dry_run)  # exactly the dry-run folder
     assert not staged[0].exists()  # the temporary folder is removed after the upload
+
+
+def _model_index(card_path) -> dict:
+    """(dataset, metric name) -> value of a card's model-index."""
+    return {(r.dataset_name, r.metric_name): r.metric_value for r in ModelCard.load(card_path).data.eval_results or []}
+
+
+def test_push_of_the_bundled_model_keeps_its_evaluated_numbers(fake_hub, monkeypatch, capsys):
+    """Issue 20: ``push-to-hub model --model-dir <bundled model>`` re-rendered the card without the
+    bundled card's model-index unless --eval-results was given again. Only the upload is replaced."""
+    bundled = halsr_hf.default_model_dir()
+    expected = _model_index(bundled / "README.md")
+    assert len(expected) > 10  # the bundled card has its evaluation
+    uploaded = {}
+
+    def upload_folder(self, *, folder_path, repo_id, **kwargs):
+        uploaded.update(files=hub.list_files(folder_path), index=_model_index(Path(folder_path) / "README.md"),
+                        summary=json.loads((Path(folder_path) / "evaluation" / "summary.json").read_text()))
+        return "commit"
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    assert hub.main(["model", "--model-dir", str(bundled), "--repo-id", REPO_ID]) == 0
+    assert "evaluation results:" in capsys.readouterr().out
+    assert uploaded["index"] == expected  # every entry, the same values
+    assert uploaded["summary"] == json.loads((bundled / "evaluation" / "summary.json").read_text())
+
+
+def test_a_card_with_numbers_and_no_summary_is_refused_not_emptied(tiny_folder, summary_path, tmp_path, capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_folder, folder)
+    write_model_card(folder, [summary_path], repo_id=REPO_ID)  # a card with a model-index, no evaluation/
+    out = tmp_path / "repo"
+    args = ["model", "--model-dir", str(folder), "--repo-id", REPO_ID, "--dry-run", str(out)]
+    assert hub.main(args) == 2
+    err = capsys.readouterr().err
+    assert "has evaluation results (model-index)" in err and "--eval-results" in err and "--no-eval-results" in err
+    assert not out.exists()
+    assert hub.main(args + ["--no-eval-results"]) == 0  # deliberately without them
+    assert _model_index(out / "README.md") == {}
+    # a folder this command wrote carries its summaries: published again, the numbers stay
+    again = tmp_path / "again"
+    shutil.copytree(out, folder, dirs_exist_ok=True)
+    (folder / "evaluation").mkdir(exist_ok=True)
+    shutil.copy2(summary_path, folder / "evaluation" / "summary.json")
+    assert hub.main(["model", "--model-dir", str(folder), "--repo-id", REPO_ID, "--dry-run", str(again)]) == 0
+    assert _model_index(again / "README.md") == expected_metrics(FAKE_SUMMARY)
 
 
 def test_upload_space(fake_hub, tmp_path):

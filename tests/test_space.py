@@ -199,11 +199,37 @@ def test_results_table_shows_the_pipeline_message_and_quality_flags(space_module
     _, areas, *_ = app.segment(str(EXAMPLES[0]))
     message, flags = list(areas.iloc[0])[4:]
     assert message.startswith(("LV located", "no LV found", "whole slice")), message  # the pipeline's own
-    assert all(flag in QC_FLAGS for flag in flags.split("; ") if flag)
+    assert flags == "-" or all(flag in QC_FLAGS for flag in flags.split("; ")), flags  # "-": none, as in the CLI's table
     app.pipe = flagged
     _, areas, *_ = app.segment(str(EXAMPLES[0]))
     assert list(areas.columns)[4:] == ["message", "quality flags"]
     assert list(areas.iloc[0])[4:] == ["no LV found", "mask touches crop border; small myocardium"]
+
+
+def test_zoom_on_the_roi_and_a_volumes_table_for_volumes_only(space_module, tiny_pipe, nifti_volume):
+    """Issue 20: the heart is small in the whole-slice overlay (a zoom on the ROI is shown beside
+    it), and a single slice showed an empty volumes table (headers only)."""
+    from halsr_hf.visualize import ROI_COLOR
+
+    app = space_module.SpaceApp(tiny_pipe)
+    *_, state = app.segment(str(EXAMPLES[0]))  # the tiny model's box is most of the slice: a heart-sized one instead
+    label_map = np.zeros((256, 256), dtype=np.uint8)
+    label_map[105:135, 105:135], label_map[112:128, 112:128] = 2, 1
+    state = dict(state, label_maps=label_map[None], rois=[[100, 100, 139, 139]])
+    zoom = app.zoom(state, 0)
+    # 40 px box, 80 px around it, enlarged 4x without smoothing
+    assert zoom.size == (320, 320)
+    pixels = np.asarray(zoom)
+    assert (pixels == ROI_COLOR).all(axis=-1).any(), "the ROI box is drawn in the zoom"
+    assert (np.repeat(np.repeat(pixels[::4, ::4], 4, axis=0), 4, axis=1) == pixels).all()  # whole pixels, not blurred
+    cavity = pixels[130:190, 130:190].astype(int)  # slice pixels 112-127, red
+    assert (cavity[..., 0] > cavity[..., 1] + 30).all() and (cavity[..., 0] > cavity[..., 2] + 30).all()
+    no_lv = dict(state, rois=[None], label_maps=np.zeros_like(state["label_maps"]))
+    assert app.zoom(no_lv, 0) is None and app.zoom(None) is None
+    assert app.layout(state)[1]["visible"] is False  # a single slice: no volumes table
+    *_, volume_state = app.segment(str(nifti_volume))
+    slider, volumes = app.layout(volume_state)
+    assert volumes["visible"] is True and slider.visible
 
 
 def test_remote_code_pipeline_uses_its_own_modules(space_module, tiny_folder):

@@ -1,5 +1,7 @@
 """The Space in a real browser: Playwright drives Debian's headless Chromium, uploads an example,
-clicks Segment and sees the overlay image and the areas table.
+clicks Segment and sees the overlay image, the zoom on the ROI and the per-slice table, whose
+message and quality flags are on screen and not cut off (issue 20: they were off to the right of
+a half-width table); a single slice shows no empty volumes table.
 
 Needs /usr/bin/chromium (``apt-get install -y chromium chromium-driver``; `.ci/run` installs it).
 The screenshot goes to a temp folder, or to docs/space-screenshot.png with HALSR_UPDATE_SCREENSHOT=1
@@ -22,6 +24,32 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-d
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "space-screenshot.png"
 
 pytestmark = pytest.mark.browser
+
+#: JavaScript: why an element's content is not fully on screen ("" when it is): outside the window,
+#: outside an ancestor that clips (overflow not visible), or its text cut (wider or taller than its box).
+NOT_SHOWN = """el => {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) return "no size";
+    if (r.left < -1 || r.right > window.innerWidth + 1) return `outside the window: ${r.left}-${r.right}`;
+    for (let a = el.parentElement; a; a = a.parentElement) {
+        const style = getComputedStyle(a);
+        if (style.overflowX === "visible" && style.overflowY === "visible") continue;
+        const c = a.getBoundingClientRect();
+        if (r.left < c.left - 1 || r.right > c.right + 1 || r.top < c.top - 1 || r.bottom > c.bottom + 1)
+            return `clipped by ${a.className}: ${r.left}-${r.right} not within ${c.left}-${c.right}`;
+    }
+    for (const t of [el, ...el.querySelectorAll("*")]) {
+        if (t.scrollWidth > t.clientWidth + 1 && getComputedStyle(t).overflowX !== "visible")
+            return `text cut: ${t.scrollWidth} > ${t.clientWidth}`;
+    }
+    return "";
+}"""
+
+
+def assert_fully_shown(locator, what):
+    locator.scroll_into_view_if_needed()
+    problem = locator.evaluate(NOT_SHOWN)
+    assert problem == "", f"{what}: {problem}"
 
 
 def _pipe_for_screenshot(tiny_pipe):
@@ -65,7 +93,8 @@ def test_upload_example_click_and_see_overlay_and_areas(browser_space, tmp_path)
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
             page.goto(url, wait_until="domcontentloaded")
             page.locator("#upload input[type=file]").set_input_files(str(example))
-            expect(page.locator("#upload")).to_contain_text(example.name, timeout=30_000)
+            # the file's name (its stem and extension are two spans, apart when the column is narrow)
+            expect(page.locator("#upload td.filename")).to_have_attribute("aria-label", example.name, timeout=30_000)
             page.locator("#segment").click()
             overlay = page.locator("#overlay img")
             expect(overlay).to_be_visible(timeout=60_000)
@@ -74,6 +103,21 @@ def test_upload_example_click_and_see_overlay_and_areas(browser_space, tmp_path)
             areas = page.locator("#areas")
             expect(areas).to_contain_text("LV cavity area (mm²)", timeout=30_000)
             expect(areas).to_contain_text("yes")
+            # the pipeline's message and the quality flags are read on the page, not cut off
+            message, flags = areas.locator("[data-testid='cell-0-4']"), areas.locator("[data-testid='cell-0-5']")
+            expect(areas.locator("[data-testid='header-4']")).to_have_attribute("title", "message")
+            expect(areas.locator("[data-testid='header-5']")).to_have_attribute("title", "quality flags")
+            assert message.inner_text().strip().startswith(("LV located", "no LV found", "whole slice")), message.inner_text()
+            assert flags.inner_text().strip(), "the quality flags cell is empty ('-' when there are none)"
+            for locator, what in ((areas.locator("[data-testid='header-4']"), "the message header"), (message, "the message"),
+                                  (areas.locator("[data-testid='header-5']"), "the quality flags header"),
+                                  (flags, "the quality flags")):
+                assert_fully_shown(locator, what)
+            # the zoom on the ROI beside the overlay; no volumes table for a single slice
+            zoom = page.locator("#zoom img")
+            expect(zoom).to_be_visible(timeout=30_000)
+            assert zoom.evaluate("img => img.decode().then(() => img.naturalWidth)") >= 192
+            expect(page.locator("#volumes")).to_be_hidden()
             expect(page.locator("#summary")).to_contain_text("pixel spacing 1.289")
             expect(page.locator("#masks a[href$='/SCD0000301_40_mask.png']")).to_have_count(1)
             expect(page.locator("#masks a[href$='/SCD0000301_40_mask.nii.gz']")).to_have_count(1)

@@ -4,7 +4,12 @@ checkout, and run the documented entry points from a temporary directory.
 The virtual environment is created with ``--system-site-packages`` so that torch, transformers and
 the other dependencies already installed are reused (nothing is downloaded; the wheel is installed
 with ``--no-deps --no-index``), and the checks make sure ``halsr_hf`` is imported from the wheel,
-not from the checkout or an editable install. The only file taken from the checkout at run time
+not from the checkout or an editable install. When the tests themselves run in a virtual
+environment (``python -m venv .venv && . .venv/bin/activate``, then the README's test command),
+``--system-site-packages`` means the *base* interpreter's packages, which lack what was installed
+into ``.venv``: the test environment then also sees ``.venv``'s site-packages, through a ``.pth``
+file listing them (a plain path: ``.venv``'s own ``.pth`` files, e.g. the editable install of
+this checkout, are not run there). The only file taken from the checkout at run time
 is the README's example slice, copied to ``space/examples/`` of the temporary directory (the
 README's relative path): the Space and its examples are not part of the package.
 """
@@ -15,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -58,6 +64,24 @@ def _run(command, cwd, env, timeout=600) -> subprocess.CompletedProcess:
     return result
 
 
+def running_environment_site_packages() -> list[str]:
+    """The site-packages of the virtual environment running the tests (empty outside one), which
+    ``venv --system-site-packages`` does not see: it sees the base interpreter's."""
+    if sys.prefix == sys.base_prefix:
+        return []
+    paths = sysconfig.get_paths()
+    return list(dict.fromkeys(paths[key] for key in ("purelib", "platlib")))
+
+
+def see_the_running_environment(python: Path, cwd: Path, env: dict) -> None:
+    """Make the test venv see the packages of the venv the tests run in (after its own)."""
+    outer = running_environment_site_packages()
+    if not outer:
+        return
+    own = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd, env).stdout.strip()
+    Path(own, "_halsr_test_outer_venv.pth").write_text("\n".join(outer) + "\n")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """(venv python, venv bin, run dir, env) with the wheel of this checkout installed."""
@@ -71,6 +95,7 @@ def installed(tmp_path_factory):
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], root, build_env)
     python = venv / "bin" / "python"
+    see_the_running_environment(python, root, build_env)
     _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
           "--ignore-installed", str(wheels[0])], root, build_env)
     run_dir = root / "run"

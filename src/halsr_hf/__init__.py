@@ -13,6 +13,7 @@ task: :attr:`HalsrConfig.custom_pipelines`). ``trust_remote_code=True`` is only 
 package is not installed.
 """
 
+import contextlib
 from pathlib import Path
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
@@ -48,11 +49,42 @@ AutoModel.register(LvRoiConfig, LvRoiRegressor, exist_ok=True)
 AutoModelForSemanticSegmentation.register(HalsrConfig, HalsrForSemanticSegmentation, exist_ok=True)
 AutoImageProcessor.register(HalsrConfig, HalsrImageProcessor, exist_ok=True)
 
-def load_pipeline(model=None, roi_model=None, device=None, trust_remote_code: bool = False, **kwargs):
+#: Whether :func:`load_pipeline` shows weight-loading progress bars when ``verbose`` is not given:
+#: off, as in the command line, whose ``--verbose`` turns it on (``cli.set_verbosity``).
+_show_loading_progress = False
+
+
+@contextlib.contextmanager
+def _loading_progress(show: bool):
+    """The progress bars of transformers (weight loading) and huggingface_hub (downloads) on or
+    off for the duration, then as they were."""
+    import huggingface_hub.utils as hub_utils
+    import transformers.utils.logging as hf_logging
+
+    tf_was_on = hf_logging.is_progress_bar_enabled()
+    hub_was_on = not hub_utils.are_progress_bars_disabled()
+    if show != tf_was_on:
+        (hf_logging.enable_progress_bar if show else hf_logging.disable_progress_bar)()
+    if show != hub_was_on:
+        (hub_utils.enable_progress_bars if show else hub_utils.disable_progress_bars)()
+    try:
+        yield
+    finally:
+        if show != tf_was_on:
+            (hf_logging.enable_progress_bar if tf_was_on else hf_logging.disable_progress_bar)()
+        if show != hub_was_on:
+            (hub_utils.enable_progress_bars if hub_was_on else hub_utils.disable_progress_bars)()
+
+
+def load_pipeline(model=None, roi_model=None, device=None, trust_remote_code: bool = False, verbose: bool | None = None,
+                  **kwargs):
     """``pipeline("cardiac-lv-segmentation")`` for a folder, a Hub id or (``model=None``) the bundled
     default model, always with this package's pipeline class. ``roi_model``: see
     :class:`CardiacLVSegmentationPipeline` (``False``: whole slices, no ROI stage). A ``model`` that
-    is neither an existing folder nor a loadable Hub id is an :class:`InputError` in one line."""
+    is neither an existing folder nor a loadable Hub id is an :class:`InputError` in one line.
+
+    ``verbose``: show the progress bars of weight loading and Hub downloads (default: no, as in the
+    command line, where ``--verbose`` shows them)."""
     from transformers import pipeline
 
     from .errors import argument
@@ -62,10 +94,11 @@ def load_pipeline(model=None, roi_model=None, device=None, trust_remote_code: bo
     if not Path(model).exists() and _is_a_path(model):
         raise InputError(f"{argument('model', model)}: no such folder")
     try:
-        return pipeline(
-            TASK, model=model, roi_model=roi_model, device=device, trust_remote_code=trust_remote_code,
-            pipeline_class=CardiacLVSegmentationPipeline, **kwargs,
-        )
+        with _loading_progress(_show_loading_progress if verbose is None else bool(verbose)):
+            return pipeline(
+                TASK, model=model, roi_model=roi_model, device=device, trust_remote_code=trust_remote_code,
+                pipeline_class=CardiacLVSegmentationPipeline, **kwargs,
+            )
     except OSError as error:
         if Path(model).exists():
             raise

@@ -44,9 +44,14 @@ def description(doc: str) -> str:
 
 
 def set_verbosity(verbose: bool) -> None:
-    """Progress bars of weight loading/saving (transformers) and Hub downloads on or off."""
+    """Progress bars of weight loading/saving (transformers) and Hub downloads on or off, also for
+    ``halsr_hf.load_pipeline`` (quiet by default)."""
     import huggingface_hub.utils
     import transformers.utils.logging as hf_logging
+
+    import halsr_hf
+
+    halsr_hf._show_loading_progress = verbose
 
     if verbose:
         hf_logging.enable_progress_bar()
@@ -58,7 +63,7 @@ def set_verbosity(verbose: bool) -> None:
 
 def _run(module, argv: list) -> int:
     """Run a sub-command; its ``--help`` is printed without reST markup (module docstrings use it)."""
-    if not ("-h" in argv or "--help" in argv):
+    if not ("-h" in argv or "--help" in argv or "--help-all" in argv):
         return int(module.main(argv) or 0)
     buffer = io.StringIO()
     try:

@@ -6,7 +6,11 @@
   (relative imports only), the ROI regressor in ``roi/``, the training provenance files found in
   DIR, the evaluation summaries in ``evaluation/`` and the model card (``README.md``) rendered from
   them. The folder is always re-saved through the installed package's pipeline, so a Trainer
-  checkpoint (weights + config only) gets code, ``custom_pipelines`` and ``roi/`` too.
+  checkpoint (weights + config only) gets code, ``custom_pipelines`` and ``roi/`` too. Without
+  ``--eval-results`` the summaries in ``DIR/evaluation/`` are published (the bundled model and
+  every folder this command wrote have them); a DIR whose card has evaluation results but no
+  summary to render them from is refused, unless ``--no-eval-results``: the evaluated numbers are
+  never dropped silently.
 - ``dataset --dataset-dir DIR --repo-id ID``: a ``save_to_disk`` ``DatasetDict`` pushed with
   ``DatasetDict.push_to_hub``, with ``DIR/README.md`` (the dataset card of ``halsr-hf prepare``).
 - ``space --repo-id ID [--space-dir space/]``: the Gradio demo as a Space.
@@ -29,7 +33,7 @@ import sys
 from pathlib import Path
 
 from datasets import DatasetDict
-from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub import HfApi, ModelCard, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from . import CardiacLVSegmentationPipeline, HalsrForSemanticSegmentation, HalsrImageProcessor
@@ -154,12 +158,51 @@ def _point_pipeline_default_at(config_path: Path, repo_id: str) -> None:
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def build_model_folder(model_dir, out, repo_id: str, eval_summaries=(), roi_model=None, template=None,
+def folder_summaries(model_dir) -> list[Path]:
+    """The evaluation summaries a model folder carries, in the order this command writes them:
+    ``evaluation/summary.json``, ``evaluation/summary_2.json``, ..."""
+    folder = Path(model_dir) / "evaluation"
+    found = []
+    while (path := folder / ("summary.json" if not found else f"summary_{len(found) + 1}.json")).is_file():
+        found.append(path)
+    return found
+
+
+def card_has_eval_results(model_dir) -> bool:
+    """Whether ``model_dir/README.md`` has a ``model-index`` (evaluation results in its metadata)."""
+    readme = Path(model_dir) / "README.md"
+    if not readme.is_file():
+        return False
+    try:
+        return bool(ModelCard.load(readme).data.eval_results)
+    except Exception:  # noqa: BLE001 - an unparsable card: look for the key itself
+        return re.search(r"^model-index:", readme.read_text(errors="replace"), re.MULTILINE) is not None
+
+
+def resolve_eval_summaries(model_dir, eval_summaries=None) -> list:
+    """The summaries to publish: ``eval_summaries`` when given (``[]``: none, deliberately), else
+    the folder's own (:func:`folder_summaries`). Raises :class:`InputError` when the folder's card
+    has evaluation results that no summary can render again: re-rendering would drop them."""
+    if eval_summaries is not None:
+        return list(eval_summaries)
+    found = folder_summaries(model_dir)
+    if not found and card_has_eval_results(model_dir):
+        raise InputError(
+            f"--model-dir {model_dir}: its model card (README.md) has evaluation results (model-index), but the folder "
+            "has no evaluation/summary.json to publish them from, and the card is rendered again: pass "
+            "--eval-results SUMMARY_JSON (halsr-hf evaluate's summary.json), or --no-eval-results to publish without them"
+        )
+    return found
+
+
+def build_model_folder(model_dir, out, repo_id: str, eval_summaries=None, roi_model=None, template=None,
                        overwrite: bool = False) -> Path:
     """Build the model repository folder in ``out`` (temporary folder + rename); returns ``out``.
 
-    ``out=None`` builds it in a new temporary folder (the caller removes it)."""
+    ``out=None`` builds it in a new temporary folder (the caller removes it). ``eval_summaries``:
+    see :func:`resolve_eval_summaries` (``None``: the folder's own)."""
     model_dir = Path(model_dir)
+    eval_summaries = resolve_eval_summaries(model_dir, eval_summaries)
     for path in eval_summaries:  # fail on a bad summary before any work
         load_summary(path)
     out = Path(out) if out is not None else None
@@ -205,17 +248,23 @@ def upload_folder(folder, repo_id: str, repo_type: str, token: str, commit_messa
 def push_model(args) -> int:
     if not (Path(args.model_dir) / "config.json").is_file():
         raise InputError(f"--model-dir {args.model_dir}: no config.json there (expected a HALSR-Net model folder)")
-    for path in args.eval_results or []:
+    if args.eval_results and args.no_eval_results:
+        raise InputError("--eval-results and --no-eval-results: give one of them")
+    summaries = resolve_eval_summaries(args.model_dir, [] if args.no_eval_results else args.eval_results or None)
+    for path in summaries:
         load_summary(path)
+    if summaries and not args.eval_results:
+        print(f"evaluation results: {', '.join(str(p) for p in summaries)} (the model folder's; --eval-results to "
+              "publish others)")
     if args.dry_run is not None:
-        folder = build_model_folder(args.model_dir, args.dry_run, args.repo_id, args.eval_results or [],
+        folder = build_model_folder(args.model_dir, args.dry_run, args.repo_id, summaries,
                                     roi_model=args.roi_model, template=args.template, overwrite=args.overwrite)
         _print_dry_run(f"the model repository {args.repo_id}", folder)
         return 0
     _check_online()
     token = _get_token()
     create_repo(args.repo_id, "model", token, args.private)
-    folder = build_model_folder(args.model_dir, None, args.repo_id, args.eval_results or [],
+    folder = build_model_folder(args.model_dir, None, args.repo_id, summaries,
                                 roi_model=args.roi_model, template=args.template)
     try:
         message = args.commit_message or f"Upload HALSR-Net with its ROI regressor and model card (halsr-hf {package_version()})"
@@ -349,7 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model-dir", required=True, type=Path, help="folder saved by the pipeline or by halsr-hf train")
     model.add_argument("--roi-model", type=Path, default=None, help="ROI regressor folder (default: MODEL_DIR/roi)")
     model.add_argument("--eval-results", action="append", type=Path, default=[], metavar="SUMMARY_JSON",
-                       help="summary.json of halsr-hf evaluate (repeatable; the first is the main evaluation)")
+                       help="summary.json of halsr-hf evaluate (repeatable; the first is the main evaluation; "
+                            "default: MODEL_DIR/evaluation/summary*.json, as the bundled model and dry-run folders have)")
+    model.add_argument("--no-eval-results", action="store_true",
+                       help="publish without evaluation results, even when MODEL_DIR's card has some")
     model.add_argument("--template", type=Path, default=None, help="model card template (default: halsr_hf/templates/halsr_net.md, installed with the package)")
     common(model)
     model.set_defaults(func=push_model)

@@ -22,7 +22,10 @@ mask ``B``:
   differs slightly when the two surfaces have different sizes.
 
 Distances are in mm when ``spacing`` is given ((row_mm, col_mm) for 2D, (z_mm, row_mm, col_mm)
-for 3D) and in pixels otherwise; each result carries ``distance_unit`` ("mm" or "px").
+for 3D) and in pixels otherwise; each result carries ``distance_unit`` ("mm" or "px"). A 3D
+distance in pixels counts one slice step as one pixel (on cine MRI, 5-10 mm against 1-2 mm in
+plane): :mod:`halsr_hf.evaluation` therefore computes 3D distances only with a spacing
+(``distances=False`` otherwise: NaN, ``distance_unit`` None).
 
 Empty-mask conventions, per class:
 
@@ -128,6 +131,7 @@ def segmentation_metrics(
     spacing=None,
     skip: Iterable = (),
     both_empty: str = "perfect",
+    distances: bool = True,
 ) -> dict:
     """Metrics for ONE prediction/reference pair of label maps (2D slice or 3D volume).
 
@@ -139,6 +143,7 @@ def segmentation_metrics(
         skip: class names (or label ids) not to score for this pair: their metrics are NaN, and
             for ``accuracy`` their label is merged into the background of both maps.
         both_empty: ``"perfect"`` or ``"nan"``, see the module docstring.
+        distances: ``False``: HD, HD95 and ASSD are not computed (NaN) and ``distance_unit`` is None.
 
     Returns:
         ``{"dice_<class>", "iou_<class>", "accuracy_<class>", "hd_<class>", "hd95_<class>",
@@ -177,11 +182,11 @@ def segmentation_metrics(
             out[keys["dice"]] = both_empty_value
             out[keys["iou"]] = both_empty_value
             for m in DISTANCE_METRICS:
-                out[keys[m]] = both_empty_dist
+                out[keys[m]] = both_empty_dist if distances else math.nan
             continue
         out[keys["dice"]] = 2.0 * inter / (na + nb)
         out[keys["iou"]] = inter / (na + nb - inter)
-        if na == 0 or nb == 0:
+        if na == 0 or nb == 0 or not distances:
             for m in DISTANCE_METRICS:
                 out[keys[m]] = math.nan
             continue
@@ -198,7 +203,7 @@ def segmentation_metrics(
         out["accuracy"] = float(np.mean(p == r))
     else:
         out["accuracy"] = float(np.mean(pred == ref))
-    out["distance_unit"] = "px" if sp is None else "mm"
+    out["distance_unit"] = None if not distances else "px" if sp is None else "mm"
     return out
 
 

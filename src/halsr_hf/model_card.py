@@ -8,13 +8,25 @@ The numbers in a card come from ``summary.json`` files written by ``halsr-hf eva
      "distance_unit": "px" | "mm",
      "volume_metrics": {"dice_lv_cavity": {"mean": x, "sd": x, "median": x}, "hd95_myocardium": {...}, ...},
      "slice_metrics": {...same shape...},
-     "roi": {"rmse": x, "rmse_sd": x, "unit": "px", "outlier_rate_percent": x, "outlier_definition": str},
-     "clinical": {"ef_bias": x, "ef_mae": x, "ef_r": x, ...},
+     "roi": {"rmse": x, "rmse_sd": x, "unit": "px", "outlier_rate_percent": x, "outlier_definition": str,
+             "iou_mean": x, "in_crop_percent": x, "final_crop_iou_mean": x, "final_crop_in_crop_percent": x},
+     "clinical": {"ef_bias": x, "ef_mae": x, "ef_r": x, ..., "unit_volume": "ml" | "voxels"},
      "extra_evaluations": [{"dataset": {...}, "volume_metrics" | "slice_metrics": {...}, "distance_unit": ...}]}
 
 Metric keys are ``<metric>_<class>`` (metric: dice, iou, hd, hd95, assd, ...; class: lv_cavity,
 myocardium). Every finite ``mean`` becomes one ``model-index`` entry (task ``image-segmentation``,
-value = the mean exactly as in the file); ``roi`` and ``clinical`` scalars become entries too.
+value = the mean exactly as in the file); ``roi`` and ``clinical`` scalars become entries too,
+except numbers whose unit says nothing comparable:
+
+* a distance in pixels is published per slice (2D, in-plane pixels) only: a 3D distance in pixels
+  counts a slice step (5-10 mm on cine MRI) as one pixel (``halsr-hf evaluate`` no longer computes
+  it; older summaries that hold one are not published);
+* EDV and ESV are published in mL only, never in voxels (voxel sizes differ between patients; the
+  EF, a ratio, is published either way);
+* the ROI numbers say which box they measure: ``rmse``, ``outlier_rate_percent``, ``iou_mean`` and
+  ``in_crop_percent`` the ROI stage's own box, ``final_crop_*`` the box of the final crop (after
+  the second look). A summary without ``final_crop_*`` keys predates that distinction: all its ROI
+  numbers were measured on the final crop's box and are published as such.
 
 Public functions: :func:`render_model_card` (-> ``huggingface_hub.ModelCard``),
 :func:`write_model_card` (writes ``README.md`` into a model folder), :func:`eval_results_from_summary`.
@@ -55,11 +67,24 @@ METRIC_NAMES = {
 }
 DISTANCE_METRICS = {"hd", "hd95", "assd", "msd", "asd"}
 LEVELS = {"volume_metrics": "3D per volume", "slice_metrics": "2D per slice"}
+#: summary key -> (model-index type, label, unit; None: unitless, "distance": the summary's ``unit``)
 ROI_METRICS = {
-    "rmse": ("ROI box RMSE", None),
-    "outlier_rate_percent": ("ROI outlier rate", "%"),
-    "iou_mean": ("ROI box mean IoU (a missed LV counts 0)", None),
-    "in_crop_percent": ("Reference LV box inside the crop", "%"),
+    "rmse": ("roi_rmse", "ROI stage box RMSE", "distance"),
+    "outlier_rate_percent": ("roi_outlier_rate_percent", "ROI stage outlier rate", "%"),
+    "iou_mean": ("roi_iou_mean", "ROI stage box mean IoU (a missed LV counts 0)", None),
+    "in_crop_percent": ("roi_in_crop_percent", "Reference LV box inside the ROI stage's crop", "%"),
+    "final_crop_iou_mean": ("roi_final_crop_iou_mean", "Final crop's box mean IoU, after the second look "
+                            "(a missed LV counts 0)", None),
+    "final_crop_in_crop_percent": ("roi_final_crop_in_crop_percent", "Reference LV box inside the final crop, "
+                                   "after the second look", "%"),
+}
+#: A summary written before the ROI stage's own box was scored: every ROI number is the final crop's.
+LEGACY_ROI_METRICS = {
+    "rmse": ("roi_final_crop_rmse", "Final crop's box RMSE, after the second look", "distance"),
+    "outlier_rate_percent": ("roi_final_crop_outlier_rate_percent", "Final crop's box outlier rate, after the "
+                             "second look", "%"),
+    "iou_mean": ROI_METRICS["final_crop_iou_mean"],
+    "in_crop_percent": ROI_METRICS["final_crop_in_crop_percent"],
 }
 CLINICAL_METRICS = {
     "ef_bias": ("EF bias, predicted minus reference", "percentage points"),
@@ -67,21 +92,37 @@ CLINICAL_METRICS = {
     "ef_r": ("EF Pearson correlation", None),
     "ef_loa_low": ("EF lower limit of agreement", "percentage points"),
     "ef_loa_high": ("EF upper limit of agreement", "percentage points"),
-    "edv_bias": ("EDV bias, predicted minus reference", "volume"),
-    "esv_bias": ("ESV bias, predicted minus reference", "volume"),
-    "edv_mae": ("EDV mean absolute error", "volume"),
-    "esv_mae": ("ESV mean absolute error", "volume"),
+    "edv_bias": ("EDV bias, predicted minus reference", "mL"),
+    "esv_bias": ("ESV bias, predicted minus reference", "mL"),
+    "edv_mae": ("EDV mean absolute error", "mL"),
+    "esv_mae": ("ESV mean absolute error", "mL"),
     "edv_r": ("EDV Pearson correlation", None),
     "esv_r": ("ESV Pearson correlation", None),
 }
 
 
-def _clinical_label(key: str, clinical: dict) -> tuple[str, str | None]:
-    """Label and unit of a clinical scalar; volume units come from ``clinical["unit_volume"]`` (mL)."""
-    label, unit = CLINICAL_METRICS.get(key, (key, None))
-    if unit == "volume":
-        unit = str(clinical.get("unit_volume") or "mL")
-    return label, unit
+def _clinical_entries(clinical: dict) -> list[dict]:
+    """The clinical scalars a card publishes: ``{key, label, unit, value}``; EDV/ESV only in mL
+    (``unit_volume`` "ml"), never in voxels."""
+    in_ml = str(clinical.get("unit_volume") or "").lower() == "ml"
+    entries = []
+    for key, value in clinical.items():
+        if key == "unit_volume" or (key.startswith(("edv_", "esv_")) and not in_ml):
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool) or value is None and key in CLINICAL_METRICS:
+            label, unit = CLINICAL_METRICS.get(key, (key, None))
+            entries.append({"key": key, "label": label, "unit": unit, "value": value})
+    return entries
+
+
+def _roi_entries(roi: dict) -> list[dict]:
+    """The ROI scalars a card publishes: ``{type, label, unit, value}``, named by the box they measure."""
+    table = ROI_METRICS if "final_crop_in_crop_percent" in roi else LEGACY_ROI_METRICS
+    entries = []
+    for key, (metric_type, label, unit) in table.items():
+        unit = (roi.get("unit") or "px") if unit == "distance" else unit
+        entries.append({"type": metric_type, "label": label, "unit": unit, "value": roi.get(key)})
+    return entries
 
 #: Keys of ``training_args.json`` (``TrainingArguments.to_json_string()``) shown in the card.
 TRAINING_KEYS = [
@@ -201,13 +242,16 @@ def _dataset_fields(dataset: dict) -> dict:
     }
 
 
-def _segmentation_rows(block: dict, distance_unit: str | None) -> list[dict]:
+def _segmentation_rows(block: dict, distance_unit: str | None, level: str) -> list[dict]:
+    """The rows of one level's metrics; a 3D distance is left out unless it is in mm."""
     rows = []
     for key, stats in block.items():
         if not isinstance(stats, dict):
             continue
         metric, class_key = split_metric_key(key)
         unit = _metric_unit(metric, distance_unit)
+        if unit is not None and unit != "mm" and level == LEVELS["volume_metrics"]:
+            continue  # a slice step counted as one pixel (module docstring)
         rows.append({
             "key": key, "metric": metric, "metric_label": METRIC_NAMES.get(metric, metric),
             "class_key": class_key, "class_label": CLASS_NAMES.get(class_key, class_key or "-"),
@@ -237,7 +281,7 @@ def eval_results_from_summary(summary: dict) -> list:
             block = evaluation.get(block_key)
             if not isinstance(block, dict):
                 continue
-            for row in _segmentation_rows(block, distance_unit):
+            for row in _segmentation_rows(block, distance_unit, level):
                 args = {"statistic": "mean", "level": level}
                 if row["class_key"]:
                     args["class"] = row["class_key"]
@@ -248,16 +292,17 @@ def eval_results_from_summary(summary: dict) -> list:
     for evaluation in evaluations:
         roi = evaluation.get("roi")
         if isinstance(roi, dict):
-            for key, (label, unit) in ROI_METRICS.items():
-                unit = roi.get("unit", "px") if key == "rmse" else unit
+            for entry in _roi_entries(roi):
+                unit = entry["unit"]
                 add("object-detection", "LV ROI localisation", evaluation.get("dataset") or summary["dataset"],
-                    f"roi_{key}", f"{label} ({unit})" if unit else label, roi.get(key), {"unit": unit} if unit else None)
+                    entry["type"], f"{entry['label']} ({unit})" if unit else entry["label"], entry["value"],
+                    {"unit": unit} if unit else None)
     clinical = summary.get("clinical")
     if isinstance(clinical, dict):
-        for key, value in clinical.items():
-            label, unit = _clinical_label(key, clinical)
-            add("image-segmentation", "Cardiac LV segmentation", summary["dataset"], key,
-                f"{label} ({unit})" if unit else label, value, {"unit": unit} if unit else None)
+        for entry in _clinical_entries(clinical):
+            unit = entry["unit"]
+            add("image-segmentation", "Cardiac LV segmentation", summary["dataset"], entry["key"],
+                f"{entry['label']} ({unit})" if unit else entry["label"], entry["value"], {"unit": unit} if unit else None)
     return results
 
 
@@ -272,16 +317,18 @@ def _summary_view(summary: dict, source: str) -> dict:
         for block_key, level in LEVELS.items():
             block = evaluation.get(block_key)
             if isinstance(block, dict) and block:
-                levels.append({"title": level, "rows": _segmentation_rows(block, distance_unit)})
+                levels.append({"title": level, "rows": _segmentation_rows(block, distance_unit, level)})
         roi = evaluation.get("roi") if isinstance(evaluation.get("roi"), dict) else None
-        sections.append({"dataset": dataset, "distance_unit": distance_unit, "levels": levels, "roi": roi})
+        roi_entries = _roi_entries(roi) if roi else []
+        stage_types = {ROI_METRICS[key][0] for key in ("rmse", "outlier_rate_percent", "iou_mean", "in_crop_percent")}
+        sections.append({"dataset": dataset, "distance_unit": distance_unit, "levels": levels, "roi": roi,
+                         "roi_entries": [e for e in roi_entries if _finite(e["value"])],
+                         "roi_stage_scored": any(e["type"] in stage_types and _finite(e["value"]) for e in roi_entries)})
     clinical_block = summary.get("clinical") if isinstance(summary.get("clinical"), dict) else {}
-    clinical = []
-    for key, value in clinical_block.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) or value is None and key in CLINICAL_METRICS:
-            label, unit = _clinical_label(key, clinical_block)
-            clinical.append({"key": key, "label": label, "unit": unit or "", "value": value})
-    return {"source": source, "model": summary.get("model"), "sections": sections, "clinical": clinical}
+    clinical = [dict(entry, unit=entry["unit"] or "") for entry in _clinical_entries(clinical_block)]
+    volumes_in_voxels = bool(clinical_block) and str(clinical_block.get("unit_volume") or "").lower() != "ml"
+    return {"source": source, "model": summary.get("model"), "sections": sections, "clinical": clinical,
+            "volumes_in_voxels": volumes_in_voxels}
 
 
 # ---- the model folder --------------------------------------------------------------------------

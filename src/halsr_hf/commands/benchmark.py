@@ -330,7 +330,7 @@ def _pipeline_for(device, quick: bool) -> tuple:
     if not quick:
         try:
             folder = default_model_dir()
-            return load_pipeline(str(folder), device=device), f"bundled model ({folder})"
+            return load_pipeline(str(folder), device=device), "bundled model (bundled:halsr_hf/default_model)"
         except FileNotFoundError as error:
             return _random_pipeline(quick), f"randomly initialised HALSR-Net small + default ROI regressor: {error}"
     return _random_pipeline(quick), "randomly initialised tiny model (--quick)"

@@ -5,7 +5,6 @@ both are segmented with the two-stage pipeline, volumes by slice summation.
 """
 
 import argparse
-import json
 import math
 
 
@@ -30,6 +29,7 @@ def main(argv=None) -> int:
     from ..clinical import ejection_fraction
     from ..errors import argument_names
     from ..image_io import load_input
+    from ..json_output import dumps
 
     load = lambda p: np.load(p) if p.endswith(".npy") else p  # noqa: E731
     # read both inputs first, so that an error names the flag of the right phase (--ed-frame, --es-frame)
@@ -40,8 +40,8 @@ def main(argv=None) -> int:
     result = ejection_fraction(load(args.ed), load(args.es), pipe=pipe, ed_frame=args.ed_frame, es_frame=args.es_frame,
                                pixel_spacing=args.pixel_spacing, slice_thickness=args.slice_thickness)
     result.pop("ed_label_map"), result.pop("es_label_map")
-    if args.json:
-        print(json.dumps(result, indent=2, default=float))
+    if args.json:  # an undefined EF (no cavity at ED) is null: NaN is not JSON
+        print(dumps(result, indent=2))
         return 0
     unit = result["volume_unit"]
     fmt = lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"  # noqa: E731

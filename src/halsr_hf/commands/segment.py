@@ -5,11 +5,14 @@ yellow; one per slice for volumes), the mask (``.png`` for a slice, ``.nii.gz`` 
 affine for a volume), and ``measurements.json`` with areas (px, and mm² when the spacing is
 known), volumes (mL) and the ROI boxes. Prints a table (or the JSON with ``--json``).
 
-Every file is written to a temporary name and renamed, with the user's normal permissions; an
-existing file is refused unless ``--overwrite``, before anything is written.
+Every file is written to a temporary name and renamed, with the user's normal permissions. An
+existing output (``measurements.json``, or a mask or overlay named after an input:
+``STEM_mask.png``, ``STEM_mask.nii.gz``, ``STEM_overlay*.png``) is refused unless ``--overwrite``,
+before anything is written.
 """
 
 import argparse
+import glob
 import json
 import sys
 from collections import Counter
@@ -25,6 +28,17 @@ def _stem(path_or_name: str) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def _outputs_present(out_dir: Path, inputs) -> list:
+    """Files in ``out_dir`` that segmenting ``inputs`` may write (a mask and overlays per input,
+    named by its stem; a slice or a volume: both kinds are looked for)."""
+    found = []
+    for item in inputs:
+        stem = glob.escape(_stem(item))
+        for pattern in (f"{stem}_mask.png", f"{stem}_mask.nii.gz", f"{stem}_overlay.png", f"{stem}_overlay_z*.png"):
+            found += sorted(out_dir.glob(pattern))
+    return found
 
 
 def _json_ready(result: dict) -> dict:
@@ -82,6 +96,8 @@ def main(argv=None) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out-dir {out_dir}: exists and is not a folder")
     check_can_write(out_dir / "measurements.json", args.overwrite)
+    for path in [] if args.overwrite else _outputs_present(out_dir, args.inputs):
+        check_can_write(path)
     if args.no_roi and args.roi_model:
         raise InputError("--no-roi and --roi-model: choose one")
     pipe = load_pipeline(args.model, roi_model=False if args.no_roi else args.roi_model, device=args.device)

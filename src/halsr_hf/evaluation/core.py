@@ -4,8 +4,9 @@ segmentation metrics, ROI-stage localisation, clinical agreement (EDV, ESV, EF).
 Conventions (also in docs/evaluation.md):
 
 * Distance unit: mm when every slice of the dataset has a pixel spacing (and every complete
-  volume a slice thickness); otherwise pixels for the whole dataset, with z = 1 slice for 3D
-  distances (anisotropy-blind: a through-plane step counts as one pixel).
+  volume a slice thickness); otherwise pixels for the whole dataset, per slice only: without the
+  slice spacing a 3D distance would count a slice step (5-10 mm on cine MRI) as one pixel, so 3D
+  HD, HD95 and ASSD are not computed (NaN; Dice and IoU are).
 * A class absent from both the reference and the prediction is not scored (NaN, excluded from
   the statistics; ``both_empty="nan"``) unless ``both_empty="perfect"`` (Dice 1, distances 0).
   A class present in only one of them scores Dice 0 and undefined distances (NaN, excluded and
@@ -14,9 +15,17 @@ Conventions (also in docs/evaluation.md):
 * ROI: reference box = bounding box of the reference label (cavity + myocardium), inclusive
   pixels ``[x_min, y_min, x_max, y_max]`` (``roi_reference="column"`` uses the dataset's ``roi``
   column instead); scored on slices whose reference has the LV and whose myocardium is annotated.
-  Per-slice RMSE over the four corner coordinates (the two corners of the paper), in mm (x
-  scaled by the column spacing, y by the row spacing) when the spacing is known. Outlier: the
-  ROI stage found no LV, or the IoU of the predicted and reference boxes is below 0.5.
+  Two boxes are scored separately:
+
+  - the ROI stage's own box (the pipeline's ``roi_stage_box``: localiser or regressor, after the
+    volume consensus, before any second look): per-slice RMSE over the four corner coordinates
+    (the two corners of the paper), in mm (x scaled by the column spacing, y by the row spacing)
+    when the spacing is known; IoU; outlier (the ROI stage found no LV, or IoU below 0.5); whether
+    the reference box lies inside the first crop, made from that box. A pipeline that does not
+    report ``roi_stage_box`` leaves these undefined (None), never filled in from another box;
+  - the final crop (the pipeline's ``roi``: after the second look, the box of the predicted LV
+    that the last crop was made around, so it depends on the segmentation network too): the IoU
+    of that box and whether the reference box lies inside the final crop.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from tqdm.auto import tqdm
 
 from ..clinical import cardiac_function
 from ..data.schema import bbox_from_label
-from ..metrics import DEFAULT_LABELS, segmentation_metrics
+from ..metrics import DEFAULT_LABELS, DISTANCE_METRICS, segmentation_metrics
 from .data import EvalDataset, SliceGroup
 
 CLASSES = tuple(DEFAULT_LABELS.values())  # ("lv_cavity", "myocardium")
@@ -46,12 +55,22 @@ OUTLIER_DEFINITION = (
 
 @dataclass
 class Prediction:
-    """The pipeline's output for one group: label map per slice, ROI box, presence."""
+    """The pipeline's output for one group, per slice: label map, the box of the final crop
+    (``roi``), presence, and the ROI stage's own box (``roi_stage_boxes`` is None when the pipeline
+    does not report ``roi_stage_box``)."""
 
     label_maps: List[np.ndarray]
     rois: List[Optional[list]]
     lv_found: List[bool]
     lv_probability: List[Optional[float]]
+    roi_stage_boxes: Optional[List[Optional[list]]] = None
+
+    def stage_box(self, i: int) -> tuple:
+        """(reported, box) of slice ``i``: whether the pipeline reported the ROI stage's box, and
+        the box (None where the ROI stage found no LV)."""
+        if self.roi_stage_boxes is None:
+            return False, None
+        return True, self.roi_stage_boxes[i]
 
 
 @dataclass
@@ -96,15 +115,19 @@ def predict(pipe, dataset: EvalDataset, batch_size: int = 16, use_roi: bool = Tr
             if i is None:
                 maps = [np.asarray(m, dtype=np.uint8) for m in result["label_map"]]
                 per = result["slices"]
+                stage = [p["roi_stage_box"] for p in per] if all("roi_stage_box" in p for p in per) else None
                 out[g.key] = Prediction(maps, [p["roi"] for p in per], [bool(p["lv_found"]) for p in per],
-                                        [p.get("lv_probability") for p in per])
+                                        [p.get("lv_probability") for p in per], stage)
             else:
-                p = out.setdefault(g.key, Prediction([None] * len(g.slices), [None] * len(g.slices),
-                                                     [False] * len(g.slices), [None] * len(g.slices)))
+                n = len(g.slices)
+                p = out.setdefault(g.key, Prediction([None] * n, [None] * n, [False] * n, [None] * n,
+                                                     [None] * n if "roi_stage_box" in result else None))
                 p.label_maps[i] = np.asarray(result["label_map"], dtype=np.uint8)
                 p.rois[i] = result["roi"]
                 p.lv_found[i] = bool(result["lv_found"])
                 p.lv_probability[i] = result.get("lv_probability")
+                if p.roi_stage_boxes is not None:
+                    p.roi_stage_boxes[i] = result.get("roi_stage_box")
         bar.update(sum(len(g.slices) for g in chunk))
         chunk.clear()
 
@@ -194,7 +217,8 @@ def score(dataset: EvalDataset, predictions: dict, model: str, force_pixels: boo
             ref = np.stack([s.label for s in g.slices])
             sp3 = g.spacing_3d if unit == "mm" else None
             skip = () if g.myocardium_annotated else ("myocardium",)
-            m = segmentation_metrics(volume, ref, spacing=sp3, skip=skip, both_empty=both_empty)
+            # no 3D distance without the slice spacing (see the module docstring)
+            m = segmentation_metrics(volume, ref, spacing=sp3, skip=skip, both_empty=both_empty, distances=sp3 is not None)
             res.volume_rows.append(common(g) | {
                 "num_slices": len(g.slices), "height": ref.shape[1], "width": ref.shape[2],
                 "slice_thickness": None if g.spacing_3d is None else g.spacing_3d[0],
@@ -217,35 +241,44 @@ def crop_contains(pred_box, ref_box, margin: float) -> bool:
                 and ref_box[2] + 1 <= cx + side / 2 and ref_box[3] + 1 <= cy + side / 2)
 
 
+BOX_KEYS = ("x_min", "y_min", "x_max", "y_max")
+
+
 def _roi_row(common: dict, s, pred: Prediction, i: int, unit: str, roi_reference: str, crop_margin: float = 0.25) -> dict:
+    """One slice's ROI row: the ROI stage's own box (``stage_*``, ``iou``, ``rmse*``, ``outlier``,
+    ``in_crop``) and the box of the final crop (``final_*``, ``final_iou``, ``final_in_crop``)."""
     ref_box = s.roi if roi_reference == "column" else bbox_from_label(s.label)
     has_lv = bool(np.any(s.label == 1))
     scored = has_lv and ref_box is not None and (roi_reference == "column" or s.myocardium_annotated)
-    pred_box = pred.rois[i] if pred.lv_found[i] else None
+    reported, stage_box = pred.stage_box(i)
+    final_box = pred.rois[i] if pred.lv_found[i] else None
     row = common | {
-        "slice_index": s.slice_index, "ref_has_lv": has_lv, "scored": scored,
-        "ref_x_min": None, "ref_y_min": None, "ref_x_max": None, "ref_y_max": None,
-        "pred_x_min": None, "pred_y_min": None, "pred_x_max": None, "pred_y_max": None,
+        "slice_index": s.slice_index, "ref_has_lv": has_lv, "scored": scored, "stage_reported": reported,
+        **{f"ref_{k}": None for k in BOX_KEYS}, **{f"stage_{k}": None for k in BOX_KEYS},
+        **{f"final_{k}": None for k in BOX_KEYS},
         "lv_found": pred.lv_found[i], "lv_probability": pred.lv_probability[i],
         "iou": math.nan, "rmse_px": math.nan, "rmse_mm": math.nan, "rmse": math.nan, "unit": unit,
-        "outlier": None, "outlier_reason": "", "in_crop": None,
+        "outlier": None, "outlier_reason": "", "in_crop": None, "final_iou": math.nan, "final_in_crop": None,
     }
-    if ref_box is not None:
-        row.update(zip(("ref_x_min", "ref_y_min", "ref_x_max", "ref_y_max"), (float(v) for v in ref_box)))
-    if pred_box is not None:
-        row.update(zip(("pred_x_min", "pred_y_min", "pred_x_max", "pred_y_max"), (float(v) for v in pred_box)))
-    if not has_lv and pred_box is not None:
+    for prefix, box in (("ref", ref_box), ("stage", stage_box), ("final", final_box)):
+        if box is not None:
+            row.update({f"{prefix}_{k}": float(v) for k, v in zip(BOX_KEYS, box)})
+    if not has_lv and (stage_box if reported else final_box) is not None:
         row["outlier_reason"] = "false detection (no LV in the reference)"
     if not scored:
         return row
-    if pred_box is None:
+    row["final_iou"] = 0.0 if final_box is None else box_iou(final_box, ref_box)
+    row["final_in_crop"] = final_box is not None and crop_contains(final_box, ref_box, crop_margin)
+    if not reported:
+        return row
+    if stage_box is None:
         row["outlier"], row["outlier_reason"], row["iou"], row["in_crop"] = True, "ROI stage found no LV", 0.0, False
         return row
-    row["iou"] = box_iou(pred_box, ref_box)
-    row["in_crop"] = crop_contains(pred_box, ref_box, crop_margin)
-    row["rmse_px"] = corner_rmse(pred_box, ref_box)
+    row["iou"] = box_iou(stage_box, ref_box)
+    row["in_crop"] = crop_contains(stage_box, ref_box, crop_margin)
+    row["rmse_px"] = corner_rmse(stage_box, ref_box)
     if s.pixel_spacing is not None:
-        row["rmse_mm"] = corner_rmse(pred_box, ref_box, s.pixel_spacing)
+        row["rmse_mm"] = corner_rmse(stage_box, ref_box, s.pixel_spacing)
     row["rmse"] = row["rmse_mm"] if unit == "mm" else row["rmse_px"]
     row["outlier"] = row["iou"] < ROI_IOU_THRESHOLD
     row["outlier_reason"] = f"box IoU {row['iou']:.2f} < {ROI_IOU_THRESHOLD}" if row["outlier"] else ""
@@ -306,38 +339,53 @@ def metric_summary(rows: List[dict], metrics=SUMMARY_METRICS) -> dict:
     return {f"{m}_{c}": describe([r[f"{m}_{c}"] for r in rows]) for m in metrics for c in CLASSES}
 
 
+IN_CROP_DEFINITION = ("the reference LV box lies inside the crop made from the box (squared, widened by "
+                      "crop_margin on each side, as the pipeline crops); a missed LV counts as outside, IoU 0")
+
+
 def roi_summary(rows: List[dict], unit: str) -> Optional[dict]:
+    """The ROI block of summary.json: the ROI stage's own box (``rmse``, ``outlier_rate_percent``,
+    ``iou_mean``, ``in_crop_percent``: None when the pipeline does not report it) and the final
+    crop (``final_crop_iou_mean``, ``final_crop_in_crop_percent``)."""
     scored = [r for r in rows if r["scored"]]
     if not scored:
         return None
-    rmse = _finite([r["rmse"] for r in scored])
-    outliers = sum(bool(r["outlier"]) for r in scored)
+    reported = all(r["stage_reported"] for r in scored)
+    rmse = _finite([r["rmse"] for r in scored]) if reported else np.array([])
+    percent = lambda key: 100.0 * sum(bool(r[key]) for r in scored) / len(scored)  # noqa: E731
     return {
+        "box": "the ROI stage's own box (after the volume consensus, before any second look)",
         "rmse": float(rmse.mean()) if rmse.size else None,
         "rmse_sd": (float(rmse.std(ddof=1)) if rmse.size > 1 else 0.0) if rmse.size else None,
         "unit": unit,
-        "outlier_rate_percent": 100.0 * outliers / len(scored),
+        "outlier_rate_percent": percent("outlier") if reported else None,
         "outlier_definition": OUTLIER_DEFINITION,
-        "iou_mean": float(np.mean([r["iou"] for r in scored])),
-        "in_crop_percent": 100.0 * sum(bool(r["in_crop"]) for r in scored) / len(scored),
-        "in_crop_definition": "the reference LV box lies inside the crop made from the predicted box "
-                              "(squared, widened by crop_margin on each side); a missed LV counts as outside, IoU 0",
+        "iou_mean": float(np.mean([r["iou"] for r in scored])) if reported else None,
+        "in_crop_percent": percent("in_crop") if reported else None,
+        "in_crop_definition": IN_CROP_DEFINITION,
+        "final_crop_iou_mean": float(np.mean([r["final_iou"] for r in scored])),
+        "final_crop_in_crop_percent": percent("final_in_crop"),
+        "final_crop_definition": "the box the pipeline's last crop was made around (its output roi: after the "
+                                 "second look, the box of the predicted LV), so it depends on the segmentation "
+                                 "network too",
         "n": len(scored),
     }
 
 
 def roi_details(rows: List[dict]) -> dict:
-    """Counts for the markdown report (not part of summary.json)."""
+    """Counts for the markdown report (not part of summary.json); about the ROI stage's own box
+    (None where the pipeline does not report it)."""
     scored = [r for r in rows if r["scored"]]
     no_lv = [r for r in rows if not r["ref_has_lv"]]
+    reported = all(r["stage_reported"] for r in rows)
     iou = _finite([r["iou"] for r in scored])
     return {
         "scored_slices": len(scored),
-        "missed": sum(r["outlier_reason"] == "ROI stage found no LV" for r in scored),
-        "low_iou": sum(bool(r["outlier"]) and r["outlier_reason"].startswith("box IoU") for r in scored),
+        "missed": sum(r["outlier_reason"] == "ROI stage found no LV" for r in scored) if reported else None,
+        "low_iou": sum(bool(r["outlier"]) and r["outlier_reason"].startswith("box IoU") for r in scored) if reported else None,
         "iou_median": float(np.median(iou)) if iou.size else None,
         "no_lv_slices": len(no_lv),
-        "false_detections": sum(bool(r["lv_found"]) for r in no_lv),
+        "false_detections": sum(r["stage_x_min"] is not None for r in no_lv) if reported else None,
         "lv_slices_not_scored": sum(r["ref_has_lv"] and not r["scored"] for r in rows),
     }
 

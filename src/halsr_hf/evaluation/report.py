@@ -11,9 +11,12 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..json_output import json_safe
 from .core import (
     CLASSES,
+    DISTANCE_METRICS,
     METRICS,
+    SUMMARY_METRICS,
     DatasetResult,
     agreement,
     clinical_summary,
@@ -29,22 +32,6 @@ METRIC_TITLES = {"dice": "Dice", "iou": "IoU", "hd": "HD", "hd95": "HD95", "assd
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "dataset"
-
-
-def _clean(value):
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def write_csv(path: Path, rows: List[dict], columns: Optional[List[str]] = None) -> None:
@@ -66,8 +53,8 @@ def dataset_block(res: DatasetResult) -> dict:
 
 def evaluation_block(res: DatasetResult, with_clinical: bool = True) -> dict:
     block = {"dataset": dataset_block(res), "distance_unit": res.distance_unit}
-    if res.volume_rows:
-        block["volume_metrics"] = metric_summary(res.volume_rows)
+    if res.volume_rows:  # no 3D distance without the slice spacing (core's docstring)
+        block["volume_metrics"] = metric_summary(res.volume_rows, volume_metrics(res.distance_unit))
     block["slice_metrics"] = metric_summary(res.slice_rows)
     block["roi"] = roi_summary(res.roi_rows, res.distance_unit) if res.roi_evaluated else None
     if with_clinical:
@@ -90,7 +77,7 @@ def summary_json(model: str, main: DatasetResult, extras: List[DatasetResult],
     if baseline is not None:
         name, b_main, b_extras = baseline
         out["baseline"] = model_summary(name, b_main, b_extras)
-    return _clean(out)
+    return json_safe(out)
 
 
 # ---- summary.md --------------------------------------------------------------------------------
@@ -102,15 +89,25 @@ def _fmt(x, digits=3) -> str:
     return f"{x:.{digits}f}"
 
 
+def _fmt_count(n) -> str:
+    return "–" if n is None else str(n)
+
+
 def _digits(metric: str) -> int:
     return 3 if metric in ("dice", "iou") else 2
 
 
-def _metric_table(results: List[tuple], level: str) -> List[str]:
+def volume_metrics(distance_unit: str, metrics=SUMMARY_METRICS) -> tuple:
+    """The metrics scored per volume: the distances only in mm (in pixels a slice step would count
+    as one pixel)."""
+    return tuple(m for m in metrics if distance_unit == "mm" or m not in DISTANCE_METRICS)
+
+
+def _metric_table(results: List[tuple], metrics=METRICS) -> List[str]:
     """results: [(column title, rows)] side by side."""
     header = "| Metric | Class | " + " | ".join(f"{t}: mean ± sd | median | n" for t, _ in results) + " |"
     lines = [header, "|---|---|" + "---:|---:|---:|" * len(results)]
-    for m in METRICS:
+    for m in metrics:
         for c in CLASSES:
             cells = []
             for _, rows in results:
@@ -139,15 +136,18 @@ def _dataset_section(title: str, named: List[tuple], both_empty: str, heading: s
     lines.append(f"Dataset `{d.name}` (split `{d.split}`; source: {d.source}{'; Hub: ' + d.hf_id if d.hf_id else ''}): "
                  f"{len(d.slices)} slices in {len(d.groups)} (patient, phase, source) stacks, "
                  f"{len(d.volumes)} complete volumes. Distances in **{unit}**"
-                 + (" (no pixel spacing known: 3D distances count one slice as one pixel)." if unit == "px" else ".")
+                 + (" (in-plane pixels, per slice: no spacing is known, so no 3D distance is computed; it would "
+                    "count a slice step as one pixel)." if unit == "px" else ".")
                  )
     lines.append("")
     for level, attr in (("Per volume (3D)", "volume_rows"), ("Per slice (2D)", "slice_rows")):
         if not getattr(main, attr):
             continue
         lines += [f"{heading}# {level}", ""]
-        lines += _metric_table([(t, getattr(r, attr)) for t, r in named], level)
-        missing = [f"{t}: {_missing_counts(getattr(r, attr))}" for t, r in named if _missing_counts(getattr(r, attr))]
+        metrics = volume_metrics(unit, METRICS) if attr == "volume_rows" else METRICS
+        lines += _metric_table([(t, getattr(r, attr)) for t, r in named], metrics)
+        missing = [f"{t}: {_missing_counts(getattr(r, attr))}" for t, r in named
+                   if "hd" in metrics and _missing_counts(getattr(r, attr))]
         lines.append("")
         if missing:
             lines.append("Distances undefined (class present in only one of prediction/reference; Dice 0, "
@@ -156,21 +156,32 @@ def _dataset_section(title: str, named: List[tuple], both_empty: str, heading: s
     if main.roi_evaluated and main.roi_rows:
         s = roi_summary(main.roi_rows, unit)
         det = roi_details(main.roi_rows)
-        lines += [f"{heading}# ROI regressor (Table 3)", ""]
+        lines += [f"{heading}# ROI stage (Table 3)", ""]
         if s is None:
             lines += ["No slice with a scorable reference box.", ""]
         else:
             lines += [
-                f"| RMSE ± SD ({unit}) | Outlier rate (%) | scored LV slices | missed (no LV found) | IoU < 0.5 | median box IoU |",
-                "|---:|---:|---:|---:|---:|---:|",
+                "The ROI stage's own box (after the volume consensus, before any second look)"
+                + ("" if s["iou_mean"] is not None else
+                   ": not reported by this pipeline (no `roi_stage_box` in its output), so not scored") + ":",
+                "",
+                f"| RMSE ± SD ({unit}) | Outlier rate (%) | mean box IoU | reference box inside its crop (%) | "
+                "scored LV slices | missed (no LV found) | IoU < 0.5 | median box IoU |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|",
                 f"| {_fmt(s['rmse'], 2)} ± {_fmt(s['rmse_sd'], 2)} | {_fmt(s['outlier_rate_percent'], 1)} | "
-                f"{det['scored_slices']} | {det['missed']} | {det['low_iou']} | {_fmt(det['iou_median'], 3)} |",
+                f"{_fmt(s['iou_mean'], 3)} | {_fmt(s['in_crop_percent'], 1)} | {det['scored_slices']} | "
+                f"{_fmt_count(det['missed'])} | {_fmt_count(det['low_iou'])} | {_fmt(det['iou_median'], 3)} |",
+                "",
+                f"The final crop (after the second look: {s['final_crop_definition']}): mean IoU of its box "
+                f"{_fmt(s['final_crop_iou_mean'], 3)}; reference box inside it on "
+                f"{_fmt(s['final_crop_in_crop_percent'], 1)} % of the scored slices.",
                 "",
                 f"Outlier: {s['outlier_definition']}. RMSE per slice over the four corner coordinates "
-                "(x_min, y_min, x_max, y_max), mean ± SD over the slices where both boxes exist.",
+                "(x_min, y_min, x_max, y_max), mean ± SD over the slices where both boxes exist. In crop: "
+                f"{s['in_crop_definition']}.",
                 f"Slices without LV in the reference: {det['no_lv_slices']}, of which the ROI stage claimed an LV on "
-                f"{det['false_detections']}. LV slices not scored (myocardium not annotated: cavity-only box): "
-                f"{det['lv_slices_not_scored']}.",
+                f"{_fmt_count(det['false_detections'])}. LV slices not scored (myocardium not annotated: cavity-only "
+                f"box): {det['lv_slices_not_scored']}.",
                 "",
             ]
     elif not main.roi_evaluated:
@@ -235,10 +246,10 @@ def boxplots(out_dir: Path, named: List[tuple], suffix: str = "") -> List[Path]:
     named: [(model title, DatasetResult)] for one dataset."""
     plt = _pyplot()
     written = []
-    levels = [(lvl, attr) for lvl, attr in (("per volume (3D)", "volume_rows"), ("per slice (2D)", "slice_rows"))
-              if getattr(named[0][1], attr)]
     unit = named[0][1].distance_unit
     for m in METRICS:
+        levels = [(lvl, attr) for lvl, attr in (("per volume (3D)", "volume_rows"), ("per slice (2D)", "slice_rows"))
+                  if getattr(named[0][1], attr) and (attr == "slice_rows" or m in volume_metrics(unit, METRICS))]
         fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels) + 0.6 * len(named), 4.2), squeeze=False)
         for ax, (lvl, attr) in zip(axes[0], levels):
             data, labels = [], []

@@ -93,11 +93,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+BUNDLED_MODEL = "bundled:halsr_hf/default_model"
+
+
+def model_label(model) -> str:
+    """How the reports name a model, the same on every machine: :data:`BUNDLED_MODEL` for the model
+    bundled with the package, a local folder as given when relative, else relative to the working
+    directory when inside it, else by its name; a Hub id as is. Never this machine's absolute path."""
+    if model is None:
+        return BUNDLED_MODEL
+    path = Path(str(model))
+    if not path.is_dir():
+        return str(model)  # a Hub id
+    try:
+        if path.resolve() == default_model_dir().resolve():
+            return BUNDLED_MODEL
+    except FileNotFoundError:  # no bundled model in this installation
+        pass
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
 def _load(model, roi_model, device):
     try:
+        label = model_label(model)
         if model is None:
             model = str(default_model_dir())
-        return load_pipeline(model, roi_model=roi_model, device=device), str(model)
+        return load_pipeline(model, roi_model=roi_model, device=device), label
     except FileNotFoundError as error:
         raise InputError(f"--model: {error}") from None
     except (OSError, ValueError) as error:
@@ -215,9 +241,11 @@ def _volume_columns(results) -> Optional[List[str]]:
 
 
 def _roi_columns() -> List[str]:
-    return ["dataset", "split", "model", "patient_id", "phase", "source", "group", "slice_index", "ref_has_lv", "scored",
-            "ref_x_min", "ref_y_min", "ref_x_max", "ref_y_max", "pred_x_min", "pred_y_min", "pred_x_max", "pred_y_max",
-            "lv_found", "lv_probability", "iou", "rmse_px", "rmse_mm", "rmse", "unit", "outlier", "outlier_reason"]
+    boxes = [f"{prefix}_{k}" for prefix in ("ref", "stage", "final") for k in core.BOX_KEYS]
+    return (["dataset", "split", "model", "patient_id", "phase", "source", "group", "slice_index", "ref_has_lv", "scored",
+             "stage_reported"] + boxes +
+            ["lv_found", "lv_probability", "iou", "rmse_px", "rmse_mm", "rmse", "unit", "outlier", "outlier_reason",
+             "in_crop", "final_iou", "final_in_crop"])
 
 
 def _clinical_columns() -> List[str]:

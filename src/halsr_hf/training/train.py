@@ -22,6 +22,8 @@ folder holds the model (safetensors + config), the image processor, ``train_resu
 ``eval_results.json``, ``all_results.json`` and ``command.txt`` (command line, seed, versions).
 """
 
+import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -166,10 +168,44 @@ def build_argv(argv, defaults: dict, metric: str) -> list:
     return prefix + argv
 
 
+#: The ``TrainingArguments`` that ``--help`` lists after the project's own options (``--help-all``: all of them).
+COMMON_TRAINER_OPTIONS = (
+    "output_dir", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
+    "per_device_eval_batch_size", "gradient_accumulation_steps", "eval_strategy", "eval_steps", "save_total_limit",
+    "logging_steps", "seed", "bf16", "use_cpu", "dataloader_num_workers", "resume_from_checkpoint",
+)
+
+
+def help_parser(model_arguments_class, defaults: dict, metric: str, prog: str, everything: bool) -> HfArgumentParser:
+    """The parser whose help ``--help`` (``everything=False``) and ``--help-all`` print: the
+    project's model and data options first, then the Trainer's under their own heading (the
+    common ones, or all), each with this command's default where it sets its own."""
+    grouped = [type(cls.__name__, (cls,), {"_argument_group_name": title}) for cls, title in (
+        (model_arguments_class, "model options"), (DataArguments, "data options"),
+        (TrainingArguments, "Trainer options (transformers.TrainingArguments)" if everything else
+         "common Trainer options (transformers.TrainingArguments; all of them: --help-all)"))]
+    parser = HfArgumentParser(grouped, prog=prog, usage=f"{prog} [--help | --help-all] [OPTIONS]",
+                              description=(sys.modules[model_arguments_class.__module__].__doc__ or "").strip().splitlines()[0],
+                              epilog=None if everything else
+                              f"{prog} --help-all lists every option of transformers.TrainingArguments "
+                              "(logging, checkpoints, precision, distributed training, Hub upload, ...).")
+    prefix = build_argv([], defaults, metric)
+    values = vars(parser.parse_known_args(prefix)[0])
+    parser.set_defaults(**{flag[2:]: values[flag[2:]] for flag in prefix if flag.startswith("--")})
+    trainer_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if not everything:
+        for action in parser._actions:
+            if action.dest in trainer_fields and action.dest not in COMMON_TRAINER_OPTIONS:
+                action.help = argparse.SUPPRESS
+    return parser
+
+
 def parse(argv, model_arguments_class, defaults: dict, metric: str, prog: str):
+    for flag, everything in (("--help-all", True), ("--help", False), ("-h", False)):
+        if flag in argv:
+            help_parser(model_arguments_class, defaults, metric, prog, everything).print_help()
+            raise SystemExit(0)
     parser = HfArgumentParser((model_arguments_class, DataArguments, TrainingArguments), prog=prog)
-    if any(a in ("-h", "--help") for a in argv):
-        parser.parse_args_into_dataclasses(args=["--help"])
     return parser.parse_args_into_dataclasses(args=build_argv(argv, defaults, metric))
 
 

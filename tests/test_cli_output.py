@@ -1,0 +1,131 @@
+"""What a user runs and sees (issue 20): the command line's JSON is JSON, the Python loader is quiet,
+``train --help`` leads with the project's own options, ``segment`` refuses existing outputs before
+it writes anything."""
+
+import json
+
+import numpy as np
+import pytest
+
+from halsr_hf import CardiacLVSegmentationPipeline, HalsrImageProcessor
+from halsr_hf.cli import main
+
+from .conftest import tiny_models
+
+
+def _strict_json(text: str):
+    """``json.loads`` that refuses NaN/Infinity, as jq and JavaScript's JSON.parse do."""
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def never_finds_lv(tmp_path_factory):
+    """A tiny model folder whose ROI stage never finds an LV: every label map is empty."""
+    model, roi = tiny_models(presence_bias=-20.0)
+    folder = tmp_path_factory.mktemp("no-lv-model")
+    CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(size=64, roi_size=64),
+                                  roi_model=roi).save_pretrained(folder)
+    return folder
+
+
+def test_ef_json_prints_null_for_an_undefined_ef(never_finds_lv, tmp_path, capsys):
+    """No cavity at ED: the EF is undefined (NaN in Python); ``--json`` printed ``NaN``, not JSON."""
+    rng = np.random.default_rng(0)
+    ed, es = tmp_path / "ed.npy", tmp_path / "es.npy"
+    np.save(ed, rng.random((3, 48, 40)).astype(np.float32))
+    np.save(es, rng.random((3, 48, 40)).astype(np.float32))
+    assert main(["ef", "--ed", str(ed), "--es", str(es), "--model", str(never_finds_lv), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "NaN" not in out
+    result = _strict_json(out)
+    assert result["ef_percent"] is None and result["edv_voxels"] == 0
+    assert any("no lv_cavity" in warning for warning in result["warnings"])
+
+
+def test_json_safe_turns_every_non_finite_number_into_null():
+    from halsr_hf.json_output import dumps, json_safe
+
+    value = {"a": float("nan"), "b": [np.float32("inf"), np.int64(3), np.bool_(True)], "c": (1.5, None),
+             "d": np.array([1.0, np.nan])}
+    assert json_safe(value) == {"a": None, "b": [None, 3, True], "c": [1.5, None], "d": [1.0, None]}
+    assert _strict_json(dumps(value)) == json_safe(value)
+
+
+@pytest.fixture
+def progress_bars_on(monkeypatch):
+    """transformers' and huggingface_hub's default (bars on), whatever an earlier CLI call set; put back after."""
+    import huggingface_hub.utils as hub_utils
+    import transformers.utils.logging as hf_logging
+
+    import halsr_hf
+
+    tf_was_on, hub_was_on = hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
+    monkeypatch.setattr(halsr_hf, "_show_loading_progress", False, raising=False)
+    hf_logging.enable_progress_bar()
+    hub_utils.enable_progress_bars()
+    yield
+    (hf_logging.enable_progress_bar if tf_was_on else hf_logging.disable_progress_bar)()
+    (hub_utils.enable_progress_bars if hub_was_on else hub_utils.disable_progress_bars)()
+
+
+def test_load_pipeline_shows_no_progress_bars_unless_verbose(tiny_folder, progress_bars_on, capfd):
+    import transformers.utils.logging as hf_logging
+
+    import halsr_hf
+
+    capfd.readouterr()
+    halsr_hf.load_pipeline(str(tiny_folder))
+    out, err = capfd.readouterr()
+    assert "Loading weights" not in out + err and "it/s]" not in out + err, err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting is left as it was
+    halsr_hf.load_pipeline(str(tiny_folder), verbose=True)
+    assert "Loading weights" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "train-roi"])
+def test_train_help_shows_the_project_options_first_and_the_trainer_s_behind_help_all(command, capsys):
+    """``halsr-hf train --help`` was 704 lines of generic Trainer options before the project's own."""
+    assert main([command, "--help"]) == 0
+    short = capsys.readouterr().out
+    lines = short.splitlines()
+    assert len(lines) < 200, len(lines)
+    assert lines[0].startswith(f"usage: halsr-hf {command} [--help | --help-all]")
+    headings = [line for line in lines if line and not line.startswith(" ") and line.endswith(":")]
+    assert headings[:3] == ["options:", "model options:", "data options:"], headings
+    assert "--dataset-dir" in short and "--model-name-or-path" in short
+    trainer = short.index("common Trainer options")
+    assert short.index("--dataset-dir") < trainer < short.index("--output-dir")
+    words = " ".join(short.split())
+    assert "(default: runs/" in words and "(default: 0.001)" in words  # this command's defaults, not the Trainer's
+    assert "--ddp-backend" not in short and words.endswith("--help-all lists every option of transformers.TrainingArguments "
+                                                           "(logging, checkpoints, precision, distributed training, Hub upload, ...).")
+    assert main([command, "--help-all"]) == 0
+    everything = capsys.readouterr().out
+    assert "``" not in everything
+    assert everything.index("data options:") < everything.index("\nTrainer options (transformers.TrainingArguments)")
+    assert everything.index("Trainer options (transformers.TrainingArguments)") < everything.index("--ddp-backend")
+
+
+def test_segment_refuses_an_existing_output_before_writing_anything(tiny_folder, tmp_path, capsys):
+    """The docstring said "before anything is written", but only measurements.json was checked up
+    front: an existing overlay was refused after the mask had been written."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    slice_png = tmp_path / "slice.png"
+    Image.fromarray(rng.integers(0, 255, (48, 40), dtype=np.uint8)).save(slice_png)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "slice_overlay.png").write_bytes(b"an earlier result")
+    args = ["segment", str(slice_png), "--model", str(tiny_folder), "--out-dir", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "slice_overlay.png: already exists" in err and "--overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["slice_overlay.png"]  # nothing written
+    assert (out / "slice_overlay.png").read_bytes() == b"an earlier result"
+    assert main(args + ["--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["measurements.json", "slice_mask.png", "slice_overlay.png"]
