@@ -608,3 +608,20 @@ def test_cli_help_is_plain_text(capsys):
         assert main([command, "--help"]) == 0, command
         text = capsys.readouterr().out
         assert f"halsr-hf {command}" in text and "``" not in text, (command, text[:500])
+
+
+def test_roi_stage_box_is_the_stage_s_own_box_before_the_second_look(acdc_dir):
+    """``roi_stage_box``: the localiser's box after the consensus, before any re-crop; ``roi`` is the
+    final crop's. Without a second look they are one box; with the ROI stage off, there is none."""
+    import h5py
+
+    with h5py.File(acdc_dir / "data" / "patient030_frame02.h5", "r") as f:
+        volume = f["image"][()]
+    pipe = halsr_hf.load_pipeline()
+    plain = pipe(volume, second_look=0)
+    looked = pipe(volume)
+    for a, b in zip(plain["slices"], looked["slices"]):
+        assert a["roi_stage_box"] == a["roi"] and b["roi_stage_box"] == a["roi_stage_box"]
+        if "second_look" in b["qc"]:
+            assert b["roi"] != b["roi_stage_box"]
+    assert all(s["roi_stage_box"] is None for s in pipe(volume, use_roi=False)["slices"])

@@ -25,7 +25,8 @@ Output for a 2D input, a dict: ``label_map`` (uint8, input size, 0 background / 
 2 myocardium), ``segments`` (the image-segmentation pipeline's format: ``label``, ``score`` (mean
 probability of the class over its final mask), ``mask`` as PIL ``L`` 0/255, one per class present
 in ``label_map``), ``roi`` (inclusive pixel box ``[x_min, y_min, x_max, y_max]`` of the final crop,
-or None), ``lv_found``, ``lv_probability``, ``qc``, ``message``, ``areas_px``, ``areas_mm2`` (None
+or None), ``roi_stage_box`` (the ROI stage's own box, after the volume consensus and before any
+second look; None without a ROI stage or where it found no LV), ``lv_found``, ``lv_probability``, ``qc``, ``message``, ``areas_px``, ``areas_mm2`` (None
 unless spacing is known from the file or ``pixel_spacing=``), ``pixel_spacing``. For a volume:
 ``label_map`` (Z, H, W), ``slices`` (the per-slice dicts, without their label maps),
 ``volumes_ml`` (when spacing and slice thickness are known), ``pixel_spacing``,
@@ -419,6 +420,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
             if result.constant:
                 result.flags = ["constant_slice"]
         boxes = [r.box if r.found else None for r in results]
+        stage_boxes = [None if (whole_slice or b is None) else [int(round(float(v))) for v in b] for b in boxes]
         looks = [0] * count
         segmented = {}
         active = [i for i in range(count) if results[i].found]
@@ -480,7 +482,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
             qc.append(order_flags(flags))
             messages.append(_message(result, label_map, looks[i], flags, not whole_slice, self.whole_slice))
         found = [bool(results[i].found and label_maps[i].any()) if i in segmented else False for i in range(count)]
-        return {"label_maps": label_maps, "roi": roi, "lv_found": found,
+        return {"label_maps": label_maps, "roi": roi, "roi_stage_box": stage_boxes, "lv_found": found,
                 "lv_probability": [None if ("no_roi_model" in r.flags or r.constant) else r.probability for r in results],
                 "scores": scores, "qc": qc, "message": messages}
 
@@ -508,6 +510,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
                 "label_map": label_map,
                 "segments": segments,
                 "roi": model_outputs["roi"][i],
+                "roi_stage_box": model_outputs["roi_stage_box"][i],
                 "lv_found": model_outputs["lv_found"][i],
                 "lv_probability": model_outputs["lv_probability"][i],
                 "qc": qc,
