@@ -34,7 +34,6 @@ def _headers(folder: Path) -> list:
 def write_multiframe(series: Path, path: Path, shuffle_seed: int = 0) -> Path:
     """An enhanced-MR-style multi-frame file holding every image of a single-frame series, frames in a
     shuffled order, geometry and timing only in the per-frame functional groups."""
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

@@ -59,17 +59,21 @@ import fnmatch
 import io
 import json
 import math
-import os
 import re
 import shutil
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+from accelerate import PartialState
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
+from . import __version__, load_pipeline
 from .atomic import atomic_file, atomic_folder
 from .clinical import cardiac_function
 from .errors import InputError
@@ -473,8 +477,6 @@ def _curve_png(path: Path, record: dict) -> None:
 
 
 def _settings(pipe, include, tta) -> dict:
-    from . import __version__
-
     roi = getattr(pipe, "roi_model", None)
     return {"halsr_hf_version": __version__,
             "model": str(getattr(pipe.model.config, "_name_or_path", "") or type(pipe.model).__name__),
@@ -499,7 +501,8 @@ def check_output(out: Path, settings: dict) -> None:
             raise InputError(f"{out}: written by a run with other settings ({'; '.join(changed)}); resuming would mix "
                              "them: choose another output folder, or delete this one")
         return
-    if out.is_dir() and any(out.iterdir()):
+    # hidden entries do not count: another process of this run may be writing run.json (a hidden temp file)
+    if out.is_dir() and any(not entry.name.startswith(".") for entry in out.iterdir()):
         raise InputError(f"{out}: not empty and not the output of halsr-hf predict (no run.json); choose another "
                          "output folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -541,11 +544,8 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
         num_workers: ``DataLoader`` worker processes reading subjects ahead (0: read in this process).
         batch_size, tta: passed to the pipeline.
         progress: show a progress bar (subjects/s and ETA; main process only).
-        log: where the summary is printed (default: stdout; main process only).
+        log: a stream to print the summary to (main process only; the CLI passes stdout), or None.
     """
-    from accelerate import PartialState
-    from datetime import timedelta
-
     if not (isinstance(num_parts, int) and num_parts >= 1 and isinstance(part_id, int) and 0 <= part_id < num_parts):
         raise InputError(f"num_parts={num_parts}, part_id={part_id}: need num_parts >= 1 and 0 <= part_id < num_parts")
     if num_workers < 0:
@@ -554,8 +554,6 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
     out = Path(out_dir)
     discovery = find_subjects(source, include, exclude=out)
     if pipe is None:
-        from . import load_pipeline
-
         pipe = load_pipeline(model, roi_model=roi_model, device=device if device is not None else state.device)
     check_output(out, _settings(pipe, include, tta))
     (out / SUBJECTS).mkdir(exist_ok=True)
@@ -576,13 +574,9 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
     done_now = failed_now = slices_now = 0
     bar = None
     if progress and main and todo:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(todo), unit="subject", desc="subjects" if state.num_processes == 1 else "subjects (process 0)",
                    dynamic_ncols=True)
     if todo:
-        from torch.utils.data import DataLoader
-
         loader = DataLoader(_SubjectReader(todo, include), batch_size=None, shuffle=False, num_workers=num_workers,
                             collate_fn=_keep, prefetch_factor=2 if num_workers else None)
         for index, frames, ignored, error in loader:
@@ -614,7 +608,8 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
     if main:
         summary.update(merge_outputs(out, discovery))
         summary["skipped"] = len(share) - len(todo)
-        print_summary(summary, discovery, log or sys.stdout, state.num_processes)
+        if log is not None:
+            print_summary(summary, discovery, log, state.num_processes)
     state.wait_for_everyone()
     return summary
 

@@ -15,6 +15,7 @@ over machines with --num-parts/--part-id, and over processes or GPUs with
 """
 
 import argparse
+import sys
 
 
 def main(argv=None) -> int:
@@ -44,5 +45,5 @@ def main(argv=None) -> int:
     summary = predict_cohort(args.input, args.output, model=args.model, roi_model=args.roi_model, device=args.device,
                              include=args.include, num_parts=args.num_parts, part_id=args.part_id,
                              num_workers=args.num_workers, batch_size=args.batch_size, tta=args.tta,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, log=sys.stdout)
     return 0 if summary.get("failed", 0) == 0 else 1
