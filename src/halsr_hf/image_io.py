@@ -28,7 +28,7 @@ temporary file and renamed, with the permissions of a normally created file (uma
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -418,7 +418,7 @@ def load_input(item, frame: int | None = None, pixel_spacing=None, slice_thickne
     ``pixel_spacing``/``slice_thickness`` override (or supply) what the source says.
     """
     if isinstance(item, LoadedInput):
-        loaded = item
+        loaded = replace(item)  # a copy: the overrides below never change the caller's object
     elif isinstance(item, (str, os.PathLike)):
         path = Path(item)
         if path.is_dir():
