@@ -70,6 +70,7 @@ from pathlib import Path
 
 import numpy as np
 from accelerate import PartialState
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -530,9 +531,11 @@ def _write_error(out: Path, subject: Subject, message: str) -> None:
 def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, device=None, include: str | None = None,
                    num_parts: int = 1, part_id: int = 0, num_workers: int = 2, batch_size: int = 16, tta: bool = False,
                    progress: bool = True, log=None) -> dict:
-    """Segment a cohort (see the module docstring) and return the run's summary: counts (``subjects``,
-    ``done``, ``done_now``, ``skipped``, ``failed``, ``pending``, ``flagged``), ``seconds``,
-    ``subjects_per_second``, ``slices_per_second`` (this process) and the output paths.
+    """Segment a cohort (see the module docstring) and return the run's summary: ``done_now``,
+    ``failed_now``, ``skipped`` (finished before), ``slices_now``, ``seconds`` (the slowest process's
+    loop), ``subjects_per_second``, ``slices_per_second``, summed over the processes of this run; on
+    the main process also the table's counts (``subjects``, ``done``, ``failed``, ``pending`` in other
+    parts, ``flagged``: subjects with a flagged slice), ``ef`` and the output paths.
 
     Args:
         source: a folder of subjects or a ``.csv`` manifest.
@@ -594,20 +597,21 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
                 message = _describe(failure)
                 _write_error(out, subject, message)
                 failed_now += 1
-                (bar.write if bar else lambda text: print(text, file=sys.stderr))(f"{subject.name}: failed: {message}")
+                (bar or tqdm).write(f"{subject.name}: failed: {message}", file=sys.stderr)  # above the bar, if any
             if bar:
                 bar.update(1)
                 bar.set_postfix(failed=failed_now, refresh=False)
     if bar:
         bar.close()
-    seconds = time.perf_counter() - started
-    state.wait_for_everyone()
+    # every process's counts (the list of one process when not distributed); waits for all of them
+    counts = gather_object([(time.perf_counter() - started, done_now, failed_now, slices_now, len(share) - len(todo))])
+    seconds = max(c[0] for c in counts)
+    done_now, failed_now, slices_now, skipped = (sum(c[i] for c in counts) for i in range(1, 5))
     summary = {"seconds": seconds, "done_now": done_now, "failed_now": failed_now, "slices_now": slices_now,
-               "subjects_per_second": (done_now + failed_now) / seconds if seconds > 0 else None,
+               "skipped": skipped, "subjects_per_second": (done_now + failed_now) / seconds if seconds > 0 else None,
                "slices_per_second": slices_now / seconds if seconds > 0 else None}
     if main:
         summary.update(merge_outputs(out, discovery))
-        summary["skipped"] = len(share) - len(todo)
         if log is not None:
             print_summary(summary, discovery, log, state.num_processes)
     state.wait_for_everyone()
@@ -670,7 +674,7 @@ def print_summary(summary: dict, discovery: Discovery, stream, processes: int = 
           f"{summary['skipped']} already done) | failed: {summary['failed']} | with flagged slices: "
           f"{summary['flagged']}" + (f" | pending (other parts): {summary['pending']}" if summary["pending"] else ""))
     if summary["done_now"] and summary["seconds"] > 0:
-        scope = "this process" if processes > 1 else "this run"
+        scope = f"{processes} processes" if processes > 1 else "this run"
         write(f"time ({scope}): {summary['seconds']:.1f} s, {summary['subjects_per_second']:.2f} subjects/s, "
               f"{summary['slices_per_second']:.1f} slices/s")
     if summary["ef"]:
