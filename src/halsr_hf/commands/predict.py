@@ -7,11 +7,11 @@ frames of largest and smallest LV volume unless the manifest gives them. OUT get
 ESV, SV, EF, myocardial mass, QC per subject), errors.csv, ef_histogram.png and, per subject,
 masks (NIfTI on the input's grid), a JSON with every slice's qc and message, and the LV volume curve.
 
-The exit status is 1 when a subject failed (errors.csv says why; the others are done), 2 for bad
-arguments. Run it again to resume: finished subjects are skipped, half-written ones redone. Split the work
-over machines with --num-parts/--part-id, and over processes or GPUs with
-``accelerate launch [--num_processes N] -m halsr_hf.cli predict ...``. Details: the
-``halsr_hf.cohort`` module docstring.
+The exit status is 1 when a subject failed (errors.csv says why; the others are done), 2 for
+bad arguments. Run it again to resume: finished subjects are skipped, half-written ones redone.
+Split the work over machines with --num-parts/--part-id, over processes or GPUs with
+``accelerate launch [--num_processes N] -m halsr_hf.cli predict -i IN -o OUT``. Details: the
+docstring of the ``halsr_hf.cohort`` module.
 """
 
 import argparse
@@ -21,7 +21,10 @@ import sys
 def main(argv=None) -> int:
     from ..cli import VERBOSE_HELP, description
 
-    parser = argparse.ArgumentParser(prog="halsr-hf predict", description=description(__doc__), epilog=VERBOSE_HELP)
+    # the whole docstring: what a subject is matters before the first run
+    parser = argparse.ArgumentParser(prog="halsr-hf predict", description=description(__doc__),
+                                     epilog=__doc__.split("\n", 2)[2].strip() + "\n\n" + VERBOSE_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-i", "--input", required=True, help="folder of subjects, or a .csv manifest")
     parser.add_argument("-o", "--output", required=True,
                         help="output folder: new, empty, or the output of an earlier run to resume")
