@@ -21,6 +21,7 @@ COMMANDS = {
     "info": ("halsr_hf.commands.info", "print versions, presets and their parameter counts"),
     "segment": ("halsr_hf.commands.segment", "segment slices/volumes, write overlays, masks and measures"),
     "ef": ("halsr_hf.commands.ef", "EDV, ESV, stroke volume, EF and myocardial mass from an ED and an ES volume"),
+    "predict": ("halsr_hf.commands.predict", "segment a cohort: a folder or CSV of subjects -> masks, cohort.csv with EF"),
     "prepare": ("halsr_hf.data.cli", "convert ACDC / Sunnybrook / LVQuan / MyoPS 2020 / EMIDEC to a datasets folder"),
     "train": ("halsr_hf.training.train", "train or fine-tune HALSR-Net with transformers.Trainer"),
     "train-roi": ("halsr_hf.training.train_roi", "train or fine-tune the LV ROI regressor"),

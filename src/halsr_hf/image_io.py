@@ -4,6 +4,13 @@ Every reader returns a :class:`LoadedInput`: the slices as float32 (H, W) arrays
 in-plane convention, physical spacing when the source knows it, and what is needed to write a
 mask back onto the input's own voxel grid (NIfTI affine and header).
 
+What is one volume (issue 19): a 3D NIfTI, one frame of a 4D NIfTI, a ``.npy`` array (Z, H, W), a
+multi-frame DICOM file (one phase of it when its frames are also in time), and a **DICOM series**:
+a folder (or a list of files, :func:`read_dicom_series`) of one SeriesInstanceUID, sorted along the
+slice normal and split into phases by trigger time (the rules are in :mod:`halsr_hf.dicom_series`).
+Inputs with several phases (4D NIfTI, cine series, cine multi-frame DICOM) need ``frame=``, or
+:func:`load_frames` reads every phase at once.
+
 In-plane convention: a NIfTI volume of shape (X, Y, Z) gives slices ``data[:, :, k].T`` of shape
 (Y, X) (rows = the second voxel axis), the convention of the ACDC arrays the model was trained on
 (SSL4MIS arrays are ``sitk.GetArrayFromImage`` of the ACDC NIfTI files). Other scanners/converters
@@ -21,18 +28,22 @@ temporary file and renamed, with the permissions of a normally created file (uma
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_file
+from .dicom_series import arrange, frame_infos, functional_pixel_spacing, image_info
 from .errors import InputError, argument
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
-SUPPORTED = IMAGE_EXTENSIONS + DICOM_EXTENSIONS + NIFTI_EXTENSIONS
+ARRAY_EXTENSIONS = (".npy",)
+SUPPORTED = IMAGE_EXTENSIONS + DICOM_EXTENSIONS + NIFTI_EXTENSIONS + ARRAY_EXTENSIONS
+#: What a path may be, for messages.
+SUPPORTED_TEXT = f"{', '.join(SUPPORTED)} files (DICOM also without extension), or a folder holding one DICOM series"
 
 
 @dataclass
@@ -46,8 +57,11 @@ class LoadedInput:
         pixel_spacing: (row_mm, col_mm), or None when unknown.
         slice_thickness: distance between slice centres in mm (volumes), or None.
         kind: ``png``/``dicom``/``nifti``/``array``/``pil``/...
-        affine, header: the NIfTI affine/header (to write masks aligned with the input).
-        frame: the 4D frame used, if any.
+        affine: the NIfTI (RAS) affine of the input's voxel grid (NIfTI files; DICOM series and
+            multi-frame files with their geometry), to write masks aligned with the input.
+        header: the NIfTI header (NIfTI files).
+        frame: the frame (phase) used, if any.
+        extra: source details (DICOM: SeriesInstanceUID, the files in slice order, trigger time...).
     """
 
     name: str
@@ -81,10 +95,26 @@ def _has_dicom_preamble(path: Path) -> bool:
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected an image file ({', '.join(SUPPORTED)})")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM extension, or the 'DICM' preamble (DICOM files often have no extension)."""
+    return _extension(path) in DICOM_EXTENSIONS or (_extension(path) not in SUPPORTED and _has_dicom_preamble(path))
+
+
+def _frame_index(count: int, frame, name: str, what: str) -> int:
+    """The index of ``frame`` among ``count`` frames, or InputError when it is needed or out of range.
+    An input of one phase ignores ``frame`` (DICOM, as before; a 3D NIfTI refuses it, see
+    :func:`read_nifti_file`)."""
+    if count == 1:
+        return 0
+    if frame is None:
+        raise InputError(f"{name}: {what} with {count} frames; pass {argument('frame')} (0-based) to choose one")
+    if not -count <= frame < count:
+        raise InputError(f"{name}: {argument('frame', frame)} out of range for {count} frames (0-based)")
+    return frame % count
 
 
 def _require(module: str, package: str, path, what: str):
@@ -151,44 +181,196 @@ def _dicom_tag(dataset, name: str, cast=float):
         return None
 
 
-def read_dicom_file(path: Path) -> LoadedInput:
-    """One DICOM file (single- or multi-frame); rescale slope/intercept applied. ``pixel_spacing``
-    from PixelSpacing; ``slice_thickness`` (the distance between slice centres) from
-    SpacingBetweenSlices, else SliceThickness. ``extra`` keeps ImageOrientationPatient,
-    InstanceNumber and CardiacNumberOfImages (None when absent). The one DICOM reader: the
-    pipeline and the dataset converters (``halsr_hf.data.sunnybrook``) use it."""
+#: What pydicom raises for broken files (the last two: unsupported transfer syntax / no decoder).
+_DICOM_ERRORS = (AttributeError, OSError, ValueError, KeyError, TypeError, EOFError, NotImplementedError, RuntimeError)
+
+
+def _dcmread(path: Path):
     pydicom = _require("pydicom", "pydicom", path, "DICOM files")
     from pydicom.errors import InvalidDicomError
 
     try:
-        dataset = pydicom.dcmread(str(path))
+        return pydicom.dcmread(str(path))
+    except (InvalidDicomError,) + _DICOM_ERRORS as error:
+        raise InputError(f"{path}: unreadable or truncated DICOM file ({type(error).__name__}: {error})") from None
+
+
+def _has_pixels(dataset) -> bool:
+    return any(name in dataset for name in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+
+
+def _is_non_image(dataset) -> bool:
+    """A DICOMDIR, report, presentation state...: its SOP class is known and not an image storage class."""
+    meta = getattr(dataset, "file_meta", None)
+    uid = getattr(meta, "MediaStorageSOPClassUID", None) or getattr(dataset, "SOPClassUID", None)
+    name = getattr(uid, "name", "") or ""
+    return bool(uid) and name != str(uid) and "Image Storage" not in name
+
+
+def _read_dicom_dataset(path: Path, dataset=None):
+    """(dataset, float32 pixels with rescale slope/intercept applied), or InputError naming the file."""
+    dataset = _dcmread(path) if dataset is None else dataset
+    try:
         array = dataset.pixel_array.astype(np.float32)
-    except (InvalidDicomError, AttributeError, OSError, ValueError, KeyError, TypeError, EOFError,
-            NotImplementedError, RuntimeError) as error:  # the last two: unsupported transfer syntax / no decoder
+    except _DICOM_ERRORS as error:
         raise InputError(f"{path}: unreadable or truncated DICOM file ({type(error).__name__}: {error})") from None
     slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
     intercept = float(getattr(dataset, "RescaleIntercept", 0) or 0)
-    array = array * slope + intercept
-    spacing = _valid_spacing(getattr(dataset, "PixelSpacing", None))
-    thickness = getattr(dataset, "SpacingBetweenSlices", None) or getattr(dataset, "SliceThickness", None)
-    thickness = float(thickness) if thickness not in (None, "") and float(thickness) > 0 else None
-    if array.ndim == 2:
-        slices, is_volume = [array], False
-    elif array.ndim == 3 and getattr(dataset, "SamplesPerPixel", 1) == 1:
-        slices, is_volume = list(array), True
-    else:
+    if getattr(dataset, "SamplesPerPixel", 1) != 1 or array.ndim not in (2, 3):
         raise InputError(f"{path}: unsupported DICOM pixel data of shape {array.shape} (expected grayscale)")
-    return LoadedInput(
-        name=str(path), slices=slices, is_volume=is_volume, pixel_spacing=spacing, slice_thickness=thickness,
-        kind="dicom", native_shape=array.shape,
-        extra={"ImageOrientationPatient": [float(v) for v in getattr(dataset, "ImageOrientationPatient", [])],
-               "InstanceNumber": _dicom_tag(dataset, "InstanceNumber", int),
-               "CardiacNumberOfImages": _dicom_tag(dataset, "CardiacNumberOfImages", int)},
-    )
+    return dataset, array * slope + intercept
+
+
+def _dicom_extra(dataset) -> dict:
+    return {"ImageOrientationPatient": [float(v) for v in getattr(dataset, "ImageOrientationPatient", [])],
+            "InstanceNumber": _dicom_tag(dataset, "InstanceNumber", int),
+            "CardiacNumberOfImages": _dicom_tag(dataset, "CardiacNumberOfImages", int),
+            "SeriesInstanceUID": str(getattr(dataset, "SeriesInstanceUID", "")) or None,
+            "ImagePositionPatient": [float(v) for v in getattr(dataset, "ImagePositionPatient", [])],
+            "TriggerTime": _dicom_tag(dataset, "TriggerTime")}
+
+
+def _thickness(dataset):
+    thickness = _dicom_tag(dataset, "SpacingBetweenSlices") or _dicom_tag(dataset, "SliceThickness")
+    return thickness if thickness is not None and thickness > 0 else None
+
+
+def read_dicom_file(path: Path, frame: int | None = None) -> LoadedInput:
+    """One DICOM file; rescale slope/intercept applied. ``pixel_spacing`` from PixelSpacing;
+    ``slice_thickness`` (the distance between slice centres) from SpacingBetweenSlices, else
+    SliceThickness. ``extra`` keeps ImageOrientationPatient, ImagePositionPatient, InstanceNumber,
+    TriggerTime, SeriesInstanceUID and CardiacNumberOfImages (None when absent). The one DICOM
+    reader: the pipeline and the dataset converters (``halsr_hf.data.sunnybrook``) use it.
+
+    A multi-frame file is split into space and time by :mod:`halsr_hf.dicom_series` (from its
+    per-frame functional groups); with several phases, ``frame`` chooses one."""
+    phases = dicom_file_phases(Path(path))
+    return phases[_frame_index(len(phases), frame, str(path), "multi-frame DICOM")]
+
+
+def dicom_file_phases(path: Path, dataset=None) -> list:
+    """Every phase of one DICOM file (one item unless a multi-frame file holds several phases)."""
+    dataset, array = _read_dicom_dataset(path, dataset)
+    spacing = _valid_spacing(getattr(dataset, "PixelSpacing", None))
+    if array.ndim == 2:
+        return [LoadedInput(name=str(path), slices=[array], pixel_spacing=spacing, slice_thickness=_thickness(dataset),
+                            kind="dicom", native_shape=array.shape, extra=_dicom_extra(dataset))]
+    infos = frame_infos(dataset, str(path), array.shape[0])
+    if infos is None:  # no per-frame geometry: the frames are a stack in space, in file order
+        return [LoadedInput(name=str(path), slices=list(array), is_volume=True, pixel_spacing=spacing,
+                            slice_thickness=_thickness(dataset), kind="dicom", native_shape=array.shape,
+                            extra=_dicom_extra(dataset))]
+    group_spacing, group_thickness = functional_pixel_spacing(dataset)
+    spacing = _valid_spacing(group_spacing) or spacing
+    return _phases_of(str(path), list(array), infos, spacing, group_thickness or _thickness(dataset),
+                      {"SeriesInstanceUID": str(getattr(dataset, "SeriesInstanceUID", "")) or None})
+
+
+def _phases_of(where: str, arrays: list, infos: list, spacing, thickness, extra: dict) -> list:
+    """LoadedInputs, one per phase, of images arranged by :func:`dicom_series.arrange`."""
+    arrangement = arrange(infos, where, spacing, thickness)
+    shape = arrays[arrangement.phases[0][0]].shape
+    for info, array in zip(infos, arrays):
+        if array.shape != shape:
+            raise InputError(f"{where}: {info.name} is {array.shape[1]}x{array.shape[0]} pixels, the series "
+                             f"{shape[1]}x{shape[0]}")
+    count = len(arrangement.phases)
+    step = arrangement.slice_step if arrangement.slice_step is not None else thickness
+    out = []
+    for t, indices in enumerate(arrangement.phases):
+        out.append(LoadedInput(
+            name=where, slices=[np.asarray(arrays[i], dtype=np.float32) for i in indices], is_volume=len(indices) > 1,
+            pixel_spacing=spacing, slice_thickness=step, kind="dicom", affine=arrangement.affine,
+            frame=t if count > 1 else None, native_shape=(len(indices),) + tuple(shape),
+            extra={**extra, "phases": count, "trigger_time_ms": arrangement.trigger_times[t],
+                   "images": [infos[i].name for i in indices]}))
+    return out
+
+
+def dicom_series_files(source) -> tuple[str, list]:
+    """(name for messages, DICOM files) of a folder (recursively; hidden files and files that are
+    neither named nor marked as DICOM are left out) or of a list of files."""
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(folder).parts) and is_dicom_file(p))
+        return str(folder), files
+    files = [Path(p) for p in source]
+    return (str(files[0].parent) if files else "DICOM series"), files
+
+
+def dicom_series_phases(source) -> list:
+    """Every phase of one DICOM series, a folder or a list of files: one :class:`LoadedInput` per
+    phase, its slices sorted along the slice normal (rules: :mod:`halsr_hf.dicom_series`). Files
+    without pixel data (DICOMDIR, reports) are skipped; several series are refused."""
+    where, files = dicom_series_files(source)
+    if not files:
+        raise InputError(f"{where}: a folder without DICOM files; a folder input is one DICOM series (inputs are "
+                         f"{SUPPORTED_TEXT}); a folder of subjects is a cohort: `halsr-hf predict -i FOLDER -o OUT`")
+    datasets = []
+    for path in files:
+        _check_file(path)
+        dataset = _dcmread(path)
+        if _has_pixels(dataset):
+            datasets.append((path,) + _read_dicom_dataset(path, dataset))
+        elif not _is_non_image(dataset):  # a DICOMDIR, a report... are skipped; an image without pixels is not
+            raise InputError(f"{path}: a DICOM image without pixel data (a truncated file?)")
+    if not datasets:
+        raise InputError(f"{where}: no DICOM images there ({len(files)} DICOM files without pixel data)")
+    series = {}
+    for path, dataset, array in datasets:
+        series.setdefault(str(getattr(dataset, "SeriesInstanceUID", "")) or "(no SeriesInstanceUID)", []).append(path)
+    if len(series) > 1:
+        def shown(path):
+            return path.relative_to(where).as_posix() if path.is_relative_to(where) else str(path)
+
+        listed = "; ".join(f"{uid}: {len(paths)} files, e.g. {shown(paths[0])}" for uid, paths in series.items())
+        raise InputError(f"{where}: {len(series)} DICOM series ({listed}); pass one series (its own folder); a folder "
+                         "of subjects is a cohort: `halsr-hf predict -i FOLDER -o OUT`")
+    if len(datasets) == 1 and datasets[0][2].ndim == 3:
+        return dicom_file_phases(datasets[0][0], datasets[0][1])
+    if any(array.ndim == 3 for _, _, array in datasets):
+        name = next(path.name for path, _, array in datasets if array.ndim == 3)
+        raise InputError(f"{where}: {name} is a multi-frame file among other files; pass it alone")
+    first = datasets[0][1]
+    spacing = _valid_spacing(getattr(first, "PixelSpacing", None))
+    for path, dataset, _ in datasets:
+        other = _valid_spacing(getattr(dataset, "PixelSpacing", None))
+        if spacing is not None and (other is None or not np.allclose(other, spacing, rtol=1e-3)):
+            raise InputError(f"{where}: {path.name} has PixelSpacing {other}, {datasets[0][0].name} {spacing}")
+    infos = [image_info(dataset, path.name) for path, dataset, _ in datasets]
+    return _phases_of(where, [array for _, _, array in datasets], infos, spacing, _thickness(first),
+                      {"SeriesInstanceUID": next(iter(series))})
+
+
+def read_dicom_series(source, frame: int | None = None) -> LoadedInput:
+    """One DICOM series (a folder, or a list of files) as one volume; ``frame`` chooses the phase
+    of a cine series. See :func:`dicom_series_phases`."""
+    phases = dicom_series_phases(source)
+    return phases[_frame_index(len(phases), frame, phases[0].name, "DICOM series")]
 
 
 def read_nifti_file(path: Path, frame: int | None = None) -> LoadedInput:
     """NIfTI 2D, 3D or 4D (then ``frame`` is required). Spacing from the header zooms."""
+    image, data = _read_nifti(path)
+    if data.ndim == 3:
+        if frame is not None and frame != 0:
+            raise InputError(f"{path}: {argument('frame', frame)} given but the NIfTI has no time axis (shape {data.shape})")
+        return _nifti_input(path, image, data, frame)
+    _frame_index(data.shape[3], frame, str(path), "4D NIfTI")
+    return _nifti_input(path, image, data[..., frame], frame)
+
+
+def nifti_frames(path: Path) -> list:
+    """Every frame of a NIfTI file (one item for 2D/3D), the file read once."""
+    image, data = _read_nifti(path)
+    if data.ndim == 3:
+        return [_nifti_input(path, image, data, None)]
+    return [_nifti_input(path, image, data[..., t], t) for t in range(data.shape[3])]
+
+
+def _read_nifti(path: Path):
+    """(image, data): data (X, Y, Z) or (X, Y, Z, T) with T > 1, float32."""
     nib = _require("nibabel", "nibabel", path, "NIfTI files")
 
     try:
@@ -196,50 +378,53 @@ def read_nifti_file(path: Path, frame: int | None = None) -> LoadedInput:
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as error:  # nibabel raises many types (ImageFileError, EOFError, zlib.error...)
         raise InputError(f"{path}: unreadable or truncated NIfTI file ({type(error).__name__}: {error})") from None
-    zooms = tuple(float(z) for z in image.header.get_zooms())
-    if data.ndim == 4:
-        if data.shape[3] == 1:
-            data = data[..., 0]
-        elif frame is None:
-            raise InputError(f"{path}: 4D NIfTI with {data.shape[3]} frames; pass {argument('frame')} (0-based) to choose one")
-        elif not -data.shape[3] <= frame < data.shape[3]:
-            raise InputError(f"{path}: {argument('frame', frame)} out of range for {data.shape[3]} frames (0-based)")
-        else:
-            data = data[..., frame]
-    elif frame is not None and frame != 0:
-        raise InputError(f"{path}: {argument('frame', frame)} given but the NIfTI has no time axis (shape {data.shape})")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
     if data.ndim == 2:
         data = data[:, :, None]
-    if data.ndim != 3:
+    if data.ndim not in (3, 4):
         raise InputError(f"{path}: unsupported NIfTI shape {data.shape} (expected 2D, 3D or 4D)")
-    slices = [np.ascontiguousarray(data[:, :, k].T) for k in range(data.shape[2])]
+    return image, data
+
+
+def _nifti_input(path: Path, image, volume: np.ndarray, frame) -> LoadedInput:
+    zooms = tuple(float(z) for z in image.header.get_zooms())
     spacing = _valid_spacing((zooms[1], zooms[0])) if len(zooms) >= 2 else None
-    thickness = zooms[2] if len(zooms) >= 3 and data.shape[2] > 1 and zooms[2] > 0 else None
+    thickness = zooms[2] if len(zooms) >= 3 and volume.shape[2] > 1 and zooms[2] > 0 else None
     return LoadedInput(
-        name=str(path), slices=slices, is_volume=data.shape[2] > 1, pixel_spacing=spacing, slice_thickness=thickness,
-        kind="nifti", affine=image.affine, header=image.header, frame=frame, native_shape=data.shape,
+        name=str(path), slices=[np.ascontiguousarray(volume[:, :, k].T) for k in range(volume.shape[2])],
+        is_volume=volume.shape[2] > 1, pixel_spacing=spacing, slice_thickness=thickness, kind="nifti",
+        affine=image.affine, header=image.header, frame=frame, native_shape=volume.shape,
     )
 
 
+def read_array_file(path: Path) -> LoadedInput:
+    """A ``.npy`` array (H, W) or (Z, H, W), read without pickles; no spacing."""
+    try:
+        array = np.load(str(path), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise InputError(f"{path}: unreadable .npy file ({type(error).__name__}: {error})") from None
+    loaded = _load_in_memory(array)
+    loaded.name = str(path)
+    return loaded
+
+
 def load_input(item, frame: int | None = None, pixel_spacing=None, slice_thickness=None) -> LoadedInput:
-    """Read one pipeline input: a path, a PIL image, a numpy array or torch tensor (H, W) or (Z, H, W).
-    A path is read by its extension; a file without a known one is read as DICOM when it has the
-    DICOM preamble.
+    """Read one pipeline input: a path (a file, or a folder holding one DICOM series), a PIL image,
+    a numpy array or torch tensor (H, W) or (Z, H, W), or a :class:`LoadedInput` already read
+    (returned as is, so a caller can read once and pass it on). A file is read by its extension; a
+    file without a known one is read as DICOM when it has the DICOM preamble.
 
     ``pixel_spacing``/``slice_thickness`` override (or supply) what the source says.
     """
-    if isinstance(item, (str, os.PathLike)):
+    if isinstance(item, LoadedInput):
+        loaded = replace(item)  # a copy: the overrides below never change the caller's object
+    elif isinstance(item, (str, os.PathLike)):
         path = Path(item)
-        extension = _extension(path)
-        if extension not in SUPPORTED and not _has_dicom_preamble(path):
-            raise InputError(f"{path}: unsupported file type {extension or '(no extension)'!r}; supported: {', '.join(SUPPORTED)}")
-        _check_file(path)
-        if extension in NIFTI_EXTENSIONS:
-            loaded = read_nifti_file(path, frame)
-        elif extension in IMAGE_EXTENSIONS:
-            loaded = read_image_file(path)
-        else:  # a DICOM extension, or none but the DICOM preamble
-            loaded = read_dicom_file(path)
+        if path.is_dir():
+            loaded = read_dicom_series(path, frame)
+        else:
+            loaded = _read_file(path, frame)
     else:
         loaded = _load_in_memory(item)
     if pixel_spacing is not None:
@@ -252,6 +437,59 @@ def load_input(item, frame: int | None = None, pixel_spacing=None, slice_thickne
             raise InputError(f"{loaded.name}: {argument('slice_thickness')} must be positive, got {slice_thickness!r}")
         loaded.slice_thickness = float(slice_thickness)
     return loaded
+
+
+def _read_file(path: Path, frame) -> LoadedInput:
+    extension = _extension(path)
+    if extension not in SUPPORTED and not _has_dicom_preamble(path):
+        raise InputError(f"{path}: unsupported file type {extension or '(no extension)'!r}; supported: {SUPPORTED_TEXT}")
+    _check_file(path)
+    if extension in NIFTI_EXTENSIONS:
+        return read_nifti_file(path, frame)
+    if extension in IMAGE_EXTENSIONS:
+        return read_image_file(path)
+    if extension in ARRAY_EXTENSIONS:
+        return read_array_file(path)
+    return read_dicom_file(path, frame)  # a DICOM extension, or none but the DICOM preamble
+
+
+def load_frames(item) -> list:
+    """Every frame (phase) of one input, each a :class:`LoadedInput`, the file read once: a 4D NIfTI
+    gives its frames, a cine DICOM series or multi-frame file its phases, anything else one item."""
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        if path.is_dir():
+            return dicom_series_phases(path)
+        extension = _extension(path)
+        if extension in NIFTI_EXTENSIONS and path.is_file():
+            _check_file(path)
+            return nifti_frames(path)
+        if path.is_file() and extension not in IMAGE_EXTENSIONS + ARRAY_EXTENSIONS + NIFTI_EXTENSIONS and is_dicom_file(path):
+            _check_file(path)
+            return dicom_file_phases(path)
+    return [load_input(item)]
+
+
+def check_stack(inputs: list) -> None:
+    """Refuse 2D DICOM inputs that cannot be the slices of one stack (``stack=True``): images of
+    different series, or two images at one position (two phases of a slice)."""
+    seen_series, seen_positions = {}, {}
+    for loaded in inputs:
+        if loaded.kind != "dicom" or loaded.is_volume:
+            continue
+        series = loaded.extra.get("SeriesInstanceUID")
+        if series:
+            seen_series.setdefault(series, loaded.name)
+        position = tuple(round(v, 2) for v in loaded.extra.get("ImagePositionPatient") or ())
+        if position and series:
+            other = seen_positions.setdefault((series, position), loaded.name)
+            if other != loaded.name:
+                raise InputError(
+                    f"{loaded.name}: same slice position as {other} (two phases of one slice); stack=True stacks the "
+                    "slices of one phase: pass the series folder with frame=, or one phase's files")
+    if len(seen_series) > 1:
+        names = list(seen_series.values())
+        raise InputError(f"{names[1]}: another DICOM series than {names[0]}; stack=True stacks the slices of one series")
 
 
 def _load_in_memory(item) -> LoadedInput:
@@ -308,9 +546,11 @@ def save_mask(label_map: np.ndarray, path, loaded: LoadedInput | None = None, ov
     """Write a label map (H, W) or (Z, H, W) of ids 0/1/2 losslessly.
 
     ``.png``: an 8-bit PNG of the ids (2D only). ``.nii``/``.nii.gz``: a uint8 NIfTI on the input's
-    voxel grid with its affine and header when ``loaded`` came from a NIfTI file (so it overlays
-    exactly in ITK-SNAP / 3D Slicer), else with an affine built from the known spacing. The file
-    is written to a temporary name and renamed; an existing file is refused unless ``overwrite``.
+    voxel grid with its affine (and header, for a NIfTI input) when ``loaded`` knows it (NIfTI files,
+    DICOM series and multi-frame files), so it overlays exactly in ITK-SNAP / 3D Slicer, else with an
+    affine built from the known spacing. A (T, Z, H, W) label map (every frame of a cine) is written
+    as a 4D NIfTI. The file is written to a temporary name and renamed; an existing file is refused
+    unless ``overwrite``.
     """
     path = Path(path)
     label_map = np.asarray(label_map, dtype=np.uint8)
@@ -325,13 +565,18 @@ def save_mask(label_map: np.ndarray, path, loaded: LoadedInput | None = None, ov
     if extension in NIFTI_EXTENSIONS:
         nib = _require("nibabel", "nibabel", path, "NIfTI masks")
         volume = label_map[None] if label_map.ndim == 2 else label_map
-        data = np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))  # (Z, H, W) -> (X, Y, Z)
+        if volume.ndim == 4:  # (T, Z, H, W) -> (X, Y, Z, T)
+            data = np.ascontiguousarray(np.transpose(volume, (3, 2, 1, 0)))
+        else:
+            data = np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))  # (Z, H, W) -> (X, Y, Z)
         if loaded is not None and loaded.kind == "nifti" and loaded.affine is not None:
             header = loaded.header.copy()
             header.set_data_dtype(np.uint8)
             if len(loaded.native_shape) == 2:
                 data = data[:, :, 0]
             image = nib.Nifti1Image(data, loaded.affine, header)
+        elif loaded is not None and loaded.affine is not None:
+            image = nib.Nifti1Image(data, loaded.affine)
         else:
             spacing = (loaded.pixel_spacing if loaded is not None else None) or (1.0, 1.0)
             thickness = (loaded.slice_thickness if loaded is not None else None) or 1.0

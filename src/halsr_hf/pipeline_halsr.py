@@ -15,11 +15,22 @@ but a call that would use the ROI stage is refused: HALSR-Net was trained on LV 
 whole slices. Whole-slice segmentation is an explicit choice: ``use_roi=False`` in a call, or
 ``roi_model=False`` when loading (then every call); its slices carry the ``no_roi_model`` flag.
 
-Inputs: a path (PNG, JPEG, TIFF, 16-bit PNG, DICOM, NIfTI 2D/3D/4D with ``frame=``), a PIL image,
-a numpy array or torch tensor (H, W) or (Z, H, W) (another axis order with ``axes=``, e.g.
-``axes="xyz"`` for ``nibabel.load(path).get_fdata()``), or a list of these (slices of all inputs
-are batched together, ``batch_size`` at a time). A 3D array whose order is ambiguous (its last axis
-is the shortest, as in (X, Y, Z) arrays, or it could be an RGB image) is refused without ``axes=``.
+Inputs: a path (PNG, JPEG, TIFF, 16-bit PNG, DICOM, ``.npy``, NIfTI 2D/3D/4D with ``frame=``, or a
+folder holding one DICOM series), a PIL image, a numpy array or torch tensor (H, W) or (Z, H, W)
+(another axis order with ``axes=``, e.g. ``axes="xyz"`` for ``nibabel.load(path).get_fdata()``; a 3D
+array whose order is ambiguous, its last axis the shortest or possibly RGB, is refused without
+``axes=``), an ``image_io.LoadedInput``, or a list of these (slices of all inputs are batched together,
+``batch_size`` at a time).
+
+What is a stack (the volume consensus runs within one stack, never across):
+
+- each volume is its own stack: a 3D array, a 3D NIfTI, one frame of a 4D NIfTI, a multi-frame
+  DICOM file, a DICOM series (a folder of one SeriesInstanceUID, its files sorted along the slice
+  normal; a cine series has one volume per phase, chosen with ``frame=`` like a 4D NIfTI; rules in
+  :mod:`halsr_hf.dicom_series`);
+- a 2D input is a stack of one, unless ``stack=True``: then the 2D inputs of the list, in the order
+  given, are one stack. ``stack=True`` never joins volumes (each stays its own stack), and refuses
+  2D DICOM files of different series or of one slice position (two phases).
 
 Output for a 2D input, a dict: ``label_map`` (uint8, input size, 0 background / 1 lv_cavity /
 2 myocardium), ``segments`` (the image-segmentation pipeline's format: ``label``, ``score`` (mean
@@ -50,7 +61,7 @@ from transformers import Pipeline, PretrainedConfig
 from .clinical import areas as measure_areas
 from .clinical import volumes_ml as measure_volumes
 from .errors import InputError, argument, front_end
-from .image_io import load_input, save_mask
+from .image_io import check_stack, load_input, save_mask
 from .image_processing_halsr import ROI_STAGE_SETTINGS, to_gray_float32
 from .modeling_halsr import HalsrForSemanticSegmentation
 from .modeling_roi import LvRoiRegressor
@@ -176,8 +187,8 @@ class CardiacLVSegmentationPipeline(Pipeline):
             (0: off; the rule is in :mod:`halsr_hf.roi_stage`).
         consensus (`bool`, defaults to True): correct outlier ROI boxes of a volume's slices from
             the stack's median LV centre.
-        stack (`bool`, defaults to False): treat a list of 2D inputs as the slices of one stack
-            (for the consensus).
+        stack (`bool`, defaults to False): treat the 2D inputs of a list as the slices of one stack,
+            in the order given (for the consensus); volumes in the list stay their own stacks.
         save_mask (`str`): write the mask to this ``.png`` or ``.nii.gz`` path (one input only).
         overwrite (`bool`, defaults to False): allow ``save_mask`` to replace a file.
         presence_threshold, localizer_threshold, low_confidence, consensus_confidence,
@@ -564,9 +575,12 @@ class CardiacLVSegmentationPipeline(Pipeline):
         if not single and postprocess_params.get("save_mask") is not None:
             raise InputError("save_mask= takes one input; for several inputs call the pipeline once per input")
         prepared = [self.preprocess(item, **preprocess_params) for item in items]
-        groups = [0 if stack else n for n, p in enumerate(prepared) for _ in p["normalized"]]
-        if not stack:  # consensus only inside a volume: single 2D inputs form groups of one
-            groups = [g if prepared[g]["loaded"].is_volume else -1 - k for k, g in enumerate(groups)]
+        if stack:
+            check_stack([p["loaded"] for p in prepared])
+        # the consensus runs within a stack: each volume (group n >= 0); with stack=True the 2D inputs
+        # together (-1); else each 2D input alone (-2, -3, ...)
+        groups = [n if p["loaded"].is_volume else -1 if stack else -2 - n for n, p in enumerate(prepared)
+                  for _ in p["normalized"]]
         merged = {"normalized": [a for p in prepared for a in p["normalized"]], "groups": groups,
                   "constant": [c for p in prepared for c in p["constant"]]}
         outputs = self._forward(merged, **forward_params)

@@ -18,9 +18,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-
 
 def _stem(path_or_name: str) -> str:
     name = Path(path_or_name).name
@@ -63,7 +60,8 @@ def main(argv=None) -> int:
     from ..cli import VERBOSE_HELP, description
 
     parser = argparse.ArgumentParser(prog="halsr-hf segment", description=description(__doc__), epilog=VERBOSE_HELP)
-    parser.add_argument("inputs", nargs="+", help="PNG/JPEG/TIFF/DICOM/NIfTI files, or .npy arrays (H,W) or (Z,H,W)")
+    parser.add_argument("inputs", nargs="+", help="PNG/JPEG/TIFF/DICOM/NIfTI files, .npy arrays (H,W) or (Z,H,W), or a "
+                        "folder holding one DICOM series (a folder of subjects: halsr-hf predict)")
     parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
     parser.add_argument("--roi-model", default=None,
                         help="ROI model folder or Hub id: an LV localiser (the bundled model's) or a box regressor "
@@ -105,11 +103,9 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     report = []
     for item in args.inputs:
-        source = np.load(item) if item.endswith(".npy") else item
-        kwargs = dict(frame=args.frame, pixel_spacing=args.pixel_spacing, slice_thickness=args.slice_thickness,
-                      batch_size=args.batch_size, tta=args.tta)
-        result = pipe(source, **{k: v for k, v in kwargs.items() if v is not None})
-        loaded = load_input(source, frame=args.frame, pixel_spacing=args.pixel_spacing, slice_thickness=args.slice_thickness)
+        # read once: the pipeline takes the LoadedInput as is, the overlays use its slices
+        loaded = load_input(item, frame=args.frame, pixel_spacing=args.pixel_spacing, slice_thickness=args.slice_thickness)
+        result = pipe(loaded, batch_size=args.batch_size, tta=args.tta)
         stem = _stem(item)
         label_map = result["label_map"]
         if label_map.ndim == 2:
