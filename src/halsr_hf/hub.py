@@ -3,7 +3,7 @@
 - ``model --model-dir DIR --repo-id ID [--eval-results summary.json ...] [--roi-model DIR]``: a
   repository that loads anywhere with ``trust_remote_code=True``: ``model.safetensors``,
   ``config.json`` (``auto_map``, ``custom_pipelines``), ``preprocessor_config.json``, the code files
-  (relative imports only), the ROI regressor in ``roi/``, the training provenance files found in
+  (relative imports only), the ROI model (localiser or box regressor) in ``roi/``, the training provenance files found in
   DIR, the evaluation summaries in ``evaluation/`` and the model card (``README.md``) rendered from
   them. The folder is always re-saved through the installed package's pipeline, so a Trainer
   checkpoint (weights + config only) gets code, ``custom_pipelines`` and ``roi/`` too. Without
@@ -135,7 +135,7 @@ def _load_for_saving(model_dir: Path, roi_model):
     roi_source = Path(roi_model) if roi_model else model_dir / (getattr(model.config, "roi_subfolder", None) or "roi")
     if not (roi_source / "config.json").is_file():
         raise InputError(
-            f"--model-dir {model_dir}: no ROI regressor in {roi_source} (a repository needs both stages); "
+            f"--model-dir {model_dir}: no ROI model (localiser or box regressor) in {roi_source} (a repository needs both stages); "
             "pass --roi-model FOLDER"
         )
     roi = load_roi_model(str(roi_source), None, f"--roi-model {roi_source}")
@@ -267,7 +267,7 @@ def push_model(args) -> int:
     folder = build_model_folder(args.model_dir, None, args.repo_id, summaries,
                                 roi_model=args.roi_model, template=args.template)
     try:
-        message = args.commit_message or f"Upload HALSR-Net with its ROI regressor and model card (halsr-hf {package_version()})"
+        message = args.commit_message or f"Upload HALSR-Net with its ROI model and model card (halsr-hf {package_version()})"
         upload_folder(folder, args.repo_id, "model", token, message)
         print(f"uploaded {len(list_files(folder))} files to https://huggingface.co/{args.repo_id}")
         return 0
@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = sub.add_parser("model", help="a HALSR-Net model folder (+ roi/) with its model card")
     model.add_argument("--model-dir", required=True, type=Path, help="folder saved by the pipeline or by halsr-hf train")
-    model.add_argument("--roi-model", type=Path, default=None, help="ROI regressor folder (default: MODEL_DIR/roi)")
+    model.add_argument("--roi-model", type=Path, default=None, help="ROI model folder: localiser or box regressor (default: MODEL_DIR/roi)")
     model.add_argument("--eval-results", action="append", type=Path, default=[], metavar="SUMMARY_JSON",
                        help="summary.json of halsr-hf evaluate (repeatable; the first is the main evaluation; "
                             "default: MODEL_DIR/evaluation/summary*.json, as the bundled model and dry-run folders have)")

@@ -48,7 +48,7 @@ from .errors import InputError
 from .modeling_halsr import HalsrForSemanticSegmentation
 from .pipeline_halsr import load_roi_model
 
-#: The one template for a HALSR-Net repository (its ROI regressor in ``roi/`` included).
+#: The one template for a HALSR-Net repository (its ROI model, localiser or box regressor, in ``roi/`` included).
 TEMPLATE_NAME = "halsr_net.md"
 LICENSE = "cc-by-nc-sa-4.0"
 TAGS = ["medical-imaging", "cardiac-mri", "image-segmentation", "left-ventricle", "halsr-net", "custom_code"]

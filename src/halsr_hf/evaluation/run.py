@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Definitions and conventions: docs/evaluation.md")
     p.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
-    p.add_argument("--roi-model", default=None, help="ROI regressor folder or Hub id (default: the model's roi/)")
+    p.add_argument("--roi-model", default=None, help="ROI model (localiser or box regressor) folder or Hub id (default: the model's roi/)")
     p.add_argument("--dataset-dir", required=True, help="datasets.save_to_disk folder written by `halsr-hf prepare`")
     p.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
     p.add_argument("--source", default=None, metavar="SOURCE",
