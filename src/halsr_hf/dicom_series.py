@@ -72,7 +72,8 @@ def _float_tuple(value, length: int):
     return values if len(values) == length and all(np.isfinite(values)) else None
 
 
-def _number(value, cast=float):
+def number_or_none(value, cast=float):
+    """``cast(value)``, or None when the value is absent, empty or malformed."""
     if value in (None, ""):
         return None
     try:
@@ -87,8 +88,8 @@ def image_info(dataset, name: str) -> ImageInfo:
         name=name,
         position=_float_tuple(getattr(dataset, "ImagePositionPatient", None), 3),
         orientation=_float_tuple(getattr(dataset, "ImageOrientationPatient", None), 6),
-        time=_number(getattr(dataset, "TriggerTime", None)),
-        order=_number(getattr(dataset, "InstanceNumber", None), int),
+        time=number_or_none(getattr(dataset, "TriggerTime", None)),
+        order=number_or_none(getattr(dataset, "InstanceNumber", None), int),
     )
 
 
@@ -119,14 +120,14 @@ def frame_infos(dataset, name: str, count: int) -> list | None:
                 name=f"{name} frame {index + 1}",
                 position=_float_tuple(_functional(item, shared, "PlanePositionSequence", "ImagePositionPatient"), 3),
                 orientation=_float_tuple(_functional(item, shared, "PlaneOrientationSequence", "ImageOrientationPatient"), 6),
-                time=_number(_functional(item, shared, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")),
-                order=_number(_functional(item, shared, "FrameContentSequence", "TemporalPositionIndex"), int),
+                time=number_or_none(_functional(item, shared, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")),
+                order=number_or_none(_functional(item, shared, "FrameContentSequence", "TemporalPositionIndex"), int),
             ))
         return infos
     pointer = getattr(dataset, "FrameIncrementPointer", None)
     pointers = [] if pointer is None else [int(p) for p in (pointer if hasattr(pointer, "__iter__") else [pointer])]
     if any(p in TIME_POINTERS for p in pointers):
-        step = _number(getattr(dataset, "FrameTime", None)) or 1.0
+        step = number_or_none(getattr(dataset, "FrameTime", None)) or 1.0
         position = _float_tuple(getattr(dataset, "ImagePositionPatient", None), 3) or (0.0, 0.0, 0.0)
         orientation = _float_tuple(getattr(dataset, "ImageOrientationPatient", None), 6) or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
         return [ImageInfo(name=f"{name} frame {i + 1}", position=position, orientation=orientation, time=i * step, order=i)
@@ -142,7 +143,7 @@ def functional_pixel_spacing(dataset):
     per_frame = getattr(dataset, "PerFrameFunctionalGroupsSequence", None)
     first = per_frame[0] if per_frame else None
     spacing = _float_tuple(_functional(first, shared, "PixelMeasuresSequence", "PixelSpacing"), 2)
-    thickness = _number(_functional(first, shared, "PixelMeasuresSequence", "SliceThickness"))
+    thickness = number_or_none(_functional(first, shared, "PixelMeasuresSequence", "SliceThickness"))
     return spacing, thickness
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_file
-from .dicom_series import arrange, frame_infos, functional_pixel_spacing, image_info
+from .dicom_series import arrange, frame_infos, functional_pixel_spacing, image_info, number_or_none
 from .errors import InputError, argument
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -172,13 +172,7 @@ def read_image_file(path: Path) -> LoadedInput:
 
 def _dicom_tag(dataset, name: str, cast=float):
     """A DICOM attribute cast with ``cast``, or None when absent, empty or malformed."""
-    value = getattr(dataset, name, None)
-    if value in (None, ""):
-        return None
-    try:
-        return cast(value)
-    except (TypeError, ValueError):
-        return None
+    return number_or_none(getattr(dataset, name, None), cast)
 
 
 #: What pydicom raises for broken files (the last two: unsupported transfer syntax / no decoder).
