@@ -213,6 +213,30 @@ def test_manifest_frames_and_subject_errors(cohort, tiny_pipe, tmp_path):
     assert summary["failed"] == 1 and "ed_frame 7 out of range for 3 frames" in errors["bad_frame"]
 
 
+def test_acdc_style_folders_need_include_and_mixed_folders_are_refused(cohort, tiny_pipe, tmp_path):
+    """An ACDC patient folder holds a 4D cine, its ED/ES frames and their labels: ambiguous unless
+    --include chooses; DICOM beside NIfTI in one subject is refused."""
+    root = tmp_path / "in"
+    patient = root / "patient019"
+    patient.mkdir(parents=True)
+    shutil.copy(cohort / "patient019_cine.nii.gz", patient / "patient019_4d.nii.gz")
+    nib.save(nib.Nifti1Image(acdc_volume(19, 1), AFFINE), patient / "patient019_frame01.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(acdc_volume(19, 1).shape, np.uint8), AFFINE), patient / "patient019_frame01_gt.nii.gz")
+    (patient / "Info.cfg").write_text("ED: 1\nES: 12\n")
+    mixed = root / "mixed"
+    shutil.copytree(cohort / SERIES, mixed)
+    shutil.copy(cohort / "patient011" / "ED.nii.gz", mixed / "ED.nii.gz")
+    predict_cohort(root, tmp_path / "a", pipe=tiny_pipe, num_workers=0, progress=False)
+    errors = {e["subject"]: e["error"] for e in read_csv(tmp_path / "a" / "errors.csv")}
+    assert "a cine (3 frames) among 3 files" in errors["patient019"] and "--include" in errors["patient019"]
+    assert "holds DICOM files and ED.nii.gz" in errors["mixed"]
+    predict_cohort(root, tmp_path / "b", pipe=tiny_pipe, include="*_4d.nii.gz", num_workers=0, progress=False)
+    (row,) = read_csv(tmp_path / "b" / "cohort.csv")
+    assert (row["subject"], row["frames"]) == ("patient019", "3")
+    record = json.loads((tmp_path / "b" / "subjects" / "patient019" / "patient019.json").read_text())
+    assert record["ignored_files"] == ["Info.cfg", "patient019_frame01.nii.gz", "patient019_frame01_gt.nii.gz"]
+
+
 # ---- resume after kill -9, two processes ---------------------------------------------------------
 
 SLOW_RUN = """

@@ -477,12 +477,18 @@ def _curve_png(path: Path, record: dict) -> None:
 # ---- the run -----------------------------------------------------------------------------------
 
 
+def _model_name(model) -> str:
+    """A model's folder (absolute, so ``runs/x`` and ``./runs/x`` match) or Hub id, else its class."""
+    name = str(getattr(model.config, "_name_or_path", "") or "")
+    if not name:
+        return type(model).__name__
+    return str(Path(name).resolve()) if Path(name).exists() else name
+
+
 def _settings(pipe, include, tta) -> dict:
     roi = getattr(pipe, "roi_model", None)
-    return {"halsr_hf_version": __version__,
-            "model": str(getattr(pipe.model.config, "_name_or_path", "") or type(pipe.model).__name__),
-            "roi_model": None if roi is None else str(getattr(roi.config, "_name_or_path", "") or type(roi).__name__),
-            "tta": bool(tta), "include": include}
+    return {"halsr_hf_version": __version__, "model": _model_name(pipe.model),
+            "roi_model": None if roi is None else _model_name(roi), "tta": bool(tta), "include": include}
 
 
 def check_output(out: Path, settings: dict) -> None:
