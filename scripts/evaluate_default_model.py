@@ -9,7 +9,13 @@
     halsr-hf prepare acdc-ssl4mis --source ../shared/data/acdc-ssl4mis --out work_data/acdc
     halsr-hf prepare sunnybrook --source ../shared/data/sunnybrook --out work_data/sunnybrook
     python scripts/evaluate_default_model.py --acdc work_data/acdc --sunnybrook work_data/sunnybrook \\
-        [--regressor runs/roi_regressor]
+        [--regressor runs/roi_regressor] [--myops work_data/myops2020] [--emidec work_data/emidec]
+
+With ``--myops`` / ``--emidec``, the default configuration also runs on their test patients
+(``evaluation/other_centres/<source>/``: MyoPS 2020 cine and LGE, EMIDEC LGE; 3D Dice in mm for
+MyoPS, 2D per slice in px for EMIDEC, which has no spacing); the MyoPS cine summary goes into the
+model card beside ACDC's. ``evaluation/orientation_acdc_test.json`` (``scripts/orientation_check.py
+--json``), when present, is copied into the model folder for the card: run the orientation check first.
 
 Runs ``halsr-hf evaluate`` once per (split, configuration); prints and records each run's wall
 time and the load average.
@@ -52,16 +58,32 @@ def evaluate(args, split: str, flags: list, out_dir: Path, extra: bool) -> float
     return time.time() - start
 
 
-def bundle_evaluation(summary_path: Path) -> None:
-    """The bundled model carries its evaluation (``default_model/evaluation/summary.json``, which
-    ``halsr-hf push-to-hub model`` publishes) and its card is rendered from it."""
+#: (source, test split flags, description) of the other centres' test runs
+OTHER_CENTRES = {
+    "myops2020-cine": ("myops", "MyoPS 2020 cine (bSSFP), another centre, test patients"),
+    "myops2020-lge": ("myops", "MyoPS 2020 late enhancement (outside the cine product's scope)"),
+    "emidec-lge": ("emidec", "EMIDEC late enhancement, 8-bit PNG without spacing (outside scope)"),
+}
+
+
+def bundle_evaluation(summary_paths: list, orientation: Path | None) -> None:
+    """The bundled model carries its evaluation (``default_model/evaluation/summary.json`` and
+    ``summary_2.json``..., which ``halsr-hf push-to-hub model`` publishes, and ``orientation.json``)
+    and its card is rendered from them."""
     sys.path.insert(0, str(REPO / "src"))
     from halsr_hf.model_card import write_model_card
 
     model_dir = REPO / "src" / "halsr_hf" / "default_model"
-    (model_dir / "evaluation").mkdir(exist_ok=True)
-    shutil.copy2(summary_path, model_dir / "evaluation" / "summary.json")
-    write_model_card(model_dir, [model_dir / "evaluation" / "summary.json"], repo_id="halsr-hf/halsr-net")
+    evaluation = model_dir / "evaluation"
+    shutil.rmtree(evaluation, ignore_errors=True)
+    evaluation.mkdir()
+    copies = []
+    for index, path in enumerate(summary_paths):
+        copies.append(evaluation / ("summary.json" if index == 0 else f"summary_{index + 1}.json"))
+        shutil.copy2(path, copies[-1])
+    if orientation is not None and orientation.is_file():
+        shutil.copy2(orientation, evaluation / "orientation.json")
+    write_model_card(model_dir, copies, repo_id="halsr-hf/halsr-net")
 
 
 def row(summary: dict) -> dict:
@@ -124,6 +146,8 @@ def main(argv=None) -> int:
     parser.add_argument("--regressor", type=Path, default=None, help="a trained box regressor (halsr-hf train-roi) for the ablation")
     parser.add_argument("--out", type=Path, default=REPO / "evaluation")
     parser.add_argument("--only", nargs="*", default=None, help="run only these configurations")
+    parser.add_argument("--myops", type=Path, default=None, help="halsr-hf prepare myops2020 folder: its test patients too")
+    parser.add_argument("--emidec", type=Path, default=None, help="halsr-hf prepare emidec folder: its test patients too")
     args = parser.parse_args(argv)
 
     ablation = args.out / "ablation"
@@ -147,13 +171,53 @@ def main(argv=None) -> int:
                 target = args.out / "acdc_test"
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(out_dir, target)
-                bundle_evaluation(out_dir / "summary.json")
         results[(split, name)] = (row(summary), wall)
         print(f"{split} {name}: {row(summary)} in {wall:.0f} s (load {os.getloadavg()[0]:.2f})", flush=True)
+    other = {}
+    for source, (option, description) in OTHER_CENTRES.items():
+        folder = getattr(args, option)
+        if folder is None:
+            continue
+        target = args.out / "other_centres" / source
+        command = [sys.executable, "-m", "halsr_hf.cli", "evaluate", "--dataset-dir", str(folder), "--split", "test",
+                   "--source", source, "--out-dir", str(target), "--overwrite", "--quiet", "--batch-size", "16"]
+        print("$", " ".join(command[2:]), flush=True)
+        start = time.time()
+        subprocess.run(command, check=True)
+        summary = json.loads((target / "summary.json").read_text())
+        summary.update(wall_s=round(time.time() - start, 1), load_average=os.getloadavg())
+        (target / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        other[source] = (summary, description)
+    if other:
+        (args.out / "other_centres" / "README.md").write_text(render_other(other))
+        print(render_other(other))
+    if (args.out / "acdc_test" / "summary.json").is_file() and (not args.only or "default" in args.only):
+        summaries = [args.out / "acdc_test" / "summary.json"]
+        if "myops2020-cine" in other:
+            summaries.append(args.out / "other_centres" / "myops2020-cine" / "summary.json")
+        bundle_evaluation(summaries, args.out / "orientation_acdc_test.json")
     if not args.only:
         (args.out / "ablation.md").write_text(render(results))
     print(render(results))
     return 0
+
+
+def render_other(other: dict) -> str:
+    """The other centres' test table: Dice per volume (3D, MyoPS) or per slice (2D, EMIDEC)."""
+    def mean(block, key):
+        value = (block or {}).get(key) or {}
+        return f"{value['mean']:.3f}" if isinstance(value, dict) and value.get("mean") is not None else "–"
+
+    lines = ["# The default model on other centres' test patients (end to end, through the pipeline)", "",
+             "Written by `python scripts/evaluate_default_model.py --myops ... --emidec ...`; never used to choose anything.",
+             "", "| source | what | level | LV | MYO | volumes / slices | wall s |", "|---|---|---|---:|---:|---:|---:|"]
+    for source, (summary, description) in other.items():
+        level, block = ("3D per volume", summary.get("volume_metrics")) if summary.get("volume_metrics") else \
+            ("2D per slice", summary.get("slice_metrics"))
+        n = ((block or {}).get("dice_lv_cavity") or {}).get("n", "–")
+        lines.append(f"| {source} | {description} | {level} | {mean(block, 'dice_lv_cavity')} | "
+                     f"{mean(block, 'dice_myocardium')} | {n} | {summary.get('wall_s', 0):.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -591,3 +591,44 @@ def test_cli_and_script_dispatch(tmp_path):
     result = subprocess.run([sys.executable, str(script), "space", "--repo-id", "x/y", "--space-dir", str(tmp_path),
                              "--dry-run", str(tmp_path / "o2")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "halsr-hf push-to-hub" in result.stderr, result.stderr  # the same entry point
+
+
+def test_card_describes_the_training_mix_budget_validation_and_orientation(tiny_folder, summary_path, tmp_path):
+    """Issue 17: the card says what the model was trained on (from run_args.json, not a fixed
+    'trained on ACDC'), the budget used, the validation Dice per source at the best checkpoint,
+    the learning curves and the orientation check; publishing keeps the ROI model's own record."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_folder, folder)
+    run = {"data_args": {"dataset_dir": "a,b", "dataset_weights": "myops2020-cine=3"}, "model_args": {},
+           "eval_slices_per_source": {"acdc-ssl4mis": 20, "myops2020-cine": 4}, "wall_s_total": 7200.0, "global_step": 900,
+           "sessions": [{}, {}, {}], "train_slices": 300}
+    state = {"global_step": 1000, "epoch": 50.0, "best_global_step": 800, "log_history": [
+        {"step": 800, "eval_acdc-ssl4mis_dice_lv_cavity": 0.95, "eval_acdc-ssl4mis_dice_myocardium": 0.9},
+        {"step": 800, "eval_myops2020-cine_dice_lv_cavity": 0.91, "eval_myops2020-cine_dice_myocardium": 0.87},
+        {"step": 800, "eval_dice_mean": 0.9075}, {"step": 900, "eval_acdc-ssl4mis_dice_lv_cavity": 0.5}]}
+    (folder / "run_args.json").write_text(json.dumps(run))
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    (folder / "learning_curves.png").write_bytes(b"\x89PNG\r\n")
+    (folder / "hardware.txt").write_text("cpu: test, 2 cores\n")
+    (folder / "roi" / "command.txt").write_text("command: halsr-hf train --task localization\n")
+    (folder / "evaluation").mkdir()
+    (folder / "evaluation" / "orientation.json").write_text(json.dumps(
+        {"volumes": 40, "split": "test", "median": 0.0051, "max": 0.0193, "tolerance": 0.02, "within_tolerance": 40}))
+    text = render_model_card(folder, [summary_path], repo_id="me/x").text
+    assert "Trained on 2 sources" in text and "MyoPS 2020, cine (bSSFP) [3]" in text and "**Siemens**" in text
+    assert "Budget used: 1000 optimiser steps (50.0 epochs of 300 training slices),\n2.0 hours of wall time over 3 session(s)" in text
+    assert "| ACDC (SSL4MIS split), cine | 0.9500 | 0.9000 |" in text and "| MyoPS 2020, cine (bSSFP) | 0.9100 | 0.8700 |" in text
+    assert "0.5000" not in text  # a later, worse evaluation is not the best checkpoint's
+    assert "`learning_curves.png`" in text and "Hardware: cpu: test, 2 cores." in text
+    assert "on the 40 ACDC test volumes" in text and "0.005 mean Dice (median; max 0.02; 40 of 40" in text
+    assert "the MyoPS 2020 challenge's research terms" in text
+    assert "command: halsr-hf train --task localization" in text  # the localiser's own command
+    bare = render_model_card(tiny_folder, [summary_path], repo_id="me/x").text
+    assert "Trained on ACDC" in bare and "Budget used" not in bare and "ACDC test volumes" not in bare
+
+    out = hub.build_model_folder(folder, tmp_path / "repo", repo_id="me/x", eval_summaries=[summary_path])
+    for name in ("run_args.json", "learning_curves.png", "hardware.txt", "evaluation/orientation.json", "roi/command.txt"):
+        assert (out / name).is_file(), name
+    assert "on the 40 ACDC test volumes" in (out / "README.md").read_text()

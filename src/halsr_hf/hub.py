@@ -212,15 +212,23 @@ def build_model_folder(model_dir, out, repo_id: str, eval_summaries=None, roi_mo
     with atomic_folder(out) as staged:
         pipe.save_pretrained(str(staged))
         _point_pipeline_default_at(staged / "config.json", repo_id)
-        for name in PROVENANCE_FILES:
-            if (model_dir / name).is_file():
-                shutil.copy2(model_dir / name, staged / name)
+        pairs = [(model_dir, staged)]  # the ROI model's own training record goes with it
+        roi_name = getattr(pipe.model.config, "roi_subfolder", "roi")
+        if pipe.roi_model is not None and (model_dir / roi_name).is_dir() and (staged / roi_name).is_dir():
+            pairs.append((model_dir / roi_name, staged / roi_name))
+        for folder, target in pairs:
+            for name in PROVENANCE_FILES:
+                if (folder / name).is_file():
+                    shutil.copy2(folder / name, target / name)
         copies = []
         if eval_summaries:
             (staged / "evaluation").mkdir()
             for index, path in enumerate(eval_summaries):
                 name = "summary.json" if index == 0 else f"summary_{index + 1}.json"
                 copies.append(shutil.copy2(path, staged / "evaluation" / name))
+        if (model_dir / "evaluation" / "orientation.json").is_file():  # read by the card
+            (staged / "evaluation").mkdir(exist_ok=True)
+            shutil.copy2(model_dir / "evaluation" / "orientation.json", staged / "evaluation" / "orientation.json")
         check_self_contained(staged)
         if not (staged / "model.safetensors").is_file():
             raise RuntimeError(f"{staged}: no model.safetensors was written")

@@ -138,9 +138,25 @@ RUN_KEYS = [
 ]
 #: Keys of the Trainer's ``trainer_state.json`` shown in the card.
 STATE_KEYS = ["epoch", "global_step", "max_steps", "num_train_epochs", "train_batch_size", "best_metric"]
-#: Provenance files copied from a model folder into the published repository when present.
+#: Provenance files copied from a model folder (and from its ``roi/``) into the published repository when present.
 PROVENANCE_FILES = ["training_args.json", "run_args.json", "command.txt", "all_results.json", "train_results.json",
-                    "eval_results.json", "trainer_state.json"]
+                    "eval_results.json", "trainer_state.json", "learning_curves.png", "hardware.txt"]
+
+#: Training sources (the ``source`` column of ``halsr-hf prepare``'s datasets) the card can describe.
+TRAINING_SOURCES = {
+    "acdc-ssl4mis": ("ACDC (SSL4MIS split), cine", "one centre (University Hospital of Dijon, France), **Siemens** 1.5 T "
+                     "and 3 T scanners, 100 patients in five groups (normal, previous infarction, dilated and hypertrophic "
+                     "cardiomyopathy, abnormal right ventricle)", "CC BY-NC-SA 4.0"),
+    "acdc": ("ACDC, cine", "one centre (University Hospital of Dijon, France), **Siemens** 1.5 T and 3 T scanners, "
+             "100 patients in five groups", "CC BY-NC-SA 4.0"),
+    "myops2020-cine": ("MyoPS 2020, cine (bSSFP)", "45 patients after myocardial infarction from another centre and "
+                       "scanner than ACDC; one frame per patient, registered to the late-enhancement image",
+                       "the MyoPS 2020 challenge's research terms"),
+    "myops2020-lge": ("MyoPS 2020, late gadolinium enhancement", "the same patients' LGE images (another contrast: "
+                      "bright scar in a dark myocardium)", "the MyoPS 2020 challenge's research terms"),
+    "emidec-lge": ("EMIDEC, late gadolinium enhancement", "100 patients (33 normal, 67 infarction) of the University "
+                   "Hospital of Dijon, 8-bit PNG at 256x256 without voxel spacing", "the EMIDEC challenge's research terms"),
+}
 
 CITATION = """@article{fakhfakh2025halsrnet,
   title   = {HALSR-Net: Improving CNN Segmentation of Cardiac Left Ventricle MRI with Hybrid Attention and Latent Space Reconstruction},
@@ -382,8 +398,65 @@ def training_view(model_dir: Path) -> dict:
                        if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
     command_path = model_dir / "command.txt"
     command = command_path.read_text().strip() if command_path.is_file() else None
+    hardware_path = model_dir / "hardware.txt"
     return {"hyperparameters": hyper, "results": result_rows, "command": command,
-            "recorded": bool(hyper or result_rows or command)}
+            "recorded": bool(hyper or result_rows or command),
+            "datasets": _training_sources(run), "budget": _budget(run, state),
+            "validation": _best_validation(state),
+            "curves": (model_dir / "learning_curves.png").is_file(),
+            "hardware": hardware_path.read_text().strip() if hardware_path.is_file() else None}
+
+
+def _training_sources(run) -> list[dict]:
+    """The training mix from ``run_args.json``: each validation source (``eval_slices_per_source``)
+    or, for a single-source run, none (the card then says ACDC only when the dataset is ACDC)."""
+    if not isinstance(run, dict):
+        return []
+    data = run.get("data_args") or {}
+    weights = {}
+    for item in str(data.get("dataset_weights") or "").split(","):
+        name, _, value = item.partition("=")
+        if name.strip() and value.strip():
+            weights[name.strip()] = value.strip()
+    per_source = run.get("eval_slices_per_source") or {}
+    rows = []
+    for source, slices in per_source.items():
+        name, description, terms = TRAINING_SOURCES.get(source, (source, "", "its own terms"))
+        rows.append({"source": source, "name": name, "description": description, "terms": terms,
+                     "weight": weights.get(source, "1"), "validation_slices": slices})
+    return rows
+
+
+def _budget(run, state) -> dict | None:
+    """Steps, epochs, wall time and sessions of the training (``run_args.json`` of ``halsr-hf train``)."""
+    if not isinstance(run, dict) or run.get("wall_s_total") is None:
+        return None
+    state = state if isinstance(state, dict) else {}
+    # the Trainer's state and run_args.json can be of different moments (a checkpoint-N folder with its run's
+    # run_args.json): steps and epochs both from the state when there is one
+    return {"steps": state.get("global_step") or run.get("global_step"), "epochs": state.get("epoch"),
+            "hours": round(float(run["wall_s_total"]) / 3600, 2), "sessions": len(run.get("sessions") or []) or 1,
+            "train_slices": run.get("train_slices"), "best_step": state.get("best_global_step")}
+
+
+def _best_validation(state) -> list[dict]:
+    """Validation Dice per source and class at the best checkpoint (``trainer_state.json``'s log at
+    ``best_global_step``): ``eval_<source>_dice_<class>`` of a mix, or ``eval_dice_<class>``."""
+    if not isinstance(state, dict) or state.get("best_global_step") is None:
+        return []
+    values = {}
+    for entry in state.get("log_history") or []:
+        if entry.get("step") == state["best_global_step"]:
+            values.update({k: v for k, v in entry.items() if k.startswith("eval_") and "_dice_" in f"_{k[5:]}"})
+    rows = {}
+    for key, value in values.items():
+        body = key[len("eval_"):]
+        source, _, label = body.rpartition("dice_")
+        source = source.rstrip("_") or "validation"
+        if label in ("lv_cavity", "myocardium") and isinstance(value, (int, float)):
+            rows.setdefault(source, {})[label] = value
+    return [{"source": source, "name": TRAINING_SOURCES.get(source, (source,))[0], "lv": v.get("lv_cavity"),
+             "myo": v.get("myocardium")} for source, v in rows.items()]
 
 
 def model_view(model_dir: Path) -> dict:
@@ -487,6 +560,8 @@ def render_model_card(model_dir, eval_summaries=(), repo_id: str | None = None, 
         roi_parameters=_millions(model["roi"]["parameters"]) if model["roi"] else None,
         evaluations=[_summary_view(s, src) for s, src in zip(summaries, sources)],
         training=training_view(model_dir),
+        roi_training=training_view(model_dir / model["roi"]["subfolder"]) if model["roi"] else None,
+        orientation=_read_json(model_dir / "evaluation" / "orientation.json"),
         citation=CITATION,
         model_name=model_name,
         fmt=format_number,
