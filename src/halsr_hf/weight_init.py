@@ -45,12 +45,13 @@ def fold_batchnorm(module: nn.Module) -> int:
             conv, bn = sequential._modules[first], sequential._modules[second]
             if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats):
                 continue
-            scale = bn.running_var.add(bn.eps).rsqrt()
+            # in float64, rounded once to the weights' dtype: the fold adds as little error as it can
+            scale = bn.running_var.double().add(bn.eps).rsqrt()
             if bn.weight is not None:
-                scale = scale * bn.weight
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            bias = (bias - bn.running_mean) * scale + (bn.bias if bn.bias is not None else 0.0)
-            conv.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+                scale = scale * bn.weight.double()
+            bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+            bias = (bias - bn.running_mean.double()) * scale + (bn.bias.double() if bn.bias is not None else 0.0)
+            conv.weight.copy_(conv.weight.double() * scale.reshape(-1, 1, 1, 1))
             if conv.bias is None:
                 conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
             else:
