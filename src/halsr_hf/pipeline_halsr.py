@@ -269,7 +269,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
             return "torch", f"auto: weights in {', '.join(sorted(map(str, dtypes)))}, the ONNX export is float32"
         if importlib.util.find_spec("onnxruntime") is None:
             return "torch", "auto: onnxruntime is not installed (pip install onnxruntime)"
-        return "onnx", "auto: CPU and onnxruntime installed (the faster backend on CPU)"
+        return "onnx", "auto: CPU and onnxruntime installed, the faster backend here"
 
     def _channels_last(self) -> bool:
         return self._optimize and self.device.type == "cpu"
