@@ -175,3 +175,14 @@ def test_onnx_exports_are_cached_by_weights_and_never_written_beside_the_model(t
                                                roi_model=again.roi_model, backend="torch")
     assert (again(image)["label_map"] == torch_pipe(image)["label_map"]).mean() > 0.999
     assert len(list((tmp_path / "cache").iterdir())) == 3
+
+
+def test_onnx_backend_works_when_the_cache_cannot_be_written(monkeypatch, tmp_path):
+    pytest.importorskip("onnxruntime")
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("HALSR_HF_ONNX_CACHE", str(tmp_path / "a-file" / "cache"))  # cannot be created
+    model, roi = tiny_models()
+    pipe = CardiacLVSegmentationPipeline(model=model, image_processor=HalsrImageProcessor(size=64, roi_size=64),
+                                         roi_model=roi)
+    assert pipe.backend == "onnx" and all(path.is_file() for path in pipe._run_segmentation.__self__.files.values())
+    assert pipe(np.random.default_rng(0).random((64, 70)).astype(np.float32))["lv_found"]
