@@ -96,8 +96,10 @@ def _model_cost(cost: dict, targets: list) -> list:
 
 
 def _pipeline(pipe: dict, targets: dict) -> list:
+    backend = (f" Backend: `{pipe['backend']}`, the default ({pipe.get('backend_reason', '')}); the networks alone: eager "
+               "torch." if pipe.get("backend") else "")
     lines = ["## 2. End-to-end pipeline", "", f"Model: {pipe['model']}. Inputs: {pipe['slices']} "
-             f"({pipe['slice_shape'][0]}x{pipe['slice_shape'][1]}); {pipe['inputs']}.", ""]
+             f"({pipe['slice_shape'][0]}x{pipe['slice_shape'][1]}); {pipe['inputs']}.{backend}", ""]
     rows = []
     for label, key in PIPELINE_ROWS:
         rule = targets.get(key)
