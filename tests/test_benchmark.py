@@ -31,7 +31,8 @@ def test_quick_benchmark_writes_well_formed_results(tmp_path):
                 "pipeline_over_segmentation_forward", "peak_rss_mb"):
         assert pipe[key] > 0, key
     assert "targets" not in pipe  # targets are the project's data (benchmarks/targets.json), judged when rendering
-    assert "slices_per_s_batch16" in pipe["backends"]["onnx"], pipe["backends"]
+    other = {"onnx": "torch", "torch": "onnx"}[pipe["backend"]]  # the rows measure the default backend
+    assert pipe["backend"] == "onnx" and "slices_per_s_batch16" in pipe["backends"][other], pipe["backends"]
     train = results["training"]["networks"]
     assert {r["name"] for r in train} == {"halsr-tiny", "unet-tiny"} and all(r["slices_per_s"] > 0 for r in train)
     real = results["training"]["real_configuration"]
@@ -61,9 +62,20 @@ def test_report_judges_results_against_a_targets_file():
             "volume10_latency_s": 0.4, "peak_rss_mb": 1, "peak_rss_mb_before_pipeline": 1}
     targets = {"model_cost": [{"what": "a / b", "numerator": "a", "denominator": "b", "setting": "256x256/b16", "max": 1.1}],
                "pipeline": {"slices_per_s_batch16": {"min": 30}, "volume10_latency_s": {"max": 0.5}}}
-    report = render_markdown({"meta": meta, "model_cost": cost, "pipeline": pipe}, targets=targets)
+    train = {"settings": {"batch": 16, "size": 128, "optimizer": "AdamW", "precision": "float32", "data": "random"},
+             "networks": [{"name": "a", "parameters": 1e6, "slices_per_s": 10.0, "step_time_ratio_to_unet_same_widths": 1.4},
+                          {"name": "c", "parameters": 1e6, "slices_per_s": 5.0, "step_time_ratio_to_unet_same_widths": 2.0}]}
+    targets["training"] = [{"what": "a step", "network": "a", "device": "cpu", "max": 1.5},
+                           {"what": "c step", "network": "c", "device": "cpu", "max": 1.5},
+                           {"what": "a step on the GPU", "network": "a", "device": "cuda", "max": 1.3}]
+    report = render_markdown({"meta": meta, "model_cost": cost, "pipeline": pipe, "training": train}, targets=targets)
     assert "| a / b | 256x256/b16 | **1.2** | <= 1.1 | NOT met |" in report
     assert "| 20.0 | >= 30 (NOT met) |" in report and "| 0.4 | <= 0.5 (met) |" in report
+    assert "| a step | **1.40** | <= 1.5 | met |" in report and "| c step | **2.00** | <= 1.5 | NOT met |" in report
+    assert "a step on the GPU" not in report  # a CPU run is judged by the cpu rules only
+    gpu_run = {"meta": {**meta, "command": "gpu", "torch": "2+cu"}, "training": {**train, "settings": {**train["settings"], "gpu": "H200"}}}
+    report = render_markdown({"meta": meta, "pipeline": pipe}, gpu=gpu_run, targets=targets)
+    assert "| a step on the GPU | **1.40** | <= 1.3 | NOT met |" in report and "| a step |" not in report
     untargeted = render_markdown({"meta": meta, "pipeline": pipe})
     assert "target |" not in untargeted and " met" not in untargeted
 

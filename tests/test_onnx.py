@@ -71,3 +71,32 @@ def test_onnx_backend_gives_the_torch_label_maps(memory_pipe):
 def test_export_onnx_without_a_model_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="model"):
         export_onnx.main(["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "onnx")])
+
+
+def test_folded_and_unfolded_models_export_the_same_function(tmp_path):
+    """A model and its ``fused_for_inference()`` copy export to ONNX files that compute the same
+    logits (the TorchScript exporter folds BatchNorm itself in eval mode), and the export cache keeps
+    them apart (different weights hashes)."""
+    import onnxruntime as ort
+
+    from halsr_hf import onnx_backend
+
+    model, roi = tiny_models()
+    x = torch.randn(3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    outputs = {}
+    for name, candidate in (("unfolded", model), ("folded", model.fused_for_inference()),
+                            ("roi_unfolded", roi), ("roi_folded", roi.fused_for_inference())):
+        path = tmp_path / f"{name}.onnx"
+        if name.startswith("roi"):
+            onnx_backend.export_roi(candidate, path)
+        else:
+            onnx_backend.export_segmentation(candidate, path, 64)
+        outputs[name] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"pixel_values": x.numpy()})
+    with torch.inference_mode():
+        expected = model(pixel_values=x).logits.numpy()
+        expected_boxes = roi(pixel_values=x).pred_boxes.numpy()
+    assert np.abs(outputs["folded"][0] - outputs["unfolded"][0]).max() < MAX_ABS_DIFF
+    assert np.abs(outputs["folded"][0] - expected).max() < MAX_ABS_DIFF
+    assert np.abs(outputs["roi_folded"][0] - outputs["roi_unfolded"][0]).max() < 1e-5
+    assert np.abs(outputs["roi_folded"][0] - expected_boxes).max() < 1e-5
+    assert onnx_backend.weights_hash(model, 64) != onnx_backend.weights_hash(model.fused_for_inference(), 64)

@@ -152,6 +152,14 @@ def crop_and_resize(images: torch.Tensor, crop_boxes: torch.Tensor, size: int, m
     return F.grid_sample(images.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
+def _groups_by_shape(arrays: list) -> dict:
+    """``{(height, width): [indices]}`` of 2D arrays, in first-seen order: slices batched together."""
+    groups = {}
+    for i, array in enumerate(arrays):
+        groups.setdefault(tuple(np.shape(array)), []).append(i)
+    return groups
+
+
 #: The ROI stage's tuned inference settings (ACDC validation split; see :mod:`halsr_hf.roi_stage`),
 #: with their defaults. They are attributes of the image processor, so they are saved in
 #: ``preprocessor_config.json`` and travel with a checkpoint; a pipeline call overrides any of them
@@ -281,15 +289,18 @@ class HalsrImageProcessor(BaseImageProcessor):
 
     def _stack_padded_square(self, normalized: list) -> tuple:
         """Zero-pad each slice to a square (bottom/right) and resize to roi_size. Returns the batch
-        and the padded side of each slice (pixels)."""
-        out, sides = [], []
-        for array in normalized:
-            height, width = array.shape
+        and the padded side of each slice (pixels). Slices of one size (a volume's) are padded and
+        resized together, in one call (the same arithmetic per slice as one at a time)."""
+        out = [None] * len(normalized)
+        sides = [max(np.shape(array)) for array in normalized]
+        for (height, width), indices in _groups_by_shape(normalized).items():
             side = max(height, width)
-            tensor = torch.from_numpy(array)[None, None]
+            tensor = torch.stack([torch.as_tensor(normalized[i]) for i in indices])[:, None]
             tensor = F.pad(tensor, (0, side - width, 0, side - height))
-            out.append(F.interpolate(tensor, size=(self.roi_size, self.roi_size), mode="bilinear", align_corners=False, antialias=side > self.roi_size))
-            sides.append(side)
+            resized = F.interpolate(tensor, size=(self.roi_size, self.roi_size), mode="bilinear", align_corners=False,
+                                    antialias=side > self.roi_size)
+            for j, i in enumerate(indices):
+                out[i] = resized[j : j + 1]
         return torch.cat(out), sides
 
     # -- the transformers entry point ------------------------------------------------------
@@ -415,7 +426,7 @@ class HalsrImageProcessor(BaseImageProcessor):
         """Crops for HALSR-Net from normalised slices (see the module docstring), around ``boxes``
         (LV boxes; None: the whole slice) or at ``crop_boxes`` (the crops themselves, (B, 4)
         continuous pixel coordinates). Returns the crops and their crop boxes."""
-        crops, out_boxes = [], []
+        out_boxes = []
         for i, array in enumerate(normalized):
             height, width = array.shape
             if crop_boxes is not None:
@@ -425,10 +436,15 @@ class HalsrImageProcessor(BaseImageProcessor):
                 crop_box = torch.tensor([[0.0, 0.0, side, side]])
             else:
                 crop_box = square_boxes(torch.as_tensor(boxes[i], dtype=torch.float32).reshape(1, 4), self.crop_margin)
-            image = array if isinstance(array, torch.Tensor) else torch.from_numpy(array)
-            crops.append(crop_and_resize(image[None, None], crop_box, self.crop_size))
             out_boxes.append(crop_box)
-        return torch.cat(crops), torch.cat(out_boxes)
+        out_boxes = torch.cat(out_boxes) if out_boxes else torch.zeros(0, 4)
+        crops = [None] * len(normalized)
+        for indices in _groups_by_shape(normalized).values():  # slices of one size (a volume's): one grid_sample
+            images = torch.stack([torch.as_tensor(normalized[i]) for i in indices])[:, None]
+            sampled = crop_and_resize(images, out_boxes[indices], self.crop_size)
+            for j, i in enumerate(indices):
+                crops[i] = sampled[j : j + 1]
+        return torch.cat(crops), out_boxes
 
     def paste(self, logits: torch.Tensor, crop_boxes: torch.Tensor, original_sizes, return_probabilities: bool = False):
         """Map crop logits (B, K, s, s) back into each slice's grid; returns uint8 label maps (and,

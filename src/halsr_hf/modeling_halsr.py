@@ -50,7 +50,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_halsr import HalsrConfig
 from .errors import InputError, check_no_unknown_kwargs
-from .weight_init import init_conv_bn_weights
+from .weight_init import InferenceFoldingMixin, init_conv_bn_weights
 
 
 class ConvBlock(nn.Module):
@@ -234,7 +234,7 @@ class HalsrModelOutput(ModelOutput):
     hidden_states: tuple | None = None
 
 
-class HalsrPreTrainedModel(PreTrainedModel):
+class HalsrPreTrainedModel(InferenceFoldingMixin, PreTrainedModel):
     config_class = HalsrConfig
     base_model_prefix = "halsr"
     main_input_name = "pixel_values"

@@ -31,7 +31,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_roi import LvRoiConfig
 from .errors import InputError, check_no_unknown_kwargs
-from .weight_init import init_conv_bn_weights
+from .weight_init import InferenceFoldingMixin, init_conv_bn_weights
 
 
 @dataclass
@@ -72,7 +72,7 @@ def generalized_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / union - (hull - union) / hull
 
 
-class LvRoiPreTrainedModel(PreTrainedModel):
+class LvRoiPreTrainedModel(InferenceFoldingMixin, PreTrainedModel):
     config_class = LvRoiConfig
     base_model_prefix = "roi"
     main_input_name = "pixel_values"

@@ -77,6 +77,7 @@ from .roi_stage import (
     touches_border,
     volume_consensus,
 )
+from .weight_init import weights_signature
 
 TASK = "cardiac-lv-segmentation"
 
@@ -207,7 +208,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
     _load_processor = False
     _load_video_processor = False  # else transformers looks for one in the auto_map and prompts on stdin
 
-    def __init__(self, *args, roi_model=None, backend="torch", **kwargs):
+    def __init__(self, *args, roi_model=None, backend="auto", **kwargs):
         super().__init__(*args, **kwargs)
         self.model.eval()
         self.roi_kind = None
@@ -218,22 +219,92 @@ class CardiacLVSegmentationPipeline(Pipeline):
         self.roi_model = self._resolve_roi_model(roi_model)
         self.set_backend(backend)
 
-    # -- inference backend (issue 8; see docs/performance.md) -- begin
-    def set_backend(self, backend="torch", onnx_dir=None):
-        """Run the two networks with ``"torch"`` (default) or ``"onnx"`` (onnxruntime, CPU; the
-        models are exported once, or read from ``onnx_dir`` written by ``halsr-hf export-onnx``)."""
-        if backend == "onnx":
+    # -- inference backend (issues 8, 18; see docs/performance.md) -- begin
+    #: accepted by :meth:`set_backend` and ``pipeline(..., backend=...)``
+    BACKENDS = ("auto", "torch", "onnx")
+
+    def set_backend(self, backend="auto", onnx_dir=None, optimize: bool = True):
+        """Choose how the two networks run; the choice is :attr:`backend` (``"torch"`` or ``"onnx"``),
+        and why, :attr:`backend_reason`.
+
+        * ``"auto"`` (or None; the default): ``"onnx"`` on CPU when onnxruntime is installed (the
+          fastest backend here that stays within 1e-3 of torch on real slices: docs/performance.md),
+          ``"torch"`` otherwise (no onnxruntime, a GPU, weights not in float32, or an export that fails,
+          with a warning).
+        * ``"onnx"``: onnxruntime, CPU. The exports are cached by weights hash under
+          ``$HF_HOME/halsr_hf/onnx`` (:mod:`halsr_hf.onnx_backend`), so only the first load of a model
+          pays for them; ``onnx_dir`` reads the files of ``halsr-hf export-onnx`` instead.
+        * ``"torch"``: eager torch on the pipeline's device, with inference-only copies of the models
+          whose BatchNorm is folded into the convolutions (``fused_for_inference``), in channels_last
+          memory format on CPU (both measured faster: docs/performance.md); ``optimize=False`` runs the
+          models as loaded. ``self.model`` and ``self.roi_model`` are never changed: saving the
+          pipeline saves them; the copies are made again when their weights change.
+        """
+        requested = "auto" if backend is None else backend
+        if requested not in self.BACKENDS:
+            raise InputError(f"backend={backend!r}: expected one of {', '.join(map(repr, self.BACKENDS))} (or None: 'auto')")
+        chosen, reason = requested, "chosen explicitly"
+        if requested == "auto":
+            chosen, reason = self._auto_backend()
+        if chosen == "onnx":
             from .onnx_backend import OnnxRunner
 
-            runner = OnnxRunner(self.model, self.roi_model, self.image_processor.crop_size, onnx_dir)
+            try:
+                runner = OnnxRunner(self.model, self.roi_model, self.image_processor.crop_size, onnx_dir)
+            except Exception as error:  # noqa: BLE001 -- "auto" falls back to torch, an explicit "onnx" fails
+                if requested != "auto":
+                    raise
+                warnings.warn(f"backend='auto': the ONNX export or onnxruntime failed ({_one_line(error)}); "
+                              "running with torch", UserWarning, stacklevel=2)
+                chosen, reason = "torch", f"auto: the ONNX export or onnxruntime failed ({_one_line(error)})"
+        if chosen == "onnx":
             self._run_segmentation, self._run_roi, self._run_localizer = runner.segment, runner.roi, runner.localize
-        elif backend == "torch":
-            self._run_segmentation = lambda pixel_values: self.model(pixel_values=pixel_values).logits
-            self._run_roi = lambda pixel_values: self.roi_model(pixel_values)
-            self._run_localizer = lambda pixel_values: self.roi_model(pixel_values=pixel_values).logits
         else:
-            raise InputError(f"backend={backend!r}: expected 'torch' or 'onnx'")
-        self.backend = backend
+            self._inference_copies, self._optimize = {}, bool(optimize)
+            self._run_segmentation = lambda pixel_values: self._inference_model("model")(
+                pixel_values=self._torch_input(pixel_values)).logits
+            self._run_roi = lambda pixel_values: self._inference_model("roi_model")(self._torch_input(pixel_values))
+            self._run_localizer = lambda pixel_values: self._inference_model("roi_model")(
+                pixel_values=self._torch_input(pixel_values)).logits
+            for name in ("model", "roi_model"):  # made now, not in the first call
+                if getattr(self, name) is not None:
+                    self._inference_model(name)
+        self.backend, self.backend_reason = chosen, reason
+
+    def _auto_backend(self) -> tuple:
+        """(backend, reason) for ``backend="auto"``."""
+        import importlib.util
+
+        if self.device.type != "cpu":
+            return "torch", f"auto: device {self.device} (onnxruntime runs on CPU here)"
+        dtypes = {m.dtype for m in (self.model, self.roi_model) if m is not None}
+        if dtypes != {torch.float32}:
+            return "torch", f"auto: weights in {', '.join(sorted(map(str, dtypes)))}, the ONNX export is float32"
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "torch", "auto: onnxruntime is not installed (pip install onnxruntime)"
+        return "onnx", "auto: CPU and onnxruntime installed, the faster backend here"
+
+    def _channels_last(self) -> bool:
+        return self._optimize and self.device.type == "cpu"
+
+    def _torch_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return pixel_values.contiguous(memory_format=torch.channels_last) if self._channels_last() else pixel_values
+
+    def _inference_model(self, name: str):
+        """The model ``self.<name>`` as the torch backend runs it: an inference-only copy with
+        BatchNorm folded (channels_last on CPU), made again when the original's weights changed."""
+        model = getattr(self, name)
+        if not self._optimize or not hasattr(model, "fused_for_inference"):
+            return model
+        signature = weights_signature(model)
+        cached = self._inference_copies.get(name)
+        if cached is None or cached[0] != signature or cached[1] is not model:
+            copy = model.fused_for_inference()
+            if self._channels_last():
+                copy = copy.to(memory_format=torch.channels_last)
+            cached = (signature, model, copy)
+            self._inference_copies[name] = cached
+        return cached[2]
     # -- inference backend -- end
 
     # -- set-up ------------------------------------------------------------------------------

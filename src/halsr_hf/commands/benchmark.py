@@ -12,8 +12,9 @@ Writes ``results.json`` (the measurements) and ``README.md`` (rendered from them
    ``PlainConvUNet`` from nnU-Net's ``dynamic_network_architectures`` (optional package).
 2. **Pipeline**: the bundled model (or, while none is bundled, a randomly initialised ``small``
    model, labelled so), file in, label map and areas out: slices/s at batch 1 and 16, the latency
-   of a 10-slice NIfTI volume, the bare networks' forward throughput, peak resident memory, and
-   the same with other backends (``--backends``).
+   of a 10-slice NIfTI volume with the default backend (``pipe.backend``: onnxruntime on CPU when
+   installed), the bare networks' forward throughput (eager torch), peak resident memory, and the
+   same with the other backends (``--backends``).
 3. **Training throughput** (slices/s) per preset, the bare step (forward, loss, backward, AdamW on
    random tensors), channels_last as ``halsr-hf train`` runs it (on CUDA with bf16 autocast); and,
    beside it, the **default model's real training configuration**: HALSR-Net ``small`` on real ACDC
@@ -361,9 +362,11 @@ def _throughput(pipe, pngs, nifti, device, timing) -> dict:
 def part_pipeline(device, quick: bool, backends=("torch",)) -> dict:
     rss_before = _peak_rss_mb()
     pipe, model_label = _pipeline_for(device, quick)
+    default_backend = pipe.backend  # what pipeline(...) chose ("auto"): the rows below measure it
     slices, source = _sample_slices(16, quick)
     timing = QUICK_TIMING if quick else dict(FULL_TIMING, budget_s=8.0)
     result = {"model": model_label, "slices": source, "slice_shape": list(slices[0].shape), "device": str(device),
+              "backend": default_backend, "backend_reason": pipe.backend_reason,
               "inputs": "batch: 16 single-slice 16-bit PNG files, one pipeline call with batch_size=16; "
                         "batch 1: one PNG per call, batch_size=1; volume: a 10-slice NIfTI (1.5625x1.5625x10 mm)"}
     with tempfile.TemporaryDirectory(prefix="halsr-bench-") as tmp:
@@ -390,7 +393,7 @@ def part_pipeline(device, quick: bool, backends=("torch",)) -> dict:
         result["peak_rss_mb_before_pipeline"] = rss_before
         result["backends"] = {}
         for backend in backends:
-            if backend == "torch":
+            if backend == default_backend:
                 continue
             try:
                 t0 = time.perf_counter()
@@ -402,7 +405,7 @@ def part_pipeline(device, quick: bool, backends=("torch",)) -> dict:
             except Exception as error:  # noqa: BLE001 -- recorded, the benchmark goes on
                 result["backends"][backend] = {"skipped": f"{type(error).__name__}: {error}"}
             finally:
-                pipe.set_backend("torch")
+                pipe.set_backend(default_backend)
     return result
 
 

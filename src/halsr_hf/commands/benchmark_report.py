@@ -6,7 +6,12 @@ from a ``results.json`` read back, ``--render-only``). Targets are data, not cod
 
     {"model_cost": [{"what": "HALSR-Net base / nnU-Net 2D", "numerator": "halsr-base",
                      "denominator": "nnunet-2d", "setting": "256x256/b16", "max": 0.5}],
-     "pipeline": {"slices_per_s_batch16": {"min": 30}}}
+     "pipeline": {"slices_per_s_batch16": {"min": 30}},
+     "training": [{"what": "HALSR-Net small / plain U-Net, training step", "network": "halsr-small",
+                   "device": "cpu", "max": 1.5}]}
+
+``training`` rules judge a network's training step time over the plain U-Net of the same widths
+(part 3) on ``device`` (``cpu`` or ``cuda``; a GPU run's section is judged by the ``cuda`` rules).
 
 Without targets the report has no target column and no verdicts.
 """
@@ -96,8 +101,10 @@ def _model_cost(cost: dict, targets: list) -> list:
 
 
 def _pipeline(pipe: dict, targets: dict) -> list:
+    backend = (f" Backend: `{pipe['backend']}`, the default ({pipe.get('backend_reason', '')}); the networks alone: eager "
+               "torch." if pipe.get("backend") else "")
     lines = ["## 2. End-to-end pipeline", "", f"Model: {pipe['model']}. Inputs: {pipe['slices']} "
-             f"({pipe['slice_shape'][0]}x{pipe['slice_shape'][1]}); {pipe['inputs']}.", ""]
+             f"({pipe['slice_shape'][0]}x{pipe['slice_shape'][1]}); {pipe['inputs']}.{backend}", ""]
     rows = []
     for label, key in PIPELINE_ROWS:
         rule = targets.get(key)
@@ -110,7 +117,7 @@ def _pipeline(pipe: dict, targets: dict) -> list:
     return lines + [""]
 
 
-def _training(train: dict, label: str, source: dict | None) -> list:
+def _training(train: dict, label: str, source: dict | None, targets: list = ()) -> list:
     s = train["settings"]
     origin = ""
     if source is not None:
@@ -127,6 +134,15 @@ def _training(train: dict, label: str, source: dict | None) -> list:
         ratio = f"; {real['slices_per_s'] / bare['slices_per_s']:.2f}x the bare step's throughput" if bare else ""
         lines += [f"The default model's real training configuration ({real['data']}): **{real['slices_per_s']} slices/s**, "
                   f"{100 * real['data_wait_share']:.0f} % of each step waiting for data{ratio}.", ""]
+    by_name = {r["name"]: r for r in train["networks"]}
+    judged = []
+    for rule in targets:
+        ratio = (by_name.get(rule["network"]) or {}).get("step_time_ratio_to_unet_same_widths")
+        if ratio is None:
+            continue
+        judged.append([rule["what"], f"**{_fmt(ratio)}**", _rule_text(rule), "met" if _meets(ratio, rule) else "NOT met"])
+    if judged:
+        lines += ["Targets (training step time ratios):", ""] + _table(["ratio", "value", "target", "verdict"], judged) + [""]
     return lines
 
 
@@ -140,10 +156,12 @@ def render_markdown(results: dict, gpu: dict | None = None, targets: dict | None
     if results.get("pipeline"):
         lines += _pipeline(results["pipeline"], targets.get("pipeline", {}))
     on_gpu = str(results["meta"]["device"]).startswith("cuda")
+    rules = targets.get("training", [])
     if results.get("training"):
-        lines += _training(results["training"], "GPU" if on_gpu else "CPU", None)
+        device = "cuda" if on_gpu else "cpu"
+        lines += _training(results["training"], "GPU" if on_gpu else "CPU", None, [r for r in rules if r.get("device", "cpu") == device])
     if gpu and gpu.get("training"):
-        lines += _training(gpu["training"], "GPU", gpu)
+        lines += _training(gpu["training"], "GPU", gpu, [r for r in rules if r.get("device") == "cuda"])
     lines += ["Regenerate: `halsr-hf benchmark --out benchmarks` (or `python scripts/benchmark.py --out benchmarks`); "
               "`--render-only` rebuilds this file from results.json. A GPU run (`--device cuda --parts 3 --out DIR`) saved as "
               "`benchmarks/results_cuda.json` is added as its own section. Targets: `benchmarks/targets.json`.", ""]

@@ -4,7 +4,8 @@ Writes ``DIR/segmentation.onnx`` (input ``pixel_values`` (batch, 1, S, S), outpu
 (batch, num_labels, S, S), S = the image processor's crop ``size``, 128 by default: the pipeline
 always feeds that size; batch is a dynamic axis), ``DIR/roi.onnx``
 (input ``pixel_values`` (batch, 1, S, S) with S the ROI model's fixed ``image_size``, batch
-dynamic; outputs ``pred_boxes`` (batch, 4) and ``presence_logits`` (batch,)), the configs and the
+dynamic; outputs ``pred_boxes`` (batch, 4) and, when the regressor has a presence head,
+``presence_logits`` (batch,); a localiser's output is ``logits`` like the segmentation model's), the configs and the
 image processor (so that ``DIR`` is also a ``from_pretrained`` folder for the processor), and
 ``DIR/onnx_export.json`` (opset, torch version, the max abs difference between onnxruntime and
 torch measured at export).
@@ -53,7 +54,8 @@ def export_pipeline_models(model, roi_model, out, image_processor=None, opset: i
         localizer = is_localizer(roi_model)
         summary["files"]["roi"] = {"path": roi_path.name, "inputs": f"pixel_values (batch, 1, {roi_size}, {roi_size}), batch dynamic",
                                    "outputs": "logits (batch, 2, size, size): the localiser's background/lv" if localizer
-                                   else "pred_boxes (batch, 4), presence_logits (batch,)"}
+                                   else "pred_boxes (batch, 4)" + (", presence_logits (batch,)"
+                                                                   if getattr(roi_model, "presence", None) is not None else "")}
         roi_model.config.save_pretrained(out / "roi_config")
         if check:
             inputs = [torch.randn(b, 1, roi_size, roi_size, generator=generator) for b in (1, 4)]
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
     from ..errors import InputError
 
     try:
-        pipe = load_pipeline(args.model, roi_model=args.roi_model)
+        pipe = load_pipeline(args.model, roi_model=args.roi_model, backend="torch")  # no cached export needed here
     except FileNotFoundError as error:
         raise InputError(str(error)) from None
     except OSError as error:
