@@ -12,6 +12,9 @@ their training provenance, replacing what is there.
   resumed session), ``run_args.json`` (arguments, sessions, steps, summed wall time),
   ``training_args.json``, results, ``trainer_state.json`` and ``learning_curves.png``
   (``scripts/plot_learning_curves.py``), plus ``hardware.txt`` (where it was trained);
+* ``--segmenter-stage1``: when the segmenter was trained in two stages (the second started from a
+  checkpoint of the first, ``scripts/anneal_default_segmenter.sh``), that checkpoint: its record
+  goes in as ``stage1_*`` files and the learning curves show both stages;
 * ``--settings``: the inference settings chosen on validation
   (``scripts/choose_inference_settings.py``), written into ``preprocessor_config.json``.
 
@@ -58,7 +61,7 @@ def hardware() -> str:
             "the device each session trained on is in command.txt (device:) and run_args.json (sessions)\n")
 
 
-def copy_run(run_dir: Path, target: Path, extra: tuple = ()) -> None:
+def copy_run(run_dir: Path, target: Path, extra: tuple = (), stage1: Path | None = None) -> None:
     if not all((run_dir / name).is_file() for name in WEIGHTS):
         raise SystemExit(f"{run_dir}: no config.json + model.safetensors (train it to the end, or give a checkpoint-N folder)")
     target.mkdir(parents=True, exist_ok=True)
@@ -69,7 +72,12 @@ def copy_run(run_dir: Path, target: Path, extra: tuple = ()) -> None:
     for name in ("command.txt", "run_args.json", "training_args.json"):
         if not (target / name).is_file() and (run_dir.parent / name).is_file():
             shutil.copy2(run_dir.parent / name, target / name)
-    draw(run_dir, target / "learning_curves.png")
+    if stage1 is not None:
+        for name in ("command.txt", "run_args.json", "training_args.json", "trainer_state.json"):
+            source = stage1 / name if (stage1 / name).is_file() else stage1.parent / name
+            if source.is_file():
+                shutil.copy2(source, target / f"stage1_{name}")
+    draw(run_dir, target / "learning_curves.png", after=stage1)
     (target / "hardware.txt").write_text(hardware())
 
 
@@ -86,6 +94,8 @@ def parse_settings(items) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segmenter", type=Path, default=None, help="halsr-hf train output (or checkpoint-N) folder")
+    parser.add_argument("--segmenter-stage1", type=Path, default=None,
+                        help="the checkpoint of the first stage the segmenter's run started from (two-stage training)")
     parser.add_argument("--localizer", type=Path, default=None, help="the ROI stage's training output (or checkpoint-N) folder")
     parser.add_argument("--settings", nargs="*", default=None, metavar="NAME=VALUE",
                         help="inference settings chosen on validation, written into preprocessor_config.json")
@@ -99,7 +109,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix=".default_model.tmp-", dir=model_dir.parent))
     try:
         if args.segmenter is not None:
-            copy_run(args.segmenter, tmp, extra=("preprocessor_config.json",))
+            copy_run(args.segmenter, tmp, extra=("preprocessor_config.json",), stage1=args.segmenter_stage1)
             if not (tmp / "preprocessor_config.json").is_file():
                 shutil.copy2(model_dir / "preprocessor_config.json", tmp / "preprocessor_config.json")
         else:

@@ -4,13 +4,16 @@ pipeline: test-time augmentation, the largest-component connectivity and the bas
 rule (``image_processing_halsr.ROI_STAGE_SETTINGS``), on the validation splits of ACDC and of
 MyoPS 2020 cine (another centre and scanner). Test splits are never read here.
 
-    python scripts/choose_inference_settings.py --model runs/candidate \\
-        --acdc work_data/acdc --myops work_data/myops2020 --out evaluation/validation_choices
+    python scripts/choose_inference_settings.py --model bundled=src/halsr_hf/default_model \\
+        new=runs/candidate --acdc work_data/acdc --myops work_data/myops2020 --out evaluation/validation_choices
 
-Runs ``halsr-hf evaluate`` once per (dataset, variant) and writes ``<out>/<dataset>_<variant>.json``
-(each run's summary, with its wall time and load average) and ``<out>/README.md`` (the table:
-3D Dice per volume, LV Dice at ED and at ES, EF mean absolute error). The rule for choosing is in
-the table's header: the mean of the two datasets' LV + MYO 3D Dice, with EF error as the tie-break.
+``--model`` takes one model folder or several ``NAME=FOLDER`` candidates (other networks: a new
+segmenter with the old or the new localiser, ...): every candidate runs with every variant, so
+networks and settings are chosen together. Runs ``halsr-hf evaluate`` once per (dataset,
+candidate, variant) and writes ``<out>/<dataset>_<candidate>_<variant>.json`` (each run's summary,
+with its wall time and load average), ``<out>/README.md`` (the table: 3D Dice per volume, LV Dice
+at ED and at ES, EF mean absolute error) and ``<out>/scores.png``. The rule for choosing is in the
+table's header: the mean of the two datasets' LV + MYO 3D Dice, with EF error as the tie-break.
 """
 
 import argparse
@@ -73,7 +76,14 @@ def numbers(out_dir: Path) -> dict:
     }
 
 
-def render(results: dict, datasets: list) -> str:
+def score(results: dict, datasets: list, candidate: str, variant: str):
+    values = [results.get((d, candidate, variant)) for d in datasets]
+    if any(n is None or n["lv_3d"] is None or n["myo_3d"] is None for n in values):
+        return None
+    return sum((n["lv_3d"] + n["myo_3d"]) / 2 for n in values) / len(values)
+
+
+def render(results: dict, datasets: list, candidates: dict) -> str:
     def fmt(value, digits=3):
         return "–" if value is None else f"{value:.{digits}f}"
 
@@ -81,55 +91,107 @@ def render(results: dict, datasets: list) -> str:
              "Written by `python scripts/choose_inference_settings.py`. End to end through the pipeline on the",
              "validation splits only; 3D Dice per volume (mean), LV Dice at ED and at ES, EF mean absolute error",
              "(points). Score = mean over datasets of (LV 3D + MYO 3D) / 2; the best score wins, EF error breaks ties.", "",
-             "| variant | " + " | ".join(f"{d} LV / MYO | {d} LV ED / ES | {d} EF MAE" for d in datasets) + " | score |",
-             "|---|" + "---:|" * (3 * len(datasets) + 1)]
-    for variant in VARIANTS:
-        cells, scores = [], []
-        for dataset in datasets:
-            n = results.get((dataset, variant))
-            if n is None:
-                cells += ["–", "–", "–"]
+             "Candidates: " + "; ".join(f"`{name}` = `{folder}`" for name, folder in candidates.items()) + ".", "",
+             "| candidate | variant | " + " | ".join(f"{d} LV / MYO | {d} LV ED / ES | {d} EF MAE" for d in datasets) + " | score |",
+             "|---|---|" + "---:|" * (3 * len(datasets) + 1)]
+    best = None
+    for candidate in candidates:
+        for variant in VARIANTS:
+            cells = []
+            if not any((d, candidate, variant) in results for d in datasets):
                 continue
-            cells += [f"{fmt(n['lv_3d'])} / {fmt(n['myo_3d'])}", f"{fmt(n['lv_ed'])} / {fmt(n['lv_es'])}", fmt(n["ef_mae"], 2)]
-            if n["lv_3d"] is not None and n["myo_3d"] is not None:
-                scores.append((n["lv_3d"] + n["myo_3d"]) / 2)
-        score = sum(scores) / len(scores) if len(scores) == len(datasets) else None
-        lines.append(f"| {variant}: {VARIANTS[variant][1]} | " + " | ".join(cells) + f" | {fmt(score, 4)} |")
+            for dataset in datasets:
+                n = results.get((dataset, candidate, variant))
+                if n is None:
+                    cells += ["–", "–", "–"]
+                    continue
+                cells += [f"{fmt(n['lv_3d'])} / {fmt(n['myo_3d'])}", f"{fmt(n['lv_ed'])} / {fmt(n['lv_es'])}", fmt(n["ef_mae"], 2)]
+            value = score(results, datasets, candidate, variant)
+            ef = [results[(d, candidate, variant)]["ef_mae"] for d in datasets
+                  if (d, candidate, variant) in results and results[(d, candidate, variant)]["ef_mae"] is not None]
+            key = (round(value, 4), -(sum(ef) / len(ef)) if ef else 0.0) if value is not None else None
+            if key is not None and (best is None or key > best[0]):
+                best = (key, candidate, variant)
+            lines.append(f"| {candidate} | {variant}: {VARIANTS[variant][1]} | " + " | ".join(cells) + f" | {fmt(value, 4)} |")
+    if best is not None:
+        lines += ["", f"Best on validation: **{best[1]}**, variant **{best[2]}** (score {best[0][0]:.4f})."]
     return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, datasets: list, candidates: dict, path: Path) -> None:
+    """A bar per (candidate, variant): its score and each dataset's (LV + MYO) / 2."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(c, v) for c in candidates for v in VARIANTS if score(results, datasets, c, v) is not None]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5))
+    y = range(len(rows))
+    height = 0.8 / (len(datasets) + 1)
+    for i, dataset in enumerate(datasets):
+        values = [(results[(dataset, c, v)]["lv_3d"] + results[(dataset, c, v)]["myo_3d"]) / 2 for c, v in rows]
+        ax.barh([k + i * height for k in y], values, height=height, label=f"{dataset}: (LV + MYO) / 2")
+    ax.barh([k + len(datasets) * height for k in y], [score(results, datasets, c, v) for c, v in rows], height=height,
+            color="black", label="score (mean over datasets)")
+    ax.set_yticks([k + height * len(datasets) / 2 for k in y], [f"{c}: {v}" for c, v in rows])
+    ax.invert_yaxis()
+    low = min(min((results[(d, c, v)]["lv_3d"] + results[(d, c, v)]["myo_3d"]) / 2 for d in datasets) for c, v in rows)
+    ax.set_xlim(max(0.0, low - 0.02), 1.0)
+    ax.set_xlabel("3D Dice, validation, end to end through the pipeline")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Inference settings and networks chosen on validation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model folder (default: the bundled model)")
+    parser.add_argument("--model", nargs="*", default=None,
+                        help="model folder, or NAME=FOLDER candidates (default: the bundled model)")
     parser.add_argument("--acdc", type=Path, required=True, help="halsr-hf prepare acdc-ssl4mis folder")
     parser.add_argument("--myops", type=Path, required=True, help="halsr-hf prepare myops2020 folder (its cine rows are used)")
     parser.add_argument("--out", type=Path, default=REPO / "evaluation" / "validation_choices")
     parser.add_argument("--only", nargs="*", default=None, help="run only these variants")
     args = parser.parse_args(argv)
 
+    candidates = {}
+    for item in args.model or ["bundled"]:
+        name, sep, folder = item.partition("=")
+        if not sep:
+            name, folder = ("bundled", None) if item == "bundled" else (Path(item).name, item)
+        if "_" in name:
+            parser.error(f"--model {item!r}: a candidate's name cannot contain '_' (it separates the file names' parts)")
+        candidates[name] = folder or None
     args.out.mkdir(parents=True, exist_ok=True)
     datasets = {"acdc": (args.acdc, None), "myops-cine": (args.myops, "myops2020-cine")}
     print(f"load average before: {os.getloadavg()}", flush=True)
     results = {}
-    for variant, (flags, _) in VARIANTS.items():
-        if args.only and variant not in args.only:
-            continue
-        for name, (folder, source) in datasets.items():
-            with tempfile.TemporaryDirectory(prefix="halsr-choose-") as tmp:
-                out_dir = Path(tmp) / "out"
-                wall = evaluate(args.model, folder, source, flags, out_dir)
-                result = numbers(out_dir)
-                summary = json.loads((out_dir / "summary.json").read_text())
-                summary.update(wall_s=round(wall, 1), load_average=os.getloadavg(), numbers=result)
-                (args.out / f"{name}_{variant}.json").write_text(json.dumps(summary, indent=2) + "\n")
-            results[(name, variant)] = result
-            print(f"{name} {variant}: {result} in {wall:.0f} s (load {os.getloadavg()[0]:.2f})", flush=True)
-    for path in args.out.glob("*_*.json"):  # earlier runs of other variants, for the whole table
-        name, _, variant = path.stem.partition("_")
-        if (name, variant) not in results and variant in VARIANTS:
-            results[(name, variant)] = json.loads(path.read_text())["numbers"]
-    table = render(results, list(datasets))
+    for candidate, model in candidates.items():
+        for variant, (flags, _) in VARIANTS.items():
+            if args.only and variant not in args.only:
+                continue
+            for name, (folder, source) in datasets.items():
+                with tempfile.TemporaryDirectory(prefix="halsr-choose-") as tmp:
+                    out_dir = Path(tmp) / "out"
+                    wall = evaluate(model, folder, source, flags, out_dir)
+                    result = numbers(out_dir)
+                    summary = json.loads((out_dir / "summary.json").read_text())
+                    summary.update(wall_s=round(wall, 1), load_average=os.getloadavg(), numbers=result,
+                                   candidate={"name": candidate, "model": model})
+                    (args.out / f"{name}_{candidate}_{variant}.json").write_text(json.dumps(summary, indent=2) + "\n")
+                results[(name, candidate, variant)] = result
+                print(f"{name} {candidate} {variant}: {result} in {wall:.0f} s (load {os.getloadavg()[0]:.2f})", flush=True)
+    for path in args.out.glob("*_*_*.json"):  # earlier runs of these candidates, for the whole table
+        name, candidate, variant = path.stem.split("_", 2)
+        if (name, candidate, variant) not in results and candidate in candidates and variant in VARIANTS:
+            results[(name, candidate, variant)] = json.loads(path.read_text())["numbers"]
+    table = render(results, list(datasets), candidates)
     (args.out / "README.md").write_text(table)
+    plot(results, list(datasets), candidates, args.out / "scores.png")
     print(table)
     return 0
 

@@ -625,10 +625,17 @@ def test_card_describes_the_training_mix_budget_validation_and_orientation(tiny_
     assert "on the 40 ACDC test volumes" in text and "0.005 mean Dice (median; max 0.02; 40 of 40" in text
     assert "the MyoPS 2020 challenge's research terms" in text
     assert "command: halsr-hf train --task localization" in text  # the localiser's own command
+    (folder / "stage1_command.txt").write_text("command: halsr-hf train --stage one\n")
+    (folder / "command.txt").write_text("command: halsr-hf train --stage two\n")
+    (folder / "stage1_run_args.json").write_text(json.dumps({"wall_s_total": 3600.0, "global_step": 50}))
+    text = render_model_card(folder, [summary_path], repo_id="me/x").text
+    assert "Trained in two stages" in text and "command: halsr-hf train --stage one" in text
+    assert "(`stage1_command.txt`): 50 optimiser steps, 1.0 hours" in text and "Second stage: command and environment" in text
     bare = render_model_card(tiny_folder, [summary_path], repo_id="me/x").text
     assert "Trained on ACDC" in bare and "Budget used" not in bare and "ACDC test volumes" not in bare
 
     out = hub.build_model_folder(folder, tmp_path / "repo", repo_id="me/x", eval_summaries=[summary_path])
-    for name in ("run_args.json", "learning_curves.png", "hardware.txt", "evaluation/orientation.json", "roi/command.txt"):
+    for name in ("run_args.json", "learning_curves.png", "hardware.txt", "evaluation/orientation.json", "roi/command.txt",
+                 "stage1_command.txt", "stage1_run_args.json"):
         assert (out / name).is_file(), name
     assert "on the 40 ACDC test volumes" in (out / "README.md").read_text()

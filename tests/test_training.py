@@ -347,3 +347,25 @@ def test_learning_curves_are_drawn_from_a_runs_trainer_state(tmp_path):
     assert len(loss) == 8 and set(metrics) == {"eval_a_dice_lv_cavity", "eval_b_dice_lv_cavity", "eval_a_dice_mean", "eval_dice_mean"}
     png = draw(run, run / "learning_curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_learning_curves_of_a_second_stage_continue_the_first(tmp_path):
+    """A run started from a checkpoint of an earlier one (--after) is drawn after it: its epochs are
+    shifted by the earlier run's, on one axis."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        import plot_learning_curves
+    finally:
+        sys.path.remove(str(REPO_ROOT / "scripts"))
+    first, second = tmp_path / "first" / "checkpoint-4", tmp_path / "second"
+    first.mkdir(parents=True)
+    second.mkdir()
+    first_state = {"global_step": 4, "epoch": 2.0, "log_history": [{"loss": 0.3, "epoch": 1.0}, {"eval_dice_mean": 0.7, "epoch": 2.0}]}
+    second_state = {"global_step": 2, "epoch": 1.0, "log_history": [{"loss": 0.2, "epoch": 0.5}, {"eval_dice_mean": 0.8, "epoch": 1.0}]}
+    (first / "trainer_state.json").write_text(json.dumps(first_state))
+    (second / "trainer_state.json").write_text(json.dumps(second_state))
+    loss, metrics, offset = plot_learning_curves.stage_curves(second, after=first)
+    assert offset == 2.0 and loss == [(1.0, 0.3), (2.5, 0.2)]
+    assert metrics["eval_dice_mean"] == [(2.0, 0.7), (3.0, 0.8)]
+    png = plot_learning_curves.draw(second, tmp_path / "curves.png", after=first)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -140,7 +140,8 @@ RUN_KEYS = [
 STATE_KEYS = ["epoch", "global_step", "max_steps", "num_train_epochs", "train_batch_size", "best_metric"]
 #: Provenance files copied from a model folder (and from its ``roi/``) into the published repository when present.
 PROVENANCE_FILES = ["training_args.json", "run_args.json", "command.txt", "all_results.json", "train_results.json",
-                    "eval_results.json", "trainer_state.json", "learning_curves.png", "hardware.txt"]
+                    "eval_results.json", "trainer_state.json", "learning_curves.png", "hardware.txt",
+                    "stage1_command.txt", "stage1_run_args.json", "stage1_training_args.json", "stage1_trainer_state.json"]
 
 #: Training sources (the ``source`` column of ``halsr-hf prepare``'s datasets) the card can describe.
 TRAINING_SOURCES = {
@@ -399,7 +400,12 @@ def training_view(model_dir: Path) -> dict:
     command_path = model_dir / "command.txt"
     command = command_path.read_text().strip() if command_path.is_file() else None
     hardware_path = model_dir / "hardware.txt"
-    return {"hyperparameters": hyper, "results": result_rows, "command": command,
+    stage1 = None  # a run that continued an earlier one (bundle_default_model.py --segmenter-stage1)
+    stage1_command = model_dir / "stage1_command.txt"
+    if stage1_command.is_file():
+        stage1 = {"command": stage1_command.read_text().strip(),
+                  "budget": _budget(_read_json(model_dir / "stage1_run_args.json"), _read_json(model_dir / "stage1_trainer_state.json"))}
+    return {"stage1": stage1,"hyperparameters": hyper, "results": result_rows, "command": command,
             "recorded": bool(hyper or result_rows or command),
             "datasets": _training_sources(run), "budget": _budget(run, state),
             "validation": _best_validation(state),
