@@ -124,6 +124,13 @@ def main(argv=None) -> int:
                 (tmp / "roi" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         else:
             shutil.copytree(model_dir / "roi", tmp / "roi")
+        for config_path in (tmp / "config.json", tmp / "roi" / "config.json"):
+            # a Trainer's folder names its remote code (auto_map) beside the .py files; the bundle holds
+            # weights and configs only (the package provides the classes), so the pointer would dangle
+            config = json.loads(config_path.read_text())
+            if "auto_map" in config and not any(config_path.parent.glob("*.py")):
+                del config["auto_map"]
+                config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         processor = json.loads((tmp / "preprocessor_config.json").read_text())
         old = json.loads((model_dir / "preprocessor_config.json").read_text())
         for key in ("roi_size", *ROI_STAGE_SETTINGS):  # the ROI stage's tuned values travel with the bundle

@@ -156,6 +156,8 @@ def main(argv=None) -> int:
     parser.add_argument("--myops", type=Path, required=True, help="halsr-hf prepare myops2020 folder (its cine rows are used)")
     parser.add_argument("--out", type=Path, default=REPO / "evaluation" / "validation_choices")
     parser.add_argument("--only", nargs="*", default=None, help="run only these variants")
+    parser.add_argument("--only-candidates", nargs="*", default=None,
+                        help="run only these candidates (the table still shows every candidate's earlier runs)")
     args = parser.parse_args(argv)
 
     candidates = {}
@@ -171,6 +173,8 @@ def main(argv=None) -> int:
     print(f"load average before: {os.getloadavg()}", flush=True)
     results = {}
     for candidate, model in candidates.items():
+        if args.only_candidates and candidate not in args.only_candidates:
+            continue
         for variant, (flags, _) in VARIANTS.items():
             if args.only and variant not in args.only:
                 continue
