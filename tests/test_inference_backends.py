@@ -110,6 +110,8 @@ def test_default_backend_is_onnx_on_cpu_and_matches_torch_on_real_slices(bundled
     crops, roi_inputs, images = real_inputs
     default = halsr_hf.load_pipeline()
     assert default.backend == "onnx" and "auto" in default.backend_reason
+    # onnxruntime's threads must not spin beside torch's (2x slower single-slice calls on 2 cores)
+    assert default._run_segmentation.__self__.options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     unfolded = CardiacLVSegmentationPipeline(model=bundled.model, image_processor=bundled.image_processor,
                                              roi_model=bundled.roi_model, backend="torch")
     unfolded.set_backend("torch", optimize=False)
