@@ -369,3 +369,27 @@ def test_learning_curves_of_a_second_stage_continue_the_first(tmp_path):
     assert metrics["eval_dice_mean"] == [(2.0, 0.7), (3.0, 0.8)]
     png = plot_learning_curves.draw(second, tmp_path / "curves.png", after=first)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_early_stopping_counts_only_evaluations_with_the_selection_metric(tmp_path):
+    """In a mix, each source is evaluated on its own before the mean is reported: those evaluations
+    neither count towards early stopping nor log that early stopping is disabled."""
+    from unittest import mock
+
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from transformers import trainer_callback
+
+    from halsr_hf.training.train import SelectionEarlyStoppingCallback
+
+    args = TrainingArguments(output_dir=str(tmp_path), metric_for_best_model="dice_mean", greater_is_better=True,
+                             load_best_model_at_end=True, eval_strategy="epoch", save_strategy="epoch", report_to=[])
+    callback, state, control = SelectionEarlyStoppingCallback(early_stopping_patience=2), TrainerState(), TrainerControl()
+    state.best_metric = 0.9
+    with mock.patch.object(trainer_callback.logger, "warning") as warning:
+        callback.on_evaluate(args, state, control, {"eval_acdc-ssl4mis_dice_mean": 0.5})
+        callback.on_evaluate(args, state, control, {"eval_dice_mean": 0.8})
+        callback.on_evaluate(args, state, control, {"eval_myops2020-cine_dice_mean": 0.1})
+    warning.assert_not_called()
+    assert callback.early_stopping_patience_counter == 1 and not control.should_training_stop
+    callback.on_evaluate(args, state, control, {"eval_dice_mean": 0.8})
+    assert callback.early_stopping_patience_counter == 2 and control.should_training_stop

@@ -278,10 +278,25 @@ def augment_config(data_args: DataArguments):
     )
 
 
+class SelectionEarlyStoppingCallback(EarlyStoppingCallback):
+    """``EarlyStoppingCallback`` that counts only the evaluations that carry the selection metric.
+
+    With several validation sources the Trainer evaluates each source on its own (metrics
+    ``eval_<source>_*``, no ``eval_dice_mean``) before :class:`SourceMeanTrainer` reports their mean;
+    the stock callback logged "early stopping is disabled" after each of those, which it was not:
+    the mean's evaluation then counted. Those per-source evaluations are skipped silently here."""
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        key = args.metric_for_best_model
+        if (key if key.startswith("eval_") else f"eval_{key}") not in metrics:
+            return control
+        return super().on_evaluate(args, state, control, metrics, **kwargs)
+
+
 def make_callbacks(model_args, data_args, training_args, has_eval: bool, progress: RunProgressCallback) -> list:
     callbacks = [progress]
     if has_eval and model_args.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+        callbacks.append(SelectionEarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
     if data_args.time_limit_minutes:
         callbacks.append(TimeLimitCallback(60 * data_args.time_limit_minutes, elapsed_before=progress.elapsed_before))
     return callbacks
