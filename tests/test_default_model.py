@@ -52,8 +52,11 @@ def pipe():
     return halsr_hf.load_pipeline()
 
 
-@pytest.fixture(scope="module")
-def acdc_results(acdc_dir, pipe):
+# ---- the measurements (plain functions: scripts/guard_numbers.py prints them for a model) ----------
+
+
+def acdc_results(acdc_dir, pipe) -> dict:
+    """{(patient, frame): (reference label map, pipeline output)} of the ACDC guard volumes."""
     import h5py
 
     volumes = {}
@@ -67,42 +70,41 @@ def acdc_results(acdc_dir, pipe):
     return {k: (volumes[k][1], out) for k, out in zip(keys, outputs)}
 
 
-def test_bundled_model_acdc_test_volumes_3d_dice(acdc_results):
-    lv = [dice(out["label_map"], ref, 1) for ref, out in acdc_results.values()]
-    myo = [dice(out["label_map"], ref, 2) for ref, out in acdc_results.values()]
-    assert np.mean(lv) >= MIN_LV_DICE, f"mean 3D LV Dice {np.mean(lv):.3f} on {len(lv)} ACDC test volumes"
-    assert np.mean(myo) >= MIN_MYO_DICE, f"mean 3D MYO Dice {np.mean(myo):.3f} on {len(myo)} ACDC test volumes"
-    assert min(lv) >= MIN_WORST_LV_DICE, f"worst volume LV Dice {min(lv):.3f}"
+def volume_dice(results) -> tuple[list, list]:
+    """3D Dice per volume: (LV cavity, myocardium)."""
+    return ([dice(out["label_map"], ref, 1) for ref, out in results.values()],
+            [dice(out["label_map"], ref, 2) for ref, out in results.values()])
 
 
-def test_bundled_model_roi_contains_the_lv(acdc_results, pipe):
-    margin = pipe.image_processor.crop_margin
+def lv_inside_crop(results, margin: float) -> list:
+    """Per slice with a reference LV (and myocardium): whether its box lies inside the final crop."""
     inside = []
-    for ref, out in acdc_results.values():
+    for ref, out in results.values():
         for z, result in enumerate(out["slices"]):
             box = lv_box(ref[z])
             if box is None or not (ref[z] == 2).any():
                 continue
             inside.append(result["lv_found"] and result["roi"] is not None and crop_contains(result["roi"], box, margin))
-    assert np.mean(inside) >= MIN_IN_CROP, f"reference LV box inside the crop on {np.mean(inside):.1%} of {len(inside)} slices"
+    return inside
 
 
-def test_bundled_model_ejection_fraction(acdc_results):
+def ef_errors(results) -> list:
+    """|EF predicted - EF reference| per patient, in points (voxel counts: spacing cancels)."""
+    def ef(edv, esv):
+        return 100.0 * (edv - esv) / edv
+
     errors = []
     for patient in ACDC_PATIENTS:
-        (ed_ref, ed), (es_ref, es) = acdc_results[(patient, "01")], acdc_results[(patient, "02")]
-        ef = lambda edv, esv: 100.0 * (edv - esv) / edv  # noqa: E731  (voxel counts: spacing cancels)
+        (ed_ref, ed), (es_ref, es) = results[(patient, "01")], results[(patient, "02")]
         ef_ref = ef((ed_ref == 1).sum(), (es_ref == 1).sum())
         ef_pred = ef((ed["label_map"] == 1).sum(), (es["label_map"] == 1).sum())
         errors.append(abs(ef_pred - ef_ref))
-    assert np.mean(errors) <= MAX_EF_ERROR, f"EF mean absolute error {np.mean(errors):.1f} points ({np.round(errors, 1)})"
+    return errors
 
 
 def sunnybrook_slices(root):
     """(DICOM path, label map, myocardium reliable) of every annotated Sunnybrook slice."""
     import csv
-
-    from halsr_hf.data.sunnybrook import read_contour, rasterize
 
     out = []
     with open(root / "link.csv", newline="") as f:
@@ -119,10 +121,11 @@ def sunnybrook_slices(root):
     return out
 
 
-def test_bundled_model_sunnybrook_dicom(sunnybrook_dir, pipe):
+def sunnybrook_dice(root, pipe) -> tuple[list, list]:
+    """2D Dice on every third annotated Sunnybrook slice: (LV cavity, myocardium on reliable slices)."""
     from halsr_hf.data.sunnybrook import read_contour, rasterize
 
-    slices = sunnybrook_slices(sunnybrook_dir)[::3]
+    slices = sunnybrook_slices(root)[::3]
     results = pipe([str(s[0]) for s in slices])
     lv, myo = [], []
     for (dicom, endo, epi, reliable), result in zip(slices, results):
@@ -135,27 +138,65 @@ def test_bundled_model_sunnybrook_dicom(sunnybrook_dir, pipe):
         lv.append(dice(result["label_map"], label, 1))
         if epi is not None and reliable:
             myo.append(dice(result["label_map"], label, 2))
-    assert np.mean(lv) >= MIN_SB_LV_DICE, f"Sunnybrook LV Dice {np.mean(lv):.3f} on {len(lv)} slices"
-    assert np.mean(myo) >= MIN_SB_MYO_DICE, f"Sunnybrook MYO Dice {np.mean(myo):.3f} on {len(myo)} slices"
+    return lv, myo
 
 
-@pytest.mark.parametrize("name", ["patient033_frame01", "patient083_frame02"])
-def test_bundled_model_is_orientation_invariant(acdc_dir, pipe, name):
-    """Every rotation/flip of real slices, segmented and transformed back, scores within
-    MAX_ORIENTATION_DEVIATION mean Dice of the original orientation (the scanner's voxel order must
-    not matter)."""
+def orientation_scores(acdc_dir, pipe, name: str) -> list:
+    """Mean Dice (LV cavity, myocardium) of 3 real slices of ``name`` in each of the 8 rotations/flips,
+    segmented and transformed back."""
     import h5py
 
     with h5py.File(acdc_dir / "data" / f"{name}.h5", "r") as f:
         image, label = f["image"][()], ACDC_TO_CANONICAL[f["label"][()]]
     keep = [z for z in range(len(label)) if (label[z] == 2).sum() > 200][:3]
     image, label = image[keep], label[keep]
-
     scores = []
     for k in range(8):
-        out = pipe(dihedral(image, k))
-        back = dihedral_inverse(out["label_map"], k)
+        back = dihedral_inverse(pipe(dihedral(image, k))["label_map"], k)
         scores.append(np.mean([dice(back, label, c) for c in (1, 2)]))
+    return scores
+
+
+ORIENTATION_VOLUMES = ["patient033_frame01", "patient083_frame02"]
+
+
+# ---- the guards ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def acdc_guard_results(acdc_dir, pipe):
+    return acdc_results(acdc_dir, pipe)
+
+
+def test_bundled_model_acdc_test_volumes_3d_dice(acdc_guard_results):
+    lv, myo = volume_dice(acdc_guard_results)
+    assert np.mean(lv) >= MIN_LV_DICE, f"mean 3D LV Dice {np.mean(lv):.3f} on {len(lv)} ACDC test volumes"
+    assert np.mean(myo) >= MIN_MYO_DICE, f"mean 3D MYO Dice {np.mean(myo):.3f} on {len(myo)} ACDC test volumes"
+    assert min(lv) >= MIN_WORST_LV_DICE, f"worst volume LV Dice {min(lv):.3f}"
+
+
+def test_bundled_model_roi_contains_the_lv(acdc_guard_results, pipe):
+    inside = lv_inside_crop(acdc_guard_results, pipe.image_processor.crop_margin)
+    assert np.mean(inside) >= MIN_IN_CROP, f"reference LV box inside the crop on {np.mean(inside):.1%} of {len(inside)} slices"
+
+
+def test_bundled_model_ejection_fraction(acdc_guard_results):
+    errors = ef_errors(acdc_guard_results)
+    assert np.mean(errors) <= MAX_EF_ERROR, f"EF mean absolute error {np.mean(errors):.1f} points ({np.round(errors, 1)})"
+
+
+def test_bundled_model_sunnybrook_dicom(sunnybrook_dir, pipe):
+    lv, myo = sunnybrook_dice(sunnybrook_dir, pipe)
+    assert np.mean(lv) >= MIN_SB_LV_DICE, f"Sunnybrook LV Dice {np.mean(lv):.3f} on {len(lv)} slices"
+    assert np.mean(myo) >= MIN_SB_MYO_DICE, f"Sunnybrook MYO Dice {np.mean(myo):.3f} on {len(myo)} slices"
+
+
+@pytest.mark.parametrize("name", ORIENTATION_VOLUMES)
+def test_bundled_model_is_orientation_invariant(acdc_dir, pipe, name):
+    """Every rotation/flip of real slices, segmented and transformed back, scores within
+    MAX_ORIENTATION_DEVIATION mean Dice of the original orientation (the scanner's voxel order must
+    not matter)."""
+    scores = orientation_scores(acdc_dir, pipe, name)
     assert max(abs(score - scores[0]) for score in scores) <= MAX_ORIENTATION_DEVIATION, f"mean Dice per orientation: {np.round(scores, 3)}"
     assert min(scores) >= 0.85, f"mean Dice per orientation: {np.round(scores, 3)}"
 
