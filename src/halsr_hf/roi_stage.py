@@ -294,27 +294,26 @@ def keep_largest_component(label_map: np.ndarray, min_pixels: int = 10, connecti
     return np.where(components == largest, label_map, 0).astype(label_map.dtype), several
 
 
-def cavity_not_enclosed(label_map: np.ndarray, tolerance: float = 0.25, cavity: int = 1) -> bool:
-    """Whether more than ``tolerance`` of the cavity's outer outline touches background."""
+def _outer_ring(label_map: np.ndarray, cavity: int) -> np.ndarray | None:
+    """The pixels just outside the cavity (4-neighbourhood); None without cavity or ring."""
     inside = label_map == cavity
     if not inside.any():
-        return False
+        return None
     ring = ndimage.binary_dilation(inside) & ~inside
-    if not ring.any():
-        return False
-    return float((label_map[ring] == 0).mean()) > tolerance
+    return ring if ring.any() else None
+
+
+def cavity_not_enclosed(label_map: np.ndarray, tolerance: float = 0.25, cavity: int = 1) -> bool:
+    """Whether more than ``tolerance`` of the cavity's outer outline touches background."""
+    ring = _outer_ring(label_map, cavity)
+    return ring is not None and float((label_map[ring] == 0).mean()) > tolerance
 
 
 def enclosure(label_map: np.ndarray, cavity: int = 1, myocardium: int = 2) -> float | None:
     """The fraction of the cavity's outer outline (the pixels just outside it, 4-neighbourhood) that
     is myocardium; None without cavity. 1.0: the myocardium surrounds the cavity."""
-    inside = label_map == cavity
-    if not inside.any():
-        return None
-    ring = ndimage.binary_dilation(inside) & ~inside
-    if not ring.any():
-        return None
-    return float((label_map[ring] == myocardium).mean())
+    ring = _outer_ring(label_map, cavity)
+    return None if ring is None else float((label_map[ring] == myocardium).mean())
 
 
 def basal_rule(label_maps: list, threshold: float, max_slices: int = 2) -> dict:
