@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = ["config.json", "model.safetensors"]
 PROVENANCE = ["command.txt", "run_args.json", "training_args.json", "all_results.json", "train_results.json",
               "eval_results.json", "trainer_state.json"]
-#: files of the old ROI folder's earlier stages that stay with it when the localiser is not replaced
-STAGE_FILES = ["stage1_command.txt", "stage1_run_args.json", "stage1_training_args.json"]
+#: a two-stage segmenter's first-stage record, copied in as ``stage1_<name>`` (--segmenter-stage1)
+STAGE1_FILES = ["command.txt", "run_args.json", "training_args.json", "trainer_state.json"]
 
 
 def hardware() -> str:
@@ -73,7 +73,7 @@ def copy_run(run_dir: Path, target: Path, extra: tuple = (), stage1: Path | None
         if not (target / name).is_file() and (run_dir.parent / name).is_file():
             shutil.copy2(run_dir.parent / name, target / name)
     if stage1 is not None:
-        for name in ("command.txt", "run_args.json", "training_args.json", "trainer_state.json"):
+        for name in STAGE1_FILES:
             source = stage1 / name if (stage1 / name).is_file() else stage1.parent / name
             if source.is_file():
                 shutil.copy2(source, target / f"stage1_{name}")
