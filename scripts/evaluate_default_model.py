@@ -58,7 +58,7 @@ def evaluate(args, split: str, flags: list, out_dir: Path, extra: bool) -> float
     return time.time() - start
 
 
-#: (source, test split flags, description) of the other centres' test runs
+#: source -> (the option that gives its prepared folder, description) of the other centres' test runs
 OTHER_CENTRES = {
     "myops2020-cine": ("myops", "MyoPS 2020 cine (bSSFP), another centre, test patients"),
     "myops2020-lge": ("myops", "MyoPS 2020 late enhancement (outside the cine product's scope)"),
@@ -86,12 +86,14 @@ def bundle_evaluation(summary_paths: list, orientation: Path | None) -> None:
     write_model_card(model_dir, copies, repo_id="halsr-hf/halsr-net")
 
 
+def mean(block, key):
+    """The mean of metric ``key`` in a summary's metrics block, or None."""
+    value = (block or {}).get(key) or {}
+    return value.get("mean") if isinstance(value, dict) else None
+
+
 def row(summary: dict) -> dict:
     """The numbers of the ablation table from one summary.json."""
-    def mean(block, key):
-        value = (block or {}).get(key) or {}
-        return value.get("mean") if isinstance(value, dict) else None
-
     roi = summary.get("roi") or {}
     if roi and "final_crop_iou_mean" not in roi:  # an older summary: its ROI numbers are the final crop's
         roi = {"final_crop_iou_mean": roi.get("iou_mean"), "final_crop_in_crop_percent": roi.get("in_crop_percent")}
@@ -209,9 +211,9 @@ def main(argv=None) -> int:
 
 def render_other(other: dict) -> str:
     """The other centres' test table: Dice per volume (3D, MyoPS) or per slice (2D, EMIDEC)."""
-    def mean(block, key):
-        value = (block or {}).get(key) or {}
-        return f"{value['mean']:.3f}" if isinstance(value, dict) and value.get("mean") is not None else "–"
+    def cell(block, key):
+        value = mean(block, key)
+        return "–" if value is None else f"{value:.3f}"
 
     lines = ["# The default model on other centres' test patients (end to end, through the pipeline)", "",
              "Written by `python scripts/evaluate_default_model.py --myops ... --emidec ...`; never used to choose anything.",
@@ -220,8 +222,8 @@ def render_other(other: dict) -> str:
         level, block = ("3D per volume", summary.get("volume_metrics")) if summary.get("volume_metrics") else \
             ("2D per slice", summary.get("slice_metrics"))
         n = ((block or {}).get("dice_lv_cavity") or {}).get("n", "–")
-        lines.append(f"| {source} | {description} | {level} | {mean(block, 'dice_lv_cavity')} | "
-                     f"{mean(block, 'dice_myocardium')} | {n} | {summary.get('wall_s', 0):.0f} |")
+        lines.append(f"| {source} | {description} | {level} | {cell(block, 'dice_lv_cavity')} | "
+                     f"{cell(block, 'dice_myocardium')} | {n} | {summary.get('wall_s', 0):.0f} |")
     return "\n".join(lines) + "\n"
 
 
