@@ -74,6 +74,7 @@ from .roi_stage import (
     keep_largest_component,
     order_flags,
     second_look_box,
+    split_flags,
     touches_border,
     volume_consensus,
 )
@@ -198,8 +199,10 @@ class CardiacLVSegmentationPipeline(Pipeline):
             image processor (:data:`halsr_hf.image_processing_halsr.ROI_STAGE_SETTINGS`, saved in
             ``preprocessor_config.json`` with the model, tuned on the ACDC validation split).
 
-    Every slice's result has ``qc`` (quality flags, :data:`halsr_hf.roi_stage.QC_FLAGS`) and a
-    ``message`` that says what was done.
+    Every slice's result has ``qc`` (quality flags, :data:`halsr_hf.roi_stage.QC_FLAGS`), split into
+    ``qc_warnings`` (:data:`~halsr_hf.roi_stage.WARNING_FLAGS`: a person should look) and ``qc_info``
+    (:data:`~halsr_hf.roi_stage.INFO_FLAGS`: routine steps and choices), and a ``message`` that says
+    what was done.
     """
 
     _load_image_processor = True
@@ -596,6 +599,8 @@ class CardiacLVSegmentationPipeline(Pipeline):
                 "lv_found": model_outputs["lv_found"][i],
                 "lv_probability": model_outputs["lv_probability"][i],
                 "qc": qc,
+                "qc_warnings": split_flags(qc)[0],
+                "qc_info": split_flags(qc)[1],
                 "message": message,
                 "areas_px": {name: areas[f"{name}_pixels"] for name in ("lv_cavity", "myocardium")},
                 "areas_mm2": None if loaded.pixel_spacing is None

@@ -68,7 +68,25 @@ QC_FLAGS = (
     "several_components",
     "cavity_not_enclosed",
     "basal_slice_removed",
+    "outside_lv_range",
+    "empty_segmentation",
 )
+
+#: Flags that say something may be wrong with a slice's result: a person should look. Only these
+#: make a slice (or a cohort subject) "flagged".
+WARNING_FLAGS = (
+    "anisotropic_spacing",
+    "low_roi_confidence",
+    "mask_touches_crop_border",
+    "several_components",
+    "cavity_not_enclosed",
+    "empty_segmentation",
+)
+
+#: Flags that record a routine step or a choice (information, not a warning): whole slices by
+#: choice, a constant slice, a box moved by the volume consensus, a second look, a basal slice
+#: removed by the base rule, a slice left out by the stack's LV range.
+INFO_FLAGS = tuple(flag for flag in QC_FLAGS if flag not in WARNING_FLAGS)
 
 
 #: How the volume consensus changed a slice's box (:attr:`RoiResult.correction`).
@@ -344,3 +362,13 @@ def order_flags(flags) -> list:
     """Unique flags in :data:`QC_FLAGS` order."""
     present = set(flags)
     return [flag for flag in QC_FLAGS if flag in present]
+
+
+def split_flags(flags) -> tuple:
+    """``(warnings, information)``: the flags of :data:`WARNING_FLAGS` and of :data:`INFO_FLAGS`,
+    each unique and in :data:`QC_FLAGS` order. An unknown flag is a ``ValueError``."""
+    unknown = sorted(set(flags) - set(QC_FLAGS))
+    if unknown:
+        raise ValueError(f"unknown qc flag(s) {unknown}; known: {list(QC_FLAGS)}")
+    ordered = order_flags(flags)
+    return [f for f in ordered if f in WARNING_FLAGS], [f for f in ordered if f in INFO_FLAGS]
