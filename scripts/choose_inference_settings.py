@@ -37,6 +37,11 @@ VARIANTS = {
     "basal0.95": (["--setting", "basal_enclosure_threshold=0.95"], "base rule, enclosure >= 0.95"),
     "basal0.95+connectivity8": (["--setting", "basal_enclosure_threshold=0.95", "--setting", "component_connectivity=8"],
                                 "base rule 0.95 and 8-connected"),
+    # issue 24: where the ventricle begins and ends
+    "nobasal": (["--setting", "basal_enclosure_threshold=0"], "base rule off"),
+    "stack3d": (["--setting", "stack_component=1"], "the stack's largest 3D LV component (with the model's base rule)"),
+    "stack3d+nobasal": (["--setting", "stack_component=1", "--setting", "basal_enclosure_threshold=0"],
+                        "the stack's largest 3D LV component, base rule off"),
 }
 
 
@@ -62,6 +67,17 @@ def numbers(out_dir: Path) -> dict:
 
     with open(out_dir / "volumes.csv", newline="") as handle:
         volumes = list(csv.DictReader(handle))
+    with open(out_dir / "slices.csv", newline="") as handle:
+        complete = {(row["patient_id"], row["phase"], row["source"]) for row in volumes}
+        presence = {}  # phase -> [tp, fp, fn]: LV cavity on a slice of a complete stack, predicted vs reference
+        for row in csv.DictReader(handle):
+            if (row["patient_id"], row["phase"], row["source"]) not in complete:
+                continue
+            ref, pred = int(row["ref_lv_cavity_px"]) > 0, int(row["pred_lv_cavity_px"]) > 0
+            counts = presence.setdefault(row["phase"].upper(), [0, 0, 0])
+            counts[0] += ref and pred
+            counts[1] += pred and not ref
+            counts[2] += ref and not pred
     by_phase = {}
     for row in volumes:
         if row["dice_lv_cavity"] not in ("", "nan"):
@@ -73,7 +89,16 @@ def numbers(out_dir: Path) -> dict:
         "lv_es": sum(by_phase["ES"]) / len(by_phase["ES"]) if by_phase.get("ES") else None,
         "ef_mae": (summary.get("clinical") or {}).get("ef_mae"),
         "volumes": len(volumes),
+        "es_precision": _ratio(presence.get("ES"), 1), "es_recall": _ratio(presence.get("ES"), 2),
+        "es_too_many": (presence.get("ES") or [None, None])[1],
     }
+
+
+def _ratio(counts, other: int):
+    """tp / (tp + counts[other]): precision (other = 1, false positives) or recall (2, misses)."""
+    if not counts or counts[0] + counts[other] == 0:
+        return None
+    return counts[0] / (counts[0] + counts[other])
 
 
 def score(results: dict, datasets: list, candidate: str, variant: str):
@@ -92,8 +117,11 @@ def render(results: dict, datasets: list, candidates: dict) -> str:
              "validation splits only; 3D Dice per volume (mean), LV Dice at ED and at ES, EF mean absolute error",
              "(points). Score = mean over datasets of (LV 3D + MYO 3D) / 2; the best score wins, EF error breaks ties.", "",
              "Candidates: " + "; ".join(f"`{name}` = `{folder}`" for name, folder in candidates.items()) + ".", "",
-             "| candidate | variant | " + " | ".join(f"{d} LV / MYO | {d} LV ED / ES | {d} EF MAE" for d in datasets) + " | score |",
-             "|---|---|" + "---:|" * (3 * len(datasets) + 1)]
+             "ES presence: precision / recall of 'this slice has LV cavity' over the slices of the ES stacks (ACDC only: "
+             "MyoPS has one frame).", "",
+             "| candidate | variant | " + " | ".join(f"{d} LV / MYO | {d} LV ED / ES | {d} EF MAE" for d in datasets)
+             + " | ACDC ES presence P / R | score |",
+             "|---|---|" + "---:|" * (3 * len(datasets) + 2)]
     best = None
     for candidate in candidates:
         for variant in VARIANTS:
@@ -106,6 +134,8 @@ def render(results: dict, datasets: list, candidates: dict) -> str:
                     cells += ["–", "–", "–"]
                     continue
                 cells += [f"{fmt(n['lv_3d'])} / {fmt(n['myo_3d'])}", f"{fmt(n['lv_ed'])} / {fmt(n['lv_es'])}", fmt(n["ef_mae"], 2)]
+            first = results.get((datasets[0], candidate, variant)) or {}
+            cells.append(f"{fmt(first.get('es_precision'))} / {fmt(first.get('es_recall'))}")
             value = score(results, datasets, candidate, variant)
             ef = [results[(d, candidate, variant)]["ef_mae"] for d in datasets
                   if (d, candidate, variant) in results and results[(d, candidate, variant)]["ef_mae"] is not None]

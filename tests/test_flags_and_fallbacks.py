@@ -252,8 +252,9 @@ def test_slices_the_consensus_filled_in_say_so_and_are_flagged():
     out = pipe(_image((5, 64, 64)))
     filled = out["slices"][2]
     assert filled["lv_found"] and {"box_corrected", "low_roi_confidence"} <= set(filled["qc"])
-    assert filled["message"].startswith("LV not found by the ROI stage on this slice (probability 0.03); box taken "
-                                        "from the volume consensus"), filled["message"]
+    assert filled["message"].startswith("LV box from the volume consensus: the stack's median LV box (the LV was located "
+                                        "on slices above and below; the ROI stage's LV probability on this slice: 0.03)"), filled["message"]
+    assert filled["status"] == "segmented" and filled["message"].split(";")[-1].strip().startswith("segmented")
     assert filled["lv_probability"] == pytest.approx(0.03)
     located = out["slices"][1]
     assert located["message"].startswith("LV located by the ROI stage (probability 0.99)")

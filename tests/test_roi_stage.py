@@ -136,7 +136,8 @@ def test_pipeline_reports_qc_flags_and_a_true_message(pipe):
     assert out["message"].startswith("LV located by the ROI stage")
     noise = pipe(np.random.default_rng(0).normal(size=(96, 96)).astype(np.float32))
     assert not noise["lv_found"] and noise["roi"] is None and not noise["label_map"].any()
-    assert noise["message"].startswith("no LV found: the ROI stage's LV probability")
+    assert noise["message"].startswith("LV not located: the ROI stage's LV probability")
+    assert noise["status"] == "not_located" and noise["message"].endswith("nothing segmented")
 
 
 def test_pipeline_unknown_argument_is_an_input_error(pipe):

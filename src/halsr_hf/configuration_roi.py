@@ -22,7 +22,7 @@ class LvRoiConfig(PretrainedConfig):
             ``global_channels -> head_sizes[0] -> head_sizes[1] -> 4``.
         dropout_rate (`float`, defaults to 0.3): dropout before the final 1x1 convs.
         predict_presence (`bool`, defaults to True): an extra output, the logit that the slice shows
-            the LV at all (an extension of the paper: the pipeline uses it to say "no LV found"
+            the LV at all (an extension of the paper: the pipeline uses it to say "LV not located"
             instead of segmenting noise). Trained with BCE beside the box MSE.
         presence_loss_weight (`float`, defaults to 0.1): weight of that BCE term.
         box_parametrization (`str`, defaults to ``"center_size"``): what the 4 sigmoid outputs mean.

@@ -179,6 +179,9 @@ ROI_STAGE_SETTINGS = {
     # removed; 0 = off)
     "component_connectivity": 4,
     "basal_enclosure_threshold": 0.0,
+    # the stack's largest 3D LV component (roi_stage.largest_stack_component): slices whose LV is not
+    # part of it are removed (flag outside_lv_range); 1 = on, 0 = off
+    "stack_component": 0,
 }
 
 

@@ -67,16 +67,19 @@ from .modeling_halsr import HalsrForSemanticSegmentation
 from .modeling_roi import LvRoiRegressor
 from .roi_stage import (
     CORRECTIONS,
+    WARNING_FLAGS,
     RoiResult,
-    basal_rule,
+    better_look,
     cavity_not_enclosed,
     crop_prediction_in_output,
+    finish_stack,
     keep_largest_component,
+    look_quality,
     order_flags,
+    plan_stack,
     second_look_box,
     split_flags,
     touches_border,
-    volume_consensus,
 )
 from .weight_init import weights_signature
 
@@ -385,6 +388,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
         save_mask=None,
         overwrite=None,
         batch_size=None,
+        reference_roi=None,
         **kwargs,
     ):
         settings = {k: kwargs.pop(k) for k in list(kwargs) if k in ROI_STAGE_SETTINGS}
@@ -392,12 +396,12 @@ class CardiacLVSegmentationPipeline(Pipeline):
             raise InputError(
                 f"unknown argument(s) {', '.join(sorted(kwargs))} for the cardiac-lv-segmentation pipeline; "
                 "expected frame, axes, pixel_spacing, slice_thickness, use_roi, tta, second_look, consensus, stack, "
-                f"save_mask, overwrite, batch_size, {', '.join(ROI_STAGE_SETTINGS)}"
+                f"save_mask, overwrite, batch_size, reference_roi, {', '.join(ROI_STAGE_SETTINGS)}"
             )
         preprocess = {k: v for k, v in dict(frame=frame, axes=axes, pixel_spacing=pixel_spacing,
                                              slice_thickness=slice_thickness).items() if v is not None}
         forward = {k: v for k, v in dict(use_roi=use_roi, tta=tta, second_look=second_look, consensus=consensus,
-                                         batch_size=batch_size).items() if v is not None}
+                                         batch_size=batch_size, reference_roi=reference_roi).items() if v is not None}
         if settings:
             forward["settings"] = {k: v for k, v in settings.items() if v is not None}
         postprocess = {k: v for k, v in dict(save_mask=save_mask, overwrite=overwrite).items() if v is not None}
@@ -469,107 +473,117 @@ class CardiacLVSegmentationPipeline(Pipeline):
 
     @torch.inference_mode()
     def _forward(self, model_inputs, use_roi=True, tta=False, second_look=2, consensus=True, batch_size=16,
-                 settings=None):
-        """ROI stage, volume consensus, segmentation with up to ``second_look`` re-crops, checks.
-        ``model_inputs["groups"]`` gives each slice's stack (consensus runs within a stack),
-        ``model_inputs["constant"]`` its constant slices (not segmented)."""
+                 settings=None, reference_roi=None):
+        """The ROI stage, then the segmentation with up to ``second_look`` re-crops, then the stack's
+        decisions after segmentation. ``model_inputs["groups"]`` gives each slice's stack,
+        ``model_inputs["constant"]`` its constant slices (not segmented). ``reference_roi``: per stack
+        (by group id) a reference's slices and boxes instead of the ROI stage's
+        (:func:`~halsr_hf.roi_stage.apply_reference`; evaluation only)."""
         self.check_roi_stage(use_roi)
         settings = self.image_processor.roi_stage_settings(**(settings or {}))
         normalized = model_inputs["normalized"]
         count = len(normalized)
         groups = model_inputs.get("groups") or [0] * count
         constant = model_inputs.get("constant") or [False] * count
-        sizes = [a.shape for a in normalized]
-        margin = self.image_processor.crop_margin
+        stacks = {group: [i for i in range(count) if groups[i] == group] for group in dict.fromkeys(groups)}
         whole_slice = not use_roi or self.roi_model is None
-        valid = [i for i in range(count) if not constant[i]]
-        if not whole_slice:
-            located = self._locate(normalized, valid, batch_size, settings)
-            results = [located.get(i) or RoiResult(box=None, probability=0.0, constant=True) for i in range(count)]
-            if consensus:
-                for group in sorted(set(groups)):
-                    members = [i for i in valid if groups[i] == group]
-                    if len(members) > 2:
-                        volume_consensus([results[i] for i in members], [sizes[i] for i in members],
-                                         settings["consensus_confidence"], settings["consensus_max_offset"],
-                                         settings["consensus_extend_threshold"])
-            for result in results:  # after the consensus: the slices it filled in are judged too
-                if result.found and result.probability < settings["low_confidence"]:
-                    result.flags.append("low_roi_confidence")
-        else:
-            results = [RoiResult(box=None, probability=1.0, found=True, flags=["no_roi_model"]) for _ in range(count)]
-            for i in range(count):
-                if constant[i]:
-                    results[i] = RoiResult(box=None, probability=0.0, constant=True)
-        for result in results:
-            if result.constant:
-                result.flags = ["constant_slice"]
+        results = self._roi_stage(normalized, stacks, constant, whole_slice, consensus, batch_size, settings, reference_roi or {})
         boxes = [r.box if r.found else None for r in results]
         stage_boxes = [None if (whole_slice or b is None) else [int(round(float(v))) for v in b] for b in boxes]
-        looks = [0] * count
-        segmented = {}
-        active = [i for i in range(count) if results[i].found]
+        looks = self._segment_with_looks(normalized, results, boxes, whole_slice, second_look, tta, batch_size, settings)
+        removed = {}  # slice index -> (flag, detail): the stack's decisions after segmentation
+        for group, members in stacks.items():
+            if (reference_roi or {}).get(group, {}).get("slices") is not None:
+                continue  # the reference chose the slices
+            segmented = [i for i in members if i in looks]
+            decided = finish_stack([looks[i]["label_map"] for i in segmented], settings)
+            removed.update({segmented[k]: value for k, value in decided.items()})
+        outputs = {key: [] for key in ("label_maps", "roi", "roi_stage_box", "lv_found", "lv_probability", "scores",
+                                       "qc", "status", "message")}
+        for i, result in enumerate(results):
+            look = looks.get(i)
+            flags = list(result.flags)
+            status, label_map, scores = "not_located", np.zeros(normalized[i].shape, dtype=np.uint8), {}
+            if result.constant:
+                status = "constant"
+            elif look is not None:
+                label_map, scores = look["label_map"], look["scores"]
+                flags += look["flags"]
+                status = "segmented" if label_map.any() else "empty_segmentation"
+                if i in removed:
+                    flags.append(removed[i][0])
+                    status, label_map, scores = "removed", np.zeros_like(label_map), {}
+            if status == "empty_segmentation":
+                flags.append(_empty_flag(i, stacks[groups[i]], looks, removed))
+            outputs["label_maps"].append(label_map)
+            outputs["scores"].append(scores)
+            outputs["roi"].append(None if look is None or look["box"] is None else [int(round(float(v))) for v in look["box"]])
+            outputs["roi_stage_box"].append(stage_boxes[i])
+            outputs["lv_found"].append(bool(label_map.any()))
+            outputs["lv_probability"].append(None if ("no_roi_model" in result.flags or result.constant) else result.probability)
+            outputs["qc"].append(order_flags(flags))
+            outputs["status"].append(status)
+            outputs["message"].append(_message(result, status, look, removed.get(i), settings, self.whole_slice))
+        return outputs
+
+    def _roi_stage(self, normalized, stacks, constant, whole_slice, consensus, batch_size, settings, reference) -> list:
+        """One :class:`~halsr_hf.roi_stage.RoiResult` per slice: the ROI model on every non-constant
+        slice, then :func:`~halsr_hf.roi_stage.plan_stack` once per stack (consensus or reference,
+        confidence flag). Without a ROI stage: the whole slice, flagged ``no_roi_model``."""
+        count = len(normalized)
+        if whole_slice:
+            return [RoiResult(box=None, probability=0.0, constant=True, flags=["constant_slice"]) if constant[i]
+                    else RoiResult(box=None, probability=1.0, found=True, flags=["no_roi_model"]) for i in range(count)]
+        located = self._locate(normalized, [i for i in range(count) if not constant[i]], batch_size, settings)
+        results = [located.get(i) or RoiResult(box=None, probability=0.0, constant=True, flags=["constant_slice"])
+                   for i in range(count)]
+        for group, members in stacks.items():
+            members = [i for i in members if not constant[i]]
+            plan_stack([results[i] for i in members], [normalized[i].shape for i in members], settings, consensus,
+                       _reference_for(reference.get(group), members, stacks[group]))
+        return results
+
+    def _segment_with_looks(self, normalized, results, boxes, whole_slice, second_look, tta, batch_size, settings) -> dict:
+        """Segment every slice the ROI stage found, then crop again around the predicted LV where
+        :func:`~halsr_hf.roi_stage.second_look_box` says so, at most ``second_look`` times; a new look
+        is kept only when it is better (:func:`~halsr_hf.roi_stage.look_quality`). Returns, per
+        segmented slice: ``label_map``, ``scores``, ``box`` (of the kept look's crop), ``looks`` (re-crops
+        made), ``flags`` (``second_look``, ``mask_touches_crop_border``, ``several_components``,
+        ``cavity_not_enclosed``)."""
+        connectivity = int(settings["component_connectivity"])
+        margin = self.image_processor.crop_margin
+        active = [i for i, r in enumerate(results) if r.found]
+        best, made = {}, {i: 0 for i in active}
         extra_looks = 0 if whole_slice else max(int(second_look), 0)  # nothing to re-crop around a whole slice
         for look in range(1 + extra_looks):
             if not active:
                 break
-            segmented.update(self._segment(normalized, active, boxes, tta, batch_size, int(settings["component_connectivity"])))
-            if look == extra_looks:
-                break
+            segmented = self._segment(normalized, active, boxes, tta, batch_size, connectivity)
             again = []
             for i in active:
-                label_map, _, kept, crop_box, _ = segmented[i]
-                box = second_look_box(kept, crop_box, label_map, margin, settings["second_look_offset"],
-                                      settings["second_look_scale"])
-                if box is not None:
-                    boxes[i], looks[i] = box, looks[i] + 1
-                    again.append(i)
+                label_map, several, kept, crop_box, scores = segmented[i]
+                quality = look_quality(label_map, kept, scores)
+                if i not in best or better_look(quality, best[i]["quality"]):
+                    best[i] = {"label_map": label_map, "several": several, "kept": kept, "scores": scores,
+                               "box": boxes[i], "quality": quality}
+                if look < extra_looks:
+                    box = second_look_box(kept, crop_box, label_map, margin, settings["second_look_offset"],
+                                          settings["second_look_scale"])
+                    if box is not None:
+                        boxes[i] = box
+                        made[i] += 1
+                        again.append(i)
             active = again
-        basal = {}  # slice index -> cavity enclosure, for the slices the basal rule removes
-        if settings["basal_enclosure_threshold"] > 0:
-            for group in sorted(set(groups)):
-                members = [i for i in range(count) if groups[i] == group and i in segmented]
-                removed = basal_rule([segmented[i][0] for i in members], settings["basal_enclosure_threshold"])
-                basal.update({members[k]: value for k, value in removed.items()})
-        label_maps, scores, roi, qc, messages = [], [], [], [], []
-        for i in range(count):
-            result = results[i]
-            flags = list(result.flags)
-            if i in basal:
-                label_maps.append(np.zeros(sizes[i], dtype=np.uint8))
-                scores.append({})
-                roi.append(None if boxes[i] is None else [int(round(float(v))) for v in boxes[i]])
-                qc.append(order_flags(flags + ["basal_slice_removed"]))
-                messages.append(
-                    f"LV segmented, then removed: a basal slice of the stack on which the myocardium surrounds only "
-                    f"{basal[i]:.2f} of the cavity (basal_enclosure_threshold {settings['basal_enclosure_threshold']:.2f}; "
-                    "the ACDC/M&Ms convention counts a basal slice only while the myocardium surrounds the cavity)")
-                continue
-            if i not in segmented:
-                label_maps.append(np.zeros(sizes[i], dtype=np.uint8))
-                scores.append({})
-                roi.append(None)
-                qc.append(order_flags(flags))
-                messages.append(_not_segmented_message(result, settings["presence_threshold"]))
-                continue
-            label_map, several, kept, _, class_scores = segmented[i]
-            if looks[i]:
-                flags.append("second_look")
-            if touches_border(kept):
+        for i, entry in best.items():
+            flags = ["second_look"] if made[i] else []
+            if touches_border(entry["kept"]):
                 flags.append("mask_touches_crop_border")
-            if several:
+            if entry["several"]:
                 flags.append("several_components")
-            if cavity_not_enclosed(label_map):
+            if cavity_not_enclosed(entry["label_map"]):
                 flags.append("cavity_not_enclosed")
-            label_maps.append(label_map)
-            scores.append(class_scores)
-            roi.append(None if boxes[i] is None else [int(round(float(v))) for v in boxes[i]])
-            qc.append(order_flags(flags))
-            messages.append(_message(result, label_map, looks[i], flags, not whole_slice, self.whole_slice))
-        found = [bool(results[i].found and label_maps[i].any()) if i in segmented else False for i in range(count)]
-        return {"label_maps": label_maps, "roi": roi, "roi_stage_box": stage_boxes, "lv_found": found,
-                "lv_probability": [None if ("no_roi_model" in r.flags or r.constant) else r.probability for r in results],
-                "scores": scores, "qc": qc, "message": messages}
+            entry["flags"], entry["looks"] = flags, made[i]
+        return best
 
     def postprocess(self, model_outputs, save_mask=None, overwrite=False):
         loaded = model_outputs["loaded"]
@@ -601,6 +615,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
                 "qc": qc,
                 "qc_warnings": split_flags(qc)[0],
                 "qc_info": split_flags(qc)[1],
+                "status": model_outputs["status"][i],
                 "message": message,
                 "areas_px": {name: areas[f"{name}_pixels"] for name in ("lv_cavity", "myocardium")},
                 "areas_mm2": None if loaded.pixel_spacing is None
@@ -648,6 +663,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
         stack = postprocess_params.pop("stack", False)
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
+        reference = forward_params.pop("reference_roi", None)
         if not single and postprocess_params.get("save_mask") is not None:
             raise InputError("save_mask= takes one input; for several inputs call the pipeline once per input")
         prepared = [self.preprocess(item, **preprocess_params) for item in items]
@@ -659,6 +675,8 @@ class CardiacLVSegmentationPipeline(Pipeline):
                   for _ in p["normalized"]]
         merged = {"normalized": [a for p in prepared for a in p["normalized"]], "groups": groups,
                   "constant": [c for p in prepared for c in p["constant"]]}
+        if reference is not None:
+            forward_params["reference_roi"] = _reference_by_group(reference, prepared, single, stack)
         outputs = self._forward(merged, **forward_params)
         results, start = [], 0
         for p in prepared:
@@ -670,40 +688,121 @@ class CardiacLVSegmentationPipeline(Pipeline):
         return results[0] if single else results
 
 
-def _message(result, label_map, looks: int, flags: list, used_roi: bool, chosen_at_load: bool = False) -> str:
-    """What happened to one segmented slice, in words."""
-    if not used_roi:
+def _reference_by_group(reference, prepared: list, single: bool, stack: bool) -> dict:
+    """``reference_roi=`` (one dict for one input, a list of dicts or None for a list) -> ``{stack
+    group: reference}``, each list checked against its input's slice count."""
+    if stack:
+        raise InputError("reference_roi= takes inputs that are their own stacks, not stack=True")
+    references = [reference] if single else list(reference)
+    if len(references) != len(prepared):
+        raise InputError(f"reference_roi=: one entry per input expected, got {len(references)} for {len(prepared)} inputs")
+    out = {}
+    for n, (p, ref) in enumerate(zip(prepared, references)):
+        if ref is None:
+            continue
+        unknown = sorted(set(ref) - {"slices", "boxes", "fallback_boxes"})
+        if unknown:
+            raise InputError(f"reference_roi=: unknown key(s) {unknown}; expected slices, boxes, fallback_boxes")
+        for key, values in ref.items():
+            if values is not None and len(values) != len(p["normalized"]):
+                raise InputError(f"{p['loaded'].name}: reference_roi[{key!r}] has {len(values)} entries for "
+                                 f"{len(p['normalized'])} slices")
+        out[n if p["loaded"].is_volume else -2 - n] = ref
+    return out
+
+
+def _reference_for(reference, members: list, stack: list):
+    """A stack's reference (per slice of the whole stack) restricted to its non-constant ``members``."""
+    if reference is None:
+        return None
+    positions = [stack.index(i) for i in members]
+    return {key: [values[k] for k in positions] for key, values in reference.items() if values is not None}
+
+
+def _empty_flag(i: int, stack: list, looks: dict, removed: dict) -> str:
+    """The flag of a slice whose segmentation came out empty although the ROI stage located the LV:
+    ``outside_lv_range`` (information) when no slice beyond it, on that side of the stack, has an LV
+    in the result (the segmenter placed the end of the ventricle there), else ``empty_segmentation``
+    (a warning: a gap inside the ventricle)."""
+    def has_lv(j):
+        return j in looks and j not in removed and looks[j]["label_map"].any()
+
+    position = stack.index(i)
+    before = any(has_lv(j) for j in stack[:position])
+    after = any(has_lv(j) for j in stack[position + 1:])
+    return "empty_segmentation" if before and after else "outside_lv_range"
+
+
+#: The words every message uses, in the pipeline, the CLI and the Space: the ROI stage *located* the
+#: LV (or not); the slice was *segmented* (an LV in the result) or *nothing was segmented*.
+STATUS_WORDS = {
+    "segmented": "segmented",
+    "empty_segmentation": "nothing segmented: the segmentation found no LV in the crop",
+    "not_located": "nothing segmented",
+    "removed": "nothing segmented",
+    "constant": "nothing segmented",
+}
+
+
+def _message(result, status: str, look, removed, settings: dict, chosen_at_load: bool = False) -> str:
+    """What happened to one slice, in the vocabulary of :data:`STATUS_WORDS`; each claim matches the
+    slice's fields (``status``, ``lv_found``, ``lv_probability``, ``qc``)."""
+    if status == "constant":
+        return "constant slice (every pixel has the same value); nothing segmented"
+    if status == "not_located":
+        if result.reference is not None:
+            return f"no LV on this slice in the reference ({result.reference}); nothing segmented"
+        return _not_located_message(result, settings)
+    if "no_roi_model" in result.flags:
         text = "whole slice segmented (no ROI stage: " + ("roi_model=False" if chosen_at_load else "use_roi=False") + ")"
-    elif result.correction in ("filled", "extended"):
-        text = (f"LV not found by the ROI stage on this slice (probability {result.probability:.2f}); "
-                f"{CORRECTIONS[result.correction]}")
+    elif result.reference is not None:
+        text = f"slices and boxes from the reference ({result.reference})"
+    elif result.correction == "filled":
+        text = ("LV box from the volume consensus: the stack's median LV box (the LV was located on slices above and "
+                f"below; the ROI stage's LV probability on this slice: {result.probability:.2f})")
+    elif result.correction == "extended":
+        text = ("LV box from the volume consensus: the neighbouring slice's box (the end of the located range; the ROI "
+                f"stage's LV probability on this slice: {result.probability:.2f})")
     else:
         text = f"LV located by the ROI stage (probability {result.probability:.2f})"
         if result.correction is not None:
             text += ", " + CORRECTIONS[result.correction]
-    if looks:
-        text += f"; cropped again around the predicted LV {looks} time{'s' if looks > 1 else ''}"
-    if not label_map.any():
-        return text + "; but the segmentation found no LV in the crop"
-    warnings_ = [flag.replace("_", " ") for flag in flags if flag in ("mask_touches_crop_border", "several_components", "cavity_not_enclosed", "low_roi_confidence")]
-    text += "; segmented"
-    if warnings_:
-        text += " (check: " + ", ".join(warnings_) + ")"
+    if look is not None and look["looks"]:
+        text += f"; cropped again around the predicted LV {look['looks']} time{'s' if look['looks'] > 1 else ''}"
+    if status == "removed":
+        flag, detail = removed
+        if flag == "basal_slice_removed":
+            return (f"{text}; segmented, then removed: a basal slice of the stack on which the myocardium surrounds only "
+                    f"{detail:.2f} of the cavity (basal_enclosure_threshold {settings['basal_enclosure_threshold']:.2f}; the "
+                    "ACDC/M&Ms convention counts a basal slice only while the myocardium surrounds the cavity); nothing segmented")
+        return (f"{text}; segmented, then removed: its LV is not part of the stack's largest 3D LV component "
+                "(stack_component); nothing segmented")
+    if status == "empty_segmentation":
+        return f"{text}; {STATUS_WORDS[status]}"
+    label_map = look["label_map"]
+    if not (label_map == 1).any():
+        text += "; segmented (myocardium only, no cavity)"
+    else:
+        text += "; segmented"
+    checks = [flag.replace("_", " ") for flag in look["flags"] + result.flags if flag in WARNING_FLAGS]
+    if checks:
+        text += " (check: " + ", ".join(dict.fromkeys(checks)) + ")"
     return text
 
 
-def _not_segmented_message(result, presence_threshold: float) -> str:
-    """Why a slice was not segmented, in words."""
-    if result.constant:
-        return "constant slice (every pixel has the same value); nothing segmented"
+def _not_located_message(result, settings: dict) -> str:
+    """Why the ROI stage did not locate the LV on a slice, in words that match its fields."""
+    threshold = settings["presence_threshold"]
     if result.degenerate:
         box = [round(float(v), 1) for v in result.box]
-        return (f"no LV found: the ROI stage's box {box} is degenerate (less than one pixel from edge to edge in x or y) "
-                f"although its LV probability is {result.probability:.2f}; nothing segmented")
-    if result.probability < presence_threshold:
-        return (f"no LV found: the ROI stage's LV probability {result.probability:.2f} is below presence_threshold "
-                f"{presence_threshold}; nothing segmented")
-    return f"no LV found: the ROI stage returned no box (LV probability {result.probability:.2f}); nothing segmented"
+        return (f"LV not located: the ROI stage's box {box} is degenerate (less than one pixel from edge to edge in x "
+                f"or y) although its LV probability is {result.probability:.2f}; nothing segmented")
+    if result.probability < threshold:
+        return (f"LV not located: the ROI stage's LV probability {result.probability:.2f} is below presence_threshold "
+                f"{threshold:g}; nothing segmented")
+    return (f"LV not located: the ROI stage's LV probability peaks at {result.probability:.2f}, but no region of the "
+            f"localiser's map above localizer_threshold {settings['localizer_threshold']:g} is large enough to be a box; "
+            "nothing segmented")
 
 
 def roi_kind(model) -> str | None:

@@ -116,6 +116,9 @@ class RoiResult:
     degenerate: bool = False
     correction: str | None = None
     constant: bool = False
+    #: where the slice's decision came from when not from the ROI model: ``"reference slices"`` /
+    #: ``"reference box"`` (:func:`apply_reference`, an evaluation of the ROI stage), else None
+    reference: str | None = None
 
 
 def _grid_box_to_pixels(cols, rows, side: float, grid: int, height: int, width: int) -> list:
@@ -372,3 +375,101 @@ def split_flags(flags) -> tuple:
         raise ValueError(f"unknown qc flag(s) {unknown}; known: {list(QC_FLAGS)}")
     ordered = order_flags(flags)
     return [f for f in ordered if f in WARNING_FLAGS], [f for f in ordered if f in INFO_FLAGS]
+
+
+# -- the ROI stage over one stack ------------------------------------------------------------------
+
+
+def apply_reference(results: list, reference: dict) -> None:
+    """Replace the ROI stage's decisions of one stack by a reference's, in place: for measuring what
+    the ROI stage costs (``halsr-hf evaluate --roi-variants``), never for inference on new data.
+    Keys (each optional, one value per slice):
+
+    * ``slices`` (bool: the reference has the LV there): which slices are segmented;
+    * ``boxes`` (a box or None): the box wherever the reference has one (the ROI stage's elsewhere);
+    * ``fallback_boxes`` (a box or None): the box of a segmented slice on which the ROI stage found
+      none (with ``slices``: the reference's slices, the ROI stage's own boxes where it has them)."""
+    present, boxes, fallback = reference.get("slices"), reference.get("boxes"), reference.get("fallback_boxes")
+    for i, result in enumerate(results):
+        if result.constant:
+            continue
+        if present is not None:
+            result.found = bool(present[i])
+            result.reference = "reference slices"
+        if boxes is not None and boxes[i] is not None:
+            result.box = [float(v) for v in boxes[i]]
+            result.degenerate = False
+            result.reference = "reference box" if present is None else "reference slices and box"
+        elif result.found and (result.box is None or result.degenerate) and fallback is not None and fallback[i] is not None:
+            result.box = [float(v) for v in fallback[i]]
+            result.degenerate = False
+        if result.found and result.box is None:
+            result.found = False
+
+
+def plan_stack(results: list, sizes: list, settings: dict, consensus: bool = True, reference: dict | None = None) -> list:
+    """The ROI stage's decisions over one stack (slices in stack order), in place, from the ROI
+    model's per-slice :class:`RoiResult`: the :func:`volume_consensus` (``consensus`` and more than
+    two slices), or a ``reference``'s slices and boxes instead (:func:`apply_reference`), then the
+    ``low_roi_confidence`` flag (judged after the consensus: a slice it filled in is flagged too).
+    ``settings``: the image processor's ROI stage settings. Returns ``results``."""
+    if reference is not None:
+        apply_reference(results, reference)
+    elif consensus and len(results) > 2:
+        volume_consensus(results, sizes, settings["consensus_confidence"], settings["consensus_max_offset"],
+                         settings["consensus_extend_threshold"])
+    for result in results:
+        if result.found and result.probability < settings["low_confidence"] and result.reference is None:
+            result.flags.append("low_roi_confidence")
+    return results
+
+
+def look_quality(label_map: np.ndarray, crop_prediction: np.ndarray, scores: dict) -> tuple:
+    """How good one look (one crop's segmentation) is, for comparing a slice's looks: first an LV
+    that does not touch the crop's border, then an LV at all, then the mean probability of the
+    predicted classes over their pixels (``scores``). Larger is better; the second look keeps a new
+    look only when it is strictly better (:func:`better_look`)."""
+    has_lv = bool(label_map.any())
+    return (has_lv and not touches_border(crop_prediction), has_lv,
+            float(np.mean(list(scores.values()))) if scores else 0.0)
+
+
+def better_look(new: tuple, old: tuple) -> bool:
+    """Whether a new look's :func:`look_quality` beats the old one's."""
+    return new > old
+
+
+def largest_stack_component(label_maps: list) -> list:
+    """Positions (in ``label_maps``, one stack in slice order, all of one shape) of the slices whose
+    LV (cavity + myocardium) is not part of the stack's largest 3D connected LV component (voxels
+    joined through a face: in plane, or the same pixel on the next slice). The kept slices form one
+    contiguous run. Isensee et al.'s ACDC 2017 entry kept the largest 3D component too."""
+    if len(label_maps) < 2 or len({m.shape for m in label_maps}) != 1:
+        return []
+    volume = np.stack([m > 0 for m in label_maps])
+    components, count = ndimage.label(volume)
+    if count <= 1:
+        return []
+    sizes = ndimage.sum_labels(np.ones_like(components), components, np.arange(1, count + 1))
+    largest = int(np.argmax(sizes)) + 1
+    return [k for k in range(len(label_maps)) if volume[k].any() and not (components[k] == largest).any()]
+
+
+def finish_stack(label_maps: list, settings: dict) -> dict:
+    """The stack's decisions after segmentation (``label_maps``: the final maps of one stack in
+    slice order): which slices' LV is removed, and why. Returns ``{position: (flag, detail)}``:
+
+    * ``stack_component`` (setting, 1 = on): a slice whose LV is outside the stack's largest 3D LV
+      component (:func:`largest_stack_component`) -> ``outside_lv_range``;
+    * ``basal_enclosure_threshold`` (> 0): the base rule (:func:`basal_rule`) on what is left ->
+      ``basal_slice_removed``, the detail is the cavity's enclosure."""
+    removed = {}
+    maps = list(label_maps)
+    if settings.get("stack_component", 0) >= 0.5:
+        for k in largest_stack_component(maps):
+            removed[k] = ("outside_lv_range", None)
+            maps[k] = np.zeros_like(maps[k])
+    if settings.get("basal_enclosure_threshold", 0) > 0:
+        for k, value in basal_rule(maps, settings["basal_enclosure_threshold"]).items():
+            removed[k] = ("basal_slice_removed", value)
+    return removed

@@ -91,26 +91,33 @@ class DatasetResult:
 
 
 def predict(pipe, dataset: EvalDataset, batch_size: int = 16, use_roi: bool = True, tta: bool = False,
-            progress: bool = True, desc: str = "", **pipeline_kwargs) -> dict:
+            progress: bool = True, desc: str = "", reference: Optional[str] = None, **pipeline_kwargs) -> dict:
     """Run the pipeline on every group (complete stacks as volumes, so ROI + segmentation are
     evaluated end to end) and return ``{group.key: Prediction}``. Groups are sent in chunks of
-    at least ``4 * batch_size`` slices so the pipeline fills its batches across volumes."""
+    at least ``4 * batch_size`` slices so the pipeline fills its batches across volumes.
+    ``reference``: a variant of :mod:`~halsr_hf.evaluation.roi_variants` (the reference's slices
+    and/or boxes instead of the ROI stage's), None for the pipeline as it is."""
+    from .roi_variants import group_reference
     out = {}
     bar = tqdm(total=len(dataset.slices), desc=desc or f"predict {dataset.name}", unit="slice", disable=not progress)
     chunk: List[SliceGroup] = []
 
     def flush():
-        inputs, owners = [], []
+        inputs, owners, references = [], [], []
         for g in chunk:
             shapes = {s.image.shape for s in g.slices}
+            ref = None if reference in (None, "end_to_end") else group_reference(g, reference)
             if len(shapes) == 1 and len(g.slices) > 1:
                 inputs.append(np.stack([s.image for s in g.slices]))
                 owners.append((g, None))
+                references.append(ref)
             else:
                 for i, s in enumerate(g.slices):
                     inputs.append(s.image)
                     owners.append((g, i))
-        results = pipe(inputs, batch_size=batch_size, use_roi=use_roi, tta=tta, **pipeline_kwargs)
+                    references.append(None if ref is None else {k: [v[i]] for k, v in ref.items()})
+        extra = {} if reference in (None, "end_to_end") else {"reference_roi": references}
+        results = pipe(inputs, batch_size=batch_size, use_roi=use_roi, tta=tta, **pipeline_kwargs, **extra)
         for (g, i), result in zip(owners, results):
             if i is None:
                 maps = [np.asarray(m, dtype=np.uint8) for m in result["label_map"]]

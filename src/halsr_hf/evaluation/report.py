@@ -166,7 +166,7 @@ def _dataset_section(title: str, named: List[tuple], both_empty: str, heading: s
                    ": not reported by this pipeline (no `roi_stage_box` in its output), so not scored") + ":",
                 "",
                 f"| RMSE ± SD ({unit}) | Outlier rate (%) | mean box IoU | reference box inside its crop (%) | "
-                "scored LV slices | missed (no LV found) | IoU < 0.5 | median box IoU |",
+                "scored LV slices | missed (LV not located) | IoU < 0.5 | median box IoU |",
                 "|---:|---:|---:|---:|---:|---:|---:|---:|",
                 f"| {_fmt(s['rmse'], 2)} ± {_fmt(s['rmse_sd'], 2)} | {_fmt(s['outlier_rate_percent'], 1)} | "
                 f"{_fmt(s['iou_mean'], 3)} | {_fmt(s['in_crop_percent'], 1)} | {det['scored_slices']} | "

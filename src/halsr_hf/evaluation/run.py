@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-predictions", action="store_true", help="also write the predicted label maps (predictions/*.npz)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (tables and JSON only)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N (patient, phase, source) stacks per dataset")
+    p.add_argument("--roi-variants", action="store_true",
+                   help="also run the segmenter with the reference's slices and/or boxes instead of the ROI stage's "
+                        "(3 more runs per dataset with volumes): what the ROI stage costs, slice presence at ED/ES, the "
+                        "worst volumes' LV area per slice (roi_variants.json, roi_variants_*.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -196,6 +200,17 @@ def evaluate(args) -> dict:
             results[title].append(core.score(ds, preds, name, force_pixels=args.pixel_units, both_empty=args.both_empty,
                                              roi_evaluated=use_roi, roi_reference=args.roi_reference, progress=progress,
                                              crop_margin=p.image_processor.crop_margin))
+    variants = {}
+    if args.roi_variants and use_roi:
+        from .roi_variants import run_variants
+
+        for res in results["main"]:
+            if not res.dataset.volumes:
+                continue  # slices only (Sunnybrook, EMIDEC's PNG copy): no stack to choose slices in
+            rows, scored = run_variants(
+                pipe, res.dataset, model_name, batch_size=args.batch_size, progress=progress, end_to_end=res,
+                force_pixels=args.pixel_units, use_roi=True, tta=args.tta, **parse_settings(args.setting))
+            variants[res.dataset.name] = (rows, scored)
     main, extras = results["main"][0], results["main"][1:]
     baseline = None
     if "baseline" in results:
@@ -207,6 +222,8 @@ def evaluate(args) -> dict:
                "roi_model_kind": getattr(pipe, "roi_kind", None),
                "settings": pipe.image_processor.roi_stage_settings(**parse_settings(args.setting))}
     summary = report.summary_json(model_name, main, extras, baseline)
+    if variants:
+        summary["roi_stage_vs_reference"] = {name: rows for name, (rows, _) in variants.items()}
 
     with atomic_folder(out_dir) as tmp:
         every = [r for rs in results.values() for r in rs]
@@ -216,7 +233,19 @@ def evaluate(args) -> dict:
         report.write_csv(tmp / "roi.csv", [row for r in results["main"] for row in r.roi_rows], _roi_columns())
         report.write_csv(tmp / "clinical.csv", [row for r in every for row in r.clinical_rows], _clinical_columns())
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (tmp / "summary.md").write_text(report.summary_markdown(model_name, main, extras, baseline, options))
+        markdown = report.summary_markdown(model_name, main, extras, baseline, options)
+        if variants:
+            from .roi_variants import markdown_table, plot_worst_areas
+
+            markdown += "\n## The ROI stage against the reference (docs/evaluation.md)\n\n"
+            for name, (rows, scored) in variants.items():
+                markdown += "\n".join(markdown_table(name, rows)) + "\n"
+                if not args.no_plots:
+                    plot = plot_worst_areas(tmp / f"roi_variants_{report.slug(name)}.png", scored)
+                    if plot is not None:
+                        markdown += f"![LV area per slice, worst volumes]({plot.name})\n\n"
+            (tmp / "roi_variants.json").write_text(json.dumps(summary["roi_stage_vs_reference"], indent=2) + "\n")
+        (tmp / "summary.md").write_text(markdown)
         for i, res in enumerate([] if args.no_plots else [main] + extras):
             named = [("main", res)] + ([("baseline", results["baseline"][i])] if baseline else [])
             suffix = "" if i == 0 else f"_{report.slug(res.dataset.name)}"

@@ -19,9 +19,15 @@ normalised to the padded square).
 
 Policies (documented in the README's training section):
 
-* Rows without LV are skipped for HALSR-Net (its input is always an LV crop at inference, and the
-  ROI regressor's presence output decides "no LV"); the ROI regressor trains on them with
-  ``has_lv=False`` (presence loss only).
+* Rows without LV are skipped for HALSR-Net by default. With ``empty_weight > 0`` (``halsr-hf train
+  --empty-crop-weight``) the slices of an annotated stack that the reference leaves empty next to an
+  LV slice (above the base, below the apex: ACDC's, at end-systole mostly) are *empty crops*: cropped
+  where inference would crop them (the neighbouring LV slice's box, with the training jitter), with an
+  all-background target, each drawn ``empty_weight`` times an epoch (hard negatives: the segmenter
+  learns to answer "no LV here"). The ROI regressor trains on rows without LV with ``has_lv=False``
+  (presence loss only).
+* Mix weights (``--dataset-weights``) and ``--max-train-samples`` are applied per epoch by
+  :class:`EpochRows`: a fractional weight draws a new subset of its source every epoch.
 * Rows with ``myocardium_annotated == False`` are skipped for HALSR-Net when the label set contains
   ``myocardium`` (their ring would be taught as background); they are kept otherwise. The ROI
   regressor skips them too when they show the LV (the whole-LV box is unknown).
@@ -90,6 +96,7 @@ class DatasetSource:
         else:
             self.myocardium_annotated = np.ones(len(self.dataset), dtype=bool)
         self.source_names = np.asarray(self.dataset["source"] if "source" in columns else ["dataset"] * len(self.dataset), dtype=object)
+        self.neighbour_boxes = neighbour_boxes(self.dataset) if {"patient_id", "phase", "slice_index", "roi"} <= columns else [None] * len(self.dataset)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -116,6 +123,7 @@ class ArraySource:
         sizes = self.shapes[:, 0] * self.shapes[:, 1]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)])
         self.myocardium_annotated = np.ones(len(self.shapes), dtype=bool)
+        self.neighbour_boxes = [None] * len(self.shapes)  # crops only: no stack to take a neighbour from
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -147,6 +155,8 @@ class ConcatSource:
         self.has_lv = column("has_lv")
         self.myocardium_annotated = column("myocardium_annotated")
         self.source_names = np.concatenate([source_names(s) for s in self.sources])[self.rows]
+        boxes = [box for s in self.sources for box in getattr(s, "neighbour_boxes", [None] * len(s))]
+        self.neighbour_boxes = [boxes[int(r)] for r in self.rows]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -160,14 +170,38 @@ class ConcatSource:
         return self.sources[k].get(row - int(self.offsets[k]))
 
 
-def weighted_rows(names: np.ndarray, weights: dict, seed: int = 0) -> np.ndarray:
+def neighbour_boxes(dataset) -> list:
+    """Per row of a ``datasets`` split: for a slice without LV, the LV box (``roi`` column) of its
+    nearest slice with LV in the same stack (patient, phase; ``slice_index`` +-1, then +-2; the
+    lower index first on a tie), else None. Rows with LV get None. Reads no image."""
+    patients, phases = dataset["patient_id"], dataset["phase"]
+    indices, rois = dataset["slice_index"], dataset["roi"]
+    stacks = {}
+    for row, key in enumerate(zip(patients, phases)):
+        stacks.setdefault(tuple(map(str, key)), {})[int(indices[row])] = row
+    out = [None] * len(rois)
+    for stack in stacks.values():
+        for index, row in stack.items():
+            if rois[row] is not None:
+                continue
+            for step in (-1, 1, -2, 2):
+                other = stack.get(index + step)
+                if other is not None and rois[other] is not None:
+                    out[row] = [float(v) for v in rois[other]]
+                    break
+    return out
+
+
+def weighted_rows(names: np.ndarray, weights: dict, seed: int = 0, epoch: int = 0) -> np.ndarray:
     """Row indices of one training epoch of a mix: the rows of source ``s`` repeated ``weights[s]``
     times (1 for a source not named); a fractional part takes that fraction of the source's rows,
-    drawn once with ``seed``. Weight 0 leaves a source out. Augmentation makes repeats differ."""
+    drawn anew for every ``epoch`` (seeded by ``seed`` and ``epoch``: reproducible, and a resumed run
+    draws what an uninterrupted one would). Weight 0 leaves a source out. Augmentation makes repeats
+    differ."""
     unknown = sorted(set(weights) - set(names.tolist()))
     if unknown:
         raise ValueError(f"--dataset-weights names sources that are not in the data: {unknown}; sources: {sorted(set(names.tolist()))}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([int(seed), int(epoch)])
     rows = []
     for name in sorted(set(names.tolist())):
         own = np.nonzero(names == name)[0]
@@ -179,6 +213,41 @@ def weighted_rows(names: np.ndarray, weights: dict, seed: int = 0) -> np.ndarray
         if fraction > 0:
             rows.append(np.sort(rng.choice(own, size=int(round(fraction * len(own))), replace=False)))
     return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+
+
+class EpochRows:
+    """The rows one training epoch draws from a source's ``candidates`` (indices into the source):
+    the mix's ``weights`` per source name (:func:`weighted_rows`, fractional parts drawn anew each
+    epoch), then, with ``max_samples``, a seeded random subset of that size (all sources keep their
+    share; the first rows in name order were kept before). ``extra`` rows (the empty crops) are
+    repeated ``extra_weight`` times, a fractional part drawn per epoch too. The number of rows is the
+    same every epoch (the Trainer sizes the epoch once)."""
+
+    def __init__(self, names, candidates, weights=None, seed: int = 0, max_samples=None, extra=(), extra_weight: float = 0.0):
+        self.names = np.asarray(names, dtype=object)
+        self.candidates = np.asarray(candidates, dtype=np.int64)
+        self.extra = np.asarray(extra, dtype=np.int64)
+        self.weights = dict(weights or {})
+        self.seed = int(seed)
+        self.max_samples = max_samples
+        self.extra_weight = float(extra_weight)
+        if self.extra_weight < 0:
+            raise ValueError(f"the empty-crop weight must be >= 0, got {self.extra_weight}")
+
+    def rows(self, epoch: int = 0) -> np.ndarray:
+        picked = self.candidates[weighted_rows(self.names[self.candidates], self.weights, self.seed, epoch)] \
+            if self.weights else self.candidates
+        if len(self.extra) and self.extra_weight > 0:
+            whole, fraction = int(self.extra_weight), self.extra_weight - int(self.extra_weight)
+            rng = np.random.default_rng([self.seed, int(epoch), 1])
+            parts = [picked] + [self.extra] * whole
+            if fraction > 0:
+                parts.append(np.sort(rng.choice(self.extra, size=int(round(fraction * len(self.extra))), replace=False)))
+            picked = np.concatenate(parts)
+        if self.max_samples is not None and self.max_samples < len(picked):
+            rng = np.random.default_rng([self.seed, 2])  # the same subset every epoch where the rows are
+            picked = np.sort(rng.choice(picked, size=int(self.max_samples), replace=False))
+        return picked
 
 
 # -- torch datasets -----------------------------------------------------------------------------
@@ -198,6 +267,12 @@ class HalsrCropDataset(Dataset):
     ``jitter`` x the side in x and y, its side scaled uniformly in ``side_scale_range`` (the model
     learns to tolerate the ROI regressor's errors). Evaluation: the box with ``eval_margin`` (the
     inference margin), no augmentation.
+
+    Rows: those with LV (and, for a label set with ``myocardium``, an annotated myocardium); with
+    ``empty_weight > 0`` also the *empty crops* (slices without LV next to an LV slice of the same
+    stack, cropped around that neighbour's box; see the module docstring). ``weights`` (per source
+    name), ``seed`` and ``max_samples`` choose each epoch's rows (:class:`EpochRows`);
+    :meth:`set_epoch` draws an epoch's (``EpochDrawCallback`` calls it as each epoch begins).
     """
 
     def __init__(
@@ -211,6 +286,10 @@ class HalsrCropDataset(Dataset):
         eval_margin: float = 0.25,
         jitter: float = 0.10,
         side_scale_range=(0.9, 1.1),
+        weights: dict | None = None,
+        seed: int = 0,
+        max_samples: int | None = None,
+        empty_weight: float = 0.0,
     ):
         self.source = source
         self.size = int(size)
@@ -226,10 +305,39 @@ class HalsrCropDataset(Dataset):
         keep = np.asarray(source.has_lv, dtype=bool).copy()
         if "myocardium" in label_names:
             keep &= np.asarray(source.myocardium_annotated, dtype=bool)
-        self.indices = np.nonzero(keep)[0]
+        self.neighbour_boxes = list(getattr(source, "neighbour_boxes", None) or [None] * len(source))
+        empty = [i for i, box in enumerate(self.neighbour_boxes) if box is not None and not source.has_lv[i]]
+        self.epoch_rows = EpochRows(source_names(source), np.nonzero(keep)[0], weights, seed, max_samples,
+                                    extra=empty if train else (), extra_weight=empty_weight if train else 0.0)
+        #: the empty crops among the candidate rows (slices without LV, each with its neighbour's box)
+        self.empty_rows = np.asarray(empty if train and empty_weight > 0 else [], dtype=np.int64)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the rows of training epoch ``epoch`` (the same number every epoch)."""
+        self.indices = self.epoch_rows.rows(epoch)
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def _empty_crop(self, row: int, rng) -> tuple:
+        """(image, label, box) of an empty crop: the slice and its all-background label, augmented
+        together with an ellipse inscribed in the neighbour's LV box (marker value 254 in the label),
+        whose box after augmentation is the crop's box; the marker is then removed."""
+        image_np, label_np = self.source.get(row)
+        image, label = torch.from_numpy(image_np), torch.from_numpy(np.ascontiguousarray(label_np))
+        x0, y0, x1, y1 = self.neighbour_boxes[row]
+        rows_, cols_ = torch.meshgrid(torch.arange(label.shape[0]), torch.arange(label.shape[1]), indexing="ij")
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, max((x1 - x0) / 2, 0.5), max((y1 - y0) / 2, 0.5)
+        marker = ((cols_ - cx) / rx) ** 2 + ((rows_ - cy) / ry) ** 2 <= 1.0
+        label = torch.where(marker & (label == 0), torch.tensor(254, dtype=torch.uint8), label)
+        if self.train:
+            image, label = augment_slice(image, label, self.augment, rng)
+        box = bbox_from_label((label == 254).numpy().astype(np.uint8))  # the ellipse as "LV": its box
+        label = torch.where(label == 254, torch.tensor(0, dtype=torch.uint8), label)
+        if box is None:  # augmented out of the image: the neighbour's box as it was
+            box = [int(v) for v in self.neighbour_boxes[row]]
+        return image, label, box
 
     def _crop_box(self, box, rng) -> torch.Tensor:
         box = torch.tensor([box], dtype=torch.float32)
@@ -243,9 +351,15 @@ class HalsrCropDataset(Dataset):
         return torch.tensor([[cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]])
 
     def __getitem__(self, i: int) -> dict:
-        image_np, label_np = self.source.get(int(self.indices[i]))
-        image, label = torch.from_numpy(image_np), torch.from_numpy(np.ascontiguousarray(label_np))
+        row = int(self.indices[i])
         rng = _sample_rng() if self.train else None
+        if not self.source.has_lv[row] and self.neighbour_boxes[row] is not None:
+            image, label, box = self._empty_crop(row, rng)
+            crop_box = self._crop_box(box, rng)
+            inputs = self.processor(image, segmentation_maps=label, crop_boxes=crop_box, do_normalize=False)
+            return {"pixel_values": inputs["pixel_values"][0].contiguous(), "labels": self.lut[inputs["labels"][0]]}
+        image_np, label_np = self.source.get(row)
+        image, label = torch.from_numpy(image_np), torch.from_numpy(np.ascontiguousarray(label_np))
         box = None
         if self.train:
             aug_image, aug_label = augment_slice(image, label, self.augment, rng)
@@ -265,14 +379,20 @@ class RoiDataset(Dataset):
     ``HalsrImageProcessor.preprocess_roi`` builds them, ``labels`` (4,) the LV box normalised to the
     padded square (x_min / side, y_min / side, (x_max + 1) / side, (y_max + 1) / side), ``has_lv``."""
 
-    def __init__(self, source, roi_size: int = 128, train: bool = False, augment: AugmentConfig | None = None):
+    def __init__(self, source, roi_size: int = 128, train: bool = False, augment: AugmentConfig | None = None,
+                 weights: dict | None = None, seed: int = 0, max_samples: int | None = None):
         self.source = source
         self.train = train
         self.augment = augment if augment is not None else AugmentConfig()
         self.processor = HalsrImageProcessor(roi_size=roi_size)
         # an LV whose myocardium is not annotated has no reliable LV box: skip it (no-LV rows stay)
         unknown_box = np.asarray(source.has_lv, dtype=bool) & ~np.asarray(source.myocardium_annotated, dtype=bool)
-        self.indices = np.nonzero(~unknown_box)[0]
+        self.epoch_rows = EpochRows(source_names(source), np.nonzero(~unknown_box)[0], weights, seed, max_samples)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the rows of training epoch ``epoch`` (:class:`EpochRows`)."""
+        self.indices = self.epoch_rows.rows(epoch)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -311,7 +431,8 @@ class LocalizerDataset(Dataset):
     """
 
     def __init__(self, source, roi_size: int = 128, train: bool = False, augment: AugmentConfig | None = None,
-                 pad_scale_range=(1.0, 1.5), pad_prob: float = 0.5):
+                 pad_scale_range=(1.0, 1.5), pad_prob: float = 0.5, weights: dict | None = None, seed: int = 0,
+                 max_samples: int | None = None):
         self.source = source
         self.roi_size = int(roi_size)
         self.train = train
@@ -319,7 +440,12 @@ class LocalizerDataset(Dataset):
         self.pad_scale_range = tuple(pad_scale_range)
         self.pad_prob = float(pad_prob)
         unknown_box = np.asarray(source.has_lv, dtype=bool) & ~np.asarray(source.myocardium_annotated, dtype=bool)
-        self.indices = np.nonzero(~unknown_box)[0]
+        self.epoch_rows = EpochRows(source_names(source), np.nonzero(~unknown_box)[0], weights, seed, max_samples)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the rows of training epoch ``epoch`` (:class:`EpochRows`)."""
+        self.indices = self.epoch_rows.rows(epoch)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -331,7 +457,7 @@ class LocalizerDataset(Dataset):
             return image, label
         rows, cols = int(np.ceil(height * self.roi_size / side)), int(np.ceil(width * self.roi_size / side))
         image = F.interpolate(image[None, None], size=(rows, cols), mode="bilinear", align_corners=False, antialias=True)[0, 0]
-        label = F.interpolate(label[None, None].float(), size=(rows, cols), mode="nearest")[0, 0].to(torch.uint8)
+        label = F.interpolate(label[None, None].float(), size=(rows, cols), mode="nearest-exact")[0, 0].to(torch.uint8)
         return image, label
 
     def __getitem__(self, i: int) -> dict:
@@ -358,5 +484,5 @@ class LocalizerDataset(Dataset):
         labels[top : top + height, left : left + width] = target
         if side != self.roi_size:
             canvas = F.interpolate(canvas[None, None], size=(self.roi_size, self.roi_size), mode="bilinear", align_corners=False, antialias=side > self.roi_size)[0, 0]
-            labels = F.interpolate(labels[None, None].float(), size=(self.roi_size, self.roi_size), mode="nearest")[0, 0].long()
+            labels = F.interpolate(labels[None, None].float(), size=(self.roi_size, self.roi_size), mode="nearest-exact")[0, 0].long()
         return {"pixel_values": canvas[None].contiguous(), "labels": labels}

@@ -25,6 +25,7 @@ folder holds the model (safetensors + config), the image processor, ``train_resu
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shlex
 import sys
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 import transformers
 from torch.utils.data import default_collate
-from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..configuration_halsr import PLAIN_UNET, HalsrConfig
@@ -47,8 +48,7 @@ from ..modeling_halsr import HalsrForSemanticSegmentation
 from .augment import AugmentConfig
 from .callbacks import RunProgressCallback, TimeLimitCallback
 from .carry_roi import carry_roi_stage
-from .data import (ArraySource, ConcatSource, DatasetSource, HalsrCropDataset, LocalizerDataset, source_names,
-                   weighted_rows)
+from .data import ArraySource, ConcatSource, DatasetSource, HalsrCropDataset, LocalizerDataset, source_names
 
 #: TrainingArguments defaults of these scripts (prepended to argv, so the command line wins).
 TRAINING_DEFAULTS = {
@@ -95,7 +95,7 @@ class DataArguments:
     arrays_file: str | None = field(default=None, metadata={"help": ".npz from scripts/export_arrays.py (no datasets needed)"})
     train_split: str = field(default="train")
     eval_split: str = field(default="validation")
-    max_train_samples: int | None = field(default=None)
+    max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this many rows an epoch (after the mix's weights)"})
     max_eval_samples: int | None = field(default=None)
     labels: str = field(default="background,lv_cavity,myocardium", metadata={"help": "label set (comma separated, background first); missing classes become background"})
     image_size: int = field(default=128, metadata={"help": "side of the HALSR-Net crop"})
@@ -129,6 +129,7 @@ class DataArguments:
     time_limit_minutes: float | None = field(default=None, metadata={"help": "stop (after an evaluation and a checkpoint) once training has run this long, summed over every resumed session"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint-N of --output-dir (model, optimiser, scheduler, data order, early-stopping counter, elapsed time); start fresh if there is none. command.txt and run_args.json keep the first command and add each session"})
     best_model_sources: str | None = field(default=None, metadata={"help": "with several validation sources: the comma-separated sources whose mean dice_mean chooses the best checkpoint (default: all)"})
+    empty_crop_weight: float = field(default=0.0, metadata={"help": "segmentation: also train on empty crops, the slices an annotated stack leaves without LV next to an LV slice (above the base, below the apex), cropped around the neighbour's box with an empty target; each drawn this many times an epoch (0: off; training/data.py)"})
     task: str = field(default="segmentation", metadata={"help": "segmentation (LV crops, the label set of --labels) or localization (whole slices, background/lv: the coarse localiser of the ROI stage)"})
 
 
@@ -240,12 +241,23 @@ def parse_weights(text: str | None) -> dict:
     return weights
 
 
-def train_source(data_args: DataArguments, kind: str, seed: int):
-    """The training rows, with the mix's sampling weights (:func:`weighted_rows`) when given."""
-    source = load_source(data_args, data_args.train_split, kind)
-    if not data_args.dataset_weights:
-        return source
-    return ConcatSource([source], weighted_rows(source_names(source), parse_weights(data_args.dataset_weights), seed))
+def epoch_options(data_args: DataArguments, seed: int) -> dict:
+    """The training dataset's per-epoch row options (:class:`~halsr_hf.training.data.EpochRows`): the
+    mix's weights, the seed, ``--max-train-samples``."""
+    return {"weights": parse_weights(data_args.dataset_weights), "seed": seed, "max_samples": data_args.max_train_samples}
+
+
+class EpochDrawCallback(TrainerCallback):
+    """Draws each epoch's training rows (fractional mix weights, empty crops) as the epoch begins:
+    ``train_dataset.set_epoch(epoch)``. A resumed run draws the epoch it resumes in as an
+    uninterrupted one did (the draw is seeded by seed and epoch)."""
+
+    def __init__(self, train_dataset):
+        self.train_dataset = train_dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if hasattr(self.train_dataset, "set_epoch"):
+            self.train_dataset.set_epoch(int(math.floor(state.epoch + 1e-6)))
 
 
 def per_source(source, make):
@@ -293,8 +305,9 @@ class SelectionEarlyStoppingCallback(EarlyStoppingCallback):
         return super().on_evaluate(args, state, control, metrics, **kwargs)
 
 
-def make_callbacks(model_args, data_args, training_args, has_eval: bool, progress: RunProgressCallback) -> list:
-    callbacks = [progress]
+def make_callbacks(model_args, data_args, training_args, has_eval: bool, progress: RunProgressCallback,
+                   train_dataset=None) -> list:
+    callbacks = [progress, EpochDrawCallback(train_dataset)]
     if has_eval and model_args.early_stopping_patience > 0:
         callbacks.append(SelectionEarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
     if data_args.time_limit_minutes:
@@ -419,7 +432,7 @@ def train_and_save(argv, prog: str, args: tuple, model, train_dataset, eval_data
         processing_class=processor,
         compute_metrics=compute_metrics if has_eval else None,
         preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-        callbacks=make_callbacks(model_args, data_args, training_args, has_eval, progress),
+        callbacks=make_callbacks(model_args, data_args, training_args, has_eval, progress, train_dataset),
         selection_metric=training_args.metric_for_best_model,
         selection_sources=[s.strip() for s in (data_args.best_model_sources or "").split(",") if s.strip()],
     )
@@ -526,21 +539,17 @@ def main(argv=None) -> int:
 
     set_seed(training_args.seed)  # before the model is built
     model = build_model(model_args, data_args, label_names)
+    epochs = epoch_options(data_args, training_args.seed)
     if localization:
-        train_dataset = limit(
-            LocalizerDataset(train_source(data_args, "roi", training_args.seed), roi_size=data_args.image_size,
-                             train=data_args.augment, augment=augment_config(data_args)),
-            data_args.max_train_samples,
-        )
+        train_dataset = LocalizerDataset(load_source(data_args, data_args.train_split, "roi"), roi_size=data_args.image_size,
+                                         train=data_args.augment, augment=augment_config(data_args), **epochs)
     else:
         common = {"label_names": label_names, "size": data_args.image_size, "eval_margin": data_args.eval_margin}
-        train_dataset = limit(
-            HalsrCropDataset(
-                train_source(data_args, "halsr", training_args.seed), train=data_args.augment, augment=augment_config(data_args),
-                margin_range=(data_args.train_margin_min, data_args.train_margin_max), jitter=data_args.train_jitter,
-                side_scale_range=(data_args.side_scale_min, data_args.side_scale_max), **common,
-            ),
-            data_args.max_train_samples,
+        train_dataset = HalsrCropDataset(
+            load_source(data_args, data_args.train_split, "halsr"), train=data_args.augment, augment=augment_config(data_args),
+            margin_range=(data_args.train_margin_min, data_args.train_margin_max), jitter=data_args.train_jitter,
+            side_scale_range=(data_args.side_scale_min, data_args.side_scale_max),
+            empty_weight=data_args.empty_crop_weight, **epochs, **common,
         )
     eval_dataset = None
     if training_args.eval_strategy != "no":

@@ -21,7 +21,7 @@ from ..configuration_roi import LvRoiConfig
 from ..image_processing_halsr import HalsrImageProcessor
 from ..modeling_roi import LvRoiRegressor
 from .data import RoiDataset
-from .train import TRAINING_DEFAULTS, augment_config, limit, load_source, parse, train_and_save, train_source
+from .train import TRAINING_DEFAULTS, augment_config, epoch_options, limit, load_source, parse, train_and_save
 
 ROI_DEFAULTS = dict(TRAINING_DEFAULTS)
 ROI_DEFAULTS["output_dir"] = "runs/roi"
@@ -107,10 +107,8 @@ def main(argv=None) -> int:
     set_seed(training_args.seed)  # before the model is built
     model = build_model(model_args)
     roi_size = model.config.image_size
-    train_dataset = limit(
-        RoiDataset(train_source(data_args, "roi", training_args.seed), roi_size=roi_size, train=data_args.augment, augment=augment_config(data_args)),
-        data_args.max_train_samples,
-    )
+    train_dataset = RoiDataset(load_source(data_args, data_args.train_split, "roi"), roi_size=roi_size, train=data_args.augment,
+                               augment=augment_config(data_args), **epoch_options(data_args, training_args.seed))
     eval_dataset = None
     if training_args.eval_strategy != "no":
         eval_dataset = limit(RoiDataset(load_source(data_args, data_args.eval_split, "roi"), roi_size=roi_size, train=False), data_args.max_eval_samples)
