@@ -42,6 +42,11 @@ VARIANTS = {
     "stack3d": (["--setting", "stack_component=1"], "the stack's largest 3D LV component (with the model's base rule)"),
     "stack3d+nobasal": (["--setting", "stack_component=1", "--setting", "basal_enclosure_threshold=0"],
                         "the stack's largest 3D LV component, base rule off"),
+    "esed": (["--setting", "es_within_ed=1"], "ES slices within ED's (with the model's base rule)"),
+    "esed+nobasal": (["--setting", "es_within_ed=1", "--setting", "basal_enclosure_threshold=0"],
+                     "ES slices within ED's, base rule off"),
+    "esed+stack3d": (["--setting", "es_within_ed=1", "--setting", "stack_component=1"],
+                     "ES slices within ED's and the largest 3D component (with the model's base rule)"),
 }
 
 

@@ -23,6 +23,7 @@ from halsr_hf.roi_stage import (
     split_flags,
 )
 
+from .test_evaluation import datasets_dirs  # noqa: F401  (a fixture: two real ACDC patients, ED and ES)
 from .test_flags_and_fallbacks import _image, _lv_logits, _roi_outputs, _tiny_pipe
 
 SETTINGS = {key: float(value) for key, value in ROI_STAGE_SETTINGS.items()}
@@ -57,7 +58,7 @@ def test_reference_slices_keep_own_boxes_and_fall_back_to_the_reference_box():
     assert [r.found for r in results] == [True, True, True, False]
     assert results[0].box == own and results[2].box == own  # own boxes where the ROI stage has one
     assert results[1].box == [12.0, 12.0, 28.0, 28.0]  # the reference's where it found none
-    assert all(r.reference == "reference slices" for r in results)
+    assert [r.reference for r in results] == ["reference slices", "reference slices and box", "reference slices", "reference slices"]
 
 
 def test_reference_boxes_keep_own_slices():
@@ -251,3 +252,183 @@ def test_reference_roi_is_checked_against_the_inputs():
         pipe(_image((3, 64, 64)), reference_roi={"slices": [True, True]})
     with pytest.raises(InputError, match="unknown key"):
         pipe(_image((3, 64, 64)), reference_roi={"slice": [True] * 3})
+
+
+# ---- training: empty crops, per-epoch draws, label resizing ----------------------------------------------
+
+EMPTY_STACK = [f"patient049_frame02_slice_{k}" for k in (1, 2, 3)]  # slice 1: above the base at ES, no LV
+
+
+@pytest.fixture(scope="module")
+def empty_crop_dir(acdc_dir, tmp_path_factory):
+    from halsr_hf.data import save_dataset
+    from halsr_hf.data.schema import build_dataset_dict
+
+    from .test_training import _rows
+
+    rows = _rows(acdc_dir, EMPTY_STACK)
+    assert not rows[0]["has_lv"] and rows[1]["has_lv"]
+    validation = _rows(acdc_dir, ["patient005_frame01_slice_3"])
+    return save_dataset(build_dataset_dict({"train": rows, "validation": validation}, "acdc-ssl4mis"),
+                        tmp_path_factory.mktemp("data") / "empty_crops")
+
+
+def test_empty_crops_are_cropped_at_the_neighbours_box_with_an_empty_target(empty_crop_dir):
+    from halsr_hf.data.card import load_split
+    from halsr_hf.training.data import DatasetSource, HalsrCropDataset
+
+    source = DatasetSource(load_split(str(empty_crop_dir), "train"))
+    neighbour = source.dataset[1]["roi"]
+    assert [None if b is None else [int(v) for v in b] for b in source.neighbour_boxes] == [[int(v) for v in neighbour], None, None]
+    without = HalsrCropDataset(source, train=True, size=64)
+    assert sorted(without.indices.tolist()) == [1, 2]  # no empty crop by default
+    with_empty = HalsrCropDataset(source, train=True, size=64, empty_weight=2.5, seed=0)
+    assert sorted(with_empty.indices.tolist()).count(0) in (2, 3) and len(with_empty) == len(with_empty.epoch_rows.rows(7))
+    assert HalsrCropDataset(source, train=False, size=64, empty_weight=2).indices.tolist() == [1, 2]  # validation: none
+    torch.manual_seed(0)
+    position = with_empty.indices.tolist().index(0)
+    item = with_empty[position]
+    assert item["pixel_values"].shape == (1, 64, 64) and not item["labels"].any()
+    # without augmentation, the crop is the neighbour's box with the margin: the same pixels as the
+    # neighbour's own crop (its box, its margin), on the empty slice
+    plain = HalsrCropDataset(source, train=True, size=64, empty_weight=1, augment=None, jitter=0.0,
+                             margin_range=(0.25, 0.25), side_scale_range=(1.0, 1.0))
+    plain.train = False  # crop exactly: no augmentation, no jitter (the empty row stays in the draw)
+    row = int(plain.indices.tolist().index(0))
+    empty_crop = plain[row]["pixel_values"][0].numpy()
+    image, _ = source.get(0)
+    x0, y0, x1, y1 = neighbour
+    centre = (int(round((y0 + y1) / 2)), int(round((x0 + x1) / 2)))
+    assert abs(empty_crop[32, 32] - image[centre]) < 0.5 * float(image.std())
+
+
+def test_fractional_weights_and_empty_crops_are_drawn_anew_each_epoch():
+    from halsr_hf.training.data import EpochRows
+
+    names = np.array(["a"] * 10 + ["b"] * 20, dtype=object)
+    rows = EpochRows(names, np.arange(30), {"b": 0.5}, seed=3, extra=[100, 101, 102, 103], extra_weight=0.5)
+    draws = [rows.rows(epoch) for epoch in range(4)]
+    assert len({len(d) for d in draws}) == 1 and len(draws[0]) == 10 + 10 + 2
+    b_parts = [frozenset(d[(d >= 10) & (d < 30)].tolist()) for d in draws]
+    assert len(set(b_parts)) > 1  # a new half of b each epoch (it was one half for the whole run)
+    assert all(len(p) == 10 for p in b_parts)
+    assert np.array_equal(EpochRows(names, np.arange(30), {"b": 0.5}, seed=3).rows(2), rows.rows(2)[rows.rows(2) < 100])
+    assert np.array_equal(rows.rows(2), EpochRows(names, np.arange(30), {"b": 0.5}, seed=3, extra=[100, 101, 102, 103],
+                                                  extra_weight=0.5).rows(2))  # seeded: a resume draws the same
+
+
+def test_max_train_samples_is_a_seeded_random_subset_of_every_source():
+    from halsr_hf.training.data import EpochRows
+
+    names = np.array(["acdc"] * 50 + ["myops"] * 50, dtype=object)
+    picked = EpochRows(names, np.arange(100), seed=1, max_samples=20).rows(0)
+    assert len(picked) == 20 and set(names[picked]) == {"acdc", "myops"}  # the first 20 rows were all ACDC
+    assert np.array_equal(picked, EpochRows(names, np.arange(100), seed=1, max_samples=20).rows(5))
+
+
+def test_the_localiser_targets_are_resized_without_a_shift():
+    """Legacy ``nearest`` samples source pixel ``floor(i * scale)``: the left edge of each output
+    pixel, a third of an output pixel off at scale 3; ``nearest-exact`` samples its centre."""
+    from halsr_hf.training.data import LocalizerDataset
+
+    class One:
+        has_lv = np.array([True])
+        myocardium_annotated = np.array([True])
+        source_names = np.array(["x"], dtype=object)
+
+        def __len__(self):
+            return 1
+
+        def get(self, index):
+            label = np.zeros((384, 384), np.uint8)
+            label[151:233, 151:233] = 1  # centred on source pixel 191.5: output pixel 63.5 at scale 3
+            return label.astype(np.float32), label
+
+    item = LocalizerDataset(One(), roi_size=128)[0]
+    rows = np.nonzero(item["labels"].numpy().any(axis=1))[0]
+    cols = np.nonzero(item["labels"].numpy().any(axis=0))[0]
+    assert (rows[0] + rows[-1]) / 2 == pytest.approx(63.5) and (cols[0] + cols[-1]) / 2 == pytest.approx(63.5)
+
+
+# ---- ES within ED ---------------------------------------------------------------------------------------
+
+
+def test_es_slices_must_have_an_lv_at_ed():
+    from halsr_hf.roi_stage import es_within_ed
+
+    disk = _disk((32, 32), (16, 16), 6)
+    ed = np.stack([np.zeros((32, 32), np.uint8), disk, disk, disk])
+    es = np.stack([disk, disk, np.zeros((32, 32), np.uint8), disk])  # slice 0: an LV above ED's base
+    assert es_within_ed(ed, es) == [0]
+    assert es_within_ed(ed, ed) == []
+    assert es_within_ed(ed[:3], es) == []  # not one grid: not applied
+
+
+def test_the_evaluation_applies_es_within_ed_to_each_patients_pair():
+    from halsr_hf.evaluation.core import Prediction, restrict_es_to_ed
+    from halsr_hf.evaluation.data import EvalDataset, SliceGroup, SliceRecord
+
+    disk = _disk((32, 32), (16, 16), 6)
+    empty = np.zeros((32, 32), np.uint8)
+
+    def group(phase):
+        slices = [SliceRecord(image=np.zeros((32, 32), np.float32), label=empty, patient_id="p", phase=phase, slice_index=k,
+                              row=k) for k in range(3)]
+        return SliceGroup("p", phase, slices, complete=True)
+
+    dataset = EvalDataset("d", "validation", "", "x", None, [group("ED"), group("ES")])
+    predictions = {"p_ED": Prediction([empty, disk, disk], [None] * 3, [False, True, True], [None] * 3),
+                   "p_ES": Prediction([disk, disk, disk], [None] * 3, [True] * 3, [None] * 3)}
+    assert restrict_es_to_ed(dataset, predictions) == 1
+    assert not predictions["p_ES"].label_maps[0].any() and predictions["p_ES"].lv_found == [False, True, True]
+    assert predictions["p_ED"].label_maps[0].sum() == 0 and predictions["p_ED"].label_maps[1].any()  # ED unchanged
+
+
+# ---- the evaluation of the ROI stage against the reference ----------------------------------------------
+
+
+def test_slice_presence_counts_per_phase():
+    from halsr_hf.evaluation.core import Prediction
+    from halsr_hf.evaluation.data import EvalDataset, SliceGroup, SliceRecord
+    from halsr_hf.evaluation.roi_variants import presence
+
+    disk = _disk((16, 16), (8, 8), 3)
+    empty = np.zeros((16, 16), np.uint8)
+    refs = {"ED": [disk, disk, empty], "ES": [empty, disk, disk]}
+    preds = {"ED": [disk, disk, disk], "ES": [disk, empty, disk]}  # ED: one too many; ES: one too many, one missed
+    groups = [SliceGroup("p", phase, [SliceRecord(np.zeros((16, 16), np.float32), label, "p", phase, k, k)
+                                      for k, label in enumerate(refs[phase])], complete=True) for phase in ("ED", "ES")]
+    dataset = EvalDataset("d", "test", "", "x", None, groups)
+    predictions = {f"p_{phase}": Prediction(preds[phase], [None] * 3, [m.any() for m in preds[phase]], [None] * 3)
+                   for phase in ("ED", "ES")}
+    counts = presence(dataset, predictions)
+    assert counts["ED"] == {"precision": 2 / 3, "recall": 1.0, "too_many": 1, "missed": 0, "slices": 3}
+    assert counts["ES"] == {"precision": 0.5, "recall": 0.5, "too_many": 1, "missed": 1, "slices": 3}
+    assert counts["all"]["too_many"] == 2 and counts["all"]["slices"] == 6
+
+
+def test_evaluate_reports_the_roi_stage_against_the_reference(datasets_dirs, tmp_path):
+    """Two real ACDC patients (ED and ES stacks, cropped around the heart) through the bundled
+    model: the reference variants run, the reference's slices and boxes give perfect presence, and
+    the table, JSON and plot are written."""
+    import json
+
+    from halsr_hf.cli import main as cli_main
+
+    acdc = datasets_dirs[0]
+    out = tmp_path / "eval"
+    assert cli_main(["evaluate", "--dataset-dir", str(acdc), "--split", "test", "--roi-variants", "--out-dir", str(out),
+                     "--quiet"]) == 0
+    rows = json.loads((out / "roi_variants.json").read_text())
+    (name, variants), = rows.items()
+    assert [v["variant"] for v in variants] == ["end_to_end", "reference_slices", "reference_boxes", "reference_slices_and_boxes"]
+    assert all(v["volumes"] == 4 for v in variants)
+    for variant in variants[1], variants[3]:  # the reference's slices: never a slice too many
+        assert variant["presence"]["all"]["too_many"] == 0, variant
+    assert variants[3]["presence"]["all"]["missed"] == 0  # and with its boxes, nothing missed
+    assert variants[3]["lv_dice_3d"] > 0.85
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["roi_stage_vs_reference"][name] == variants
+    markdown = (out / "summary.md").read_text()
+    assert "The ROI stage against the reference" in markdown and "| reference slices and boxes |" in markdown
+    assert (out / f"roi_variants_{name}.png").stat().st_size > 10_000

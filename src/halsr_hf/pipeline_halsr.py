@@ -756,7 +756,9 @@ def _message(result, status: str, look, removed, settings: dict, chosen_at_load:
     if "no_roi_model" in result.flags:
         text = "whole slice segmented (no ROI stage: " + ("roi_model=False" if chosen_at_load else "use_roi=False") + ")"
     elif result.reference is not None:
-        text = f"slices and boxes from the reference ({result.reference})"
+        text = {"reference slices": f"slice chosen by the reference, box from the ROI stage (probability {result.probability:.2f})",
+                "reference box": "slice chosen by the ROI stage, box from the reference",
+                "reference slices and box": "slice and box from the reference"}[result.reference]
     elif result.correction == "filled":
         text = ("LV box from the volume consensus: the stack's median LV box (the LV was located on slices above and "
                 f"below; the ROI stage's LV probability on this slice: {result.probability:.2f})")

@@ -403,6 +403,7 @@ def apply_reference(results: list, reference: dict) -> None:
         elif result.found and (result.box is None or result.degenerate) and fallback is not None and fallback[i] is not None:
             result.box = [float(v) for v in fallback[i]]
             result.degenerate = False
+            result.reference = "reference slices and box"
         if result.found and result.box is None:
             result.found = False
 
@@ -473,3 +474,16 @@ def finish_stack(label_maps: list, settings: dict) -> dict:
         for k, value in basal_rule(maps, settings["basal_enclosure_threshold"]).items():
             removed[k] = ("basal_slice_removed", value)
     return removed
+
+
+def es_within_ed(ed_maps, es_maps) -> list:
+    """Positions of the end-systolic slices whose LV must go because the end-diastolic slice at the
+    same position has none: in systole the base descends towards the apex and the apex does not grow,
+    so the slices with an LV at ES are a subset of those at ED (both stacks on one grid, slice by
+    slice). ``ed_maps``, ``es_maps``: the label maps of the two phases (sequences of 2D maps, or 3D
+    arrays), in the same slice order. Used by cohorts and ``halsr-hf ef`` (setting ``es_within_ed``);
+    returns [] when the stacks do not have the same shape."""
+    ed, es = np.asarray(ed_maps), np.asarray(es_maps)
+    if ed.shape != es.shape or ed.ndim != 3:
+        return []
+    return [k for k in range(len(es)) if es[k].any() and not ed[k].any()]

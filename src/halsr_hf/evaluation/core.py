@@ -151,6 +151,30 @@ def predict(pipe, dataset: EvalDataset, batch_size: int = 16, use_roi: bool = Tr
     return out
 
 
+def restrict_es_to_ed(dataset: EvalDataset, predictions: dict) -> int:
+    """Where a patient has a complete ED and ES stack of one shape, empty the predicted ES slices
+    whose ED slice has no LV (:func:`halsr_hf.roi_stage.es_within_ed`, the model's setting
+    ``es_within_ed``: what ``halsr-hf predict`` and ``halsr-hf ef`` do with the two phases), in
+    place. Returns the number of ES slices emptied."""
+    from ..roi_stage import es_within_ed
+
+    by_patient: dict = {}
+    for g in dataset.volumes:
+        by_patient.setdefault((g.patient_id, g.sequence), {})[g.phase.upper()] = g
+    emptied = 0
+    for phases in by_patient.values():
+        if "ED" not in phases or "ES" not in phases:
+            continue
+        ed, es = predictions[phases["ED"].key], predictions[phases["ES"].key]
+        if len({m.shape for m in ed.label_maps + es.label_maps}) != 1 or len(ed.label_maps) != len(es.label_maps):
+            continue
+        for k in es_within_ed(np.stack(ed.label_maps), np.stack(es.label_maps)):
+            es.label_maps[k] = np.zeros_like(es.label_maps[k])
+            es.lv_found[k] = False
+            emptied += 1
+    return emptied
+
+
 # ---- helpers -------------------------------------------------------------------------------------
 
 

@@ -197,6 +197,8 @@ def evaluate(args) -> dict:
             preds = core.predict(p, ds, batch_size=args.batch_size, use_roi=use_roi, tta=args.tta, progress=progress,
                                  desc=f"{title} on {ds.name}", second_look=args.second_look, consensus=not args.no_consensus,
                                  **parse_settings(args.setting))
+            if p.image_processor.roi_stage_settings(**parse_settings(args.setting))["es_within_ed"] >= 0.5:
+                core.restrict_es_to_ed(ds, preds)
             results[title].append(core.score(ds, preds, name, force_pixels=args.pixel_units, both_empty=args.both_empty,
                                              roi_evaluated=use_roi, roi_reference=args.roi_reference, progress=progress,
                                              crop_margin=p.image_processor.crop_margin))
