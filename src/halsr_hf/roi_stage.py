@@ -37,7 +37,19 @@ crop's centre, or the crop made from the mask would differ in side by more than 
 ``second_look_scale``, the slice is cropped again around the mask's box and segmented again, at
 most ``second_look`` times. The output's ``roi`` is the box of the final crop.
 
-**Quality flags** (:data:`QC_FLAGS`), the ``qc`` list of each slice, set by the pipeline:
+**One pass over a stack** (issue 24). The pipeline runs the ROI model on every slice, then
+:func:`plan_stack` once per stack (the volume consensus, or a reference's slices and boxes for an
+evaluation, :func:`apply_reference`; the confidence flag), segments what was located (the second
+look keeps the better of its looks, :func:`look_quality`), then :func:`finish_stack` once per stack:
+slices outside the stack's largest 3D LV component (setting ``stack_component``) and basal slices
+the base rule removes. Where ED and ES of one subject are segmented (cohorts, ``halsr-hf ef``, the
+evaluation), :func:`es_within_ed` empties the ES slices without an LV at ED (setting
+``es_within_ed``). Each slice's result says what happened: ``status`` (``segmented``,
+``empty_segmentation``, ``not_located``, ``removed``, ``constant``), ``qc`` and ``message``.
+
+**Quality flags** (:data:`QC_FLAGS`), the ``qc`` list of each slice, set by the pipeline, split into
+warnings (:data:`WARNING_FLAGS`: a person should look) and information (:data:`INFO_FLAGS`: routine
+steps and choices; :func:`split_flags`):
 ``no_roi_model`` (the whole slice was segmented, by choice), ``constant_slice`` (a constant slice
 of a volume: not segmented), ``anisotropic_spacing`` (row and column spacing differ: the crop is
 square in pixels, not in mm), ``low_roi_confidence`` (ROI probability below ``low_confidence``,
@@ -47,7 +59,12 @@ final mask, still after the last look: :func:`touches_border` of
 :func:`crop_prediction_in_output`), ``several_components`` (the LV mask had more than one
 component of at least ``min_pixels`` of :func:`keep_largest_component`; only the largest is kept),
 ``cavity_not_enclosed`` (more than ``tolerance`` of :func:`cavity_not_enclosed` of the cavity's
-outline borders background rather than myocardium: normal at the base, a warning elsewhere).
+outline borders background rather than myocardium: normal at the base, a warning elsewhere),
+``basal_slice_removed`` (the base rule), ``outside_lv_range`` (the slice's LV is not part of the
+stack's largest 3D LV component, or the segmentation found no LV on a slice beyond which, on that
+side of the stack, no slice has one: the segmenter placed the end of the ventricle there),
+``empty_segmentation`` (a warning: the ROI stage located the LV, the segmentation found none, and
+slices on both sides have an LV).
 """
 
 from dataclasses import dataclass, field
