@@ -52,6 +52,8 @@ def evaluate(args, split: str, flags: list, out_dir: Path, extra: bool) -> float
                "--out-dir", str(out_dir), "--overwrite", "--quiet", "--batch-size", "16"] + flags
     if extra:
         command += ["--extra-dataset-dir", str(args.sunnybrook), "--extra-split", "test"]
+    if split == "test" and not flags:  # the default configuration: also against the reference's slices and boxes
+        command += ["--roi-variants"]
     start = time.time()
     print("$", " ".join(command[2:]), flush=True)
     subprocess.run(command, check=True)
@@ -183,6 +185,8 @@ def main(argv=None) -> int:
         target = args.out / "other_centres" / source
         command = [sys.executable, "-m", "halsr_hf.cli", "evaluate", "--dataset-dir", str(folder), "--split", "test",
                    "--source", source, "--out-dir", str(target), "--overwrite", "--quiet", "--batch-size", "16"]
+        if source == "myops2020-cine":
+            command += ["--roi-variants"]
         print("$", " ".join(command[2:]), flush=True)
         start = time.time()
         subprocess.run(command, check=True)
@@ -193,6 +197,7 @@ def main(argv=None) -> int:
     if other:
         (args.out / "other_centres" / "README.md").write_text(render_other(other))
         print(render_other(other))
+    write_roi_stage_report(args.out)
     if (args.out / "acdc_test" / "summary.json").is_file() and (not args.only or "default" in args.only):
         summaries = [args.out / "acdc_test" / "summary.json"]
         if "myops2020-cine" in other:
@@ -207,6 +212,29 @@ def main(argv=None) -> int:
     (args.out / "ablation.md").write_text(render(results))
     print(render(results))
     return 0
+
+
+def write_roi_stage_report(out: Path) -> None:
+    """``evaluation/roi_stage.md``: the ROI stage against the reference on ACDC test and MyoPS cine
+    test (the ``--roi-variants`` tables of their runs), for whoever changes the ROI stage next."""
+    sys.path.insert(0, str(REPO / "src"))
+    from halsr_hf.evaluation.roi_variants import markdown_table
+
+    lines = ["# The ROI stage against the reference (test patients, end to end through the pipeline)", "",
+             "Written by `python scripts/evaluate_default_model.py` (`halsr-hf evaluate --roi-variants`, definitions in",
+             "docs/evaluation.md). Each row runs the bundled segmenter; the reference rows replace the ROI stage's slice",
+             "choice, its boxes, or both, by the reference's. The gap between the first and the last row is what the ROI",
+             "stage costs. Never used for choosing.", ""]
+    for folder in (out / "acdc_test", out / "other_centres" / "myops2020-cine"):
+        path = folder / "roi_variants.json"
+        if not path.is_file():
+            continue
+        for name, rows in json.loads(path.read_text()).items():
+            lines += markdown_table(f"{name} (`{folder.relative_to(out)}/`)", rows)
+            plot = folder / f"roi_variants_{name}.png"
+            if plot.is_file():
+                lines += [f"![LV cavity area per slice, the worst volumes]({plot.relative_to(out)})", ""]
+    (out / "roi_stage.md").write_text("\n".join(lines) + "\n")
 
 
 def render_other(other: dict) -> str:

@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     print(f"ACDC guard volumes ({len(lv)}): LV {np.mean(lv):.4f}, MYO {np.mean(myo):.4f}, worst LV {worst[0]:.4f} {worst[1]}")
     inside = guards.lv_inside_crop(results, pipe.image_processor.crop_margin)
     print(f"LV box inside the crop: {np.mean(inside):.2%} of {len(inside)} slices")
+    precision, recall, too_many, missed = guards.es_presence(results)
+    print(f"ES slice presence: precision {precision:.4f} ({too_many} too many), recall {recall:.4f} ({missed} missed); "
+          f"LV Dice ED - ES {guards.ed_es_gap(results):.4f}")
     errors = guards.ef_errors(results)
     print(f"EF mean absolute error {np.mean(errors):.2f} points, per patient {np.round(errors, 1).tolist()}")
     sb_lv, sb_myo = guards.sunnybrook_dice(SUNNYBROOK_DIR, pipe)

@@ -67,7 +67,36 @@ def acdc_results(acdc_dir, pipe) -> dict:
             volumes[(patient, frame)] = (image, label)
     keys = list(volumes)
     outputs = pipe([volumes[k][0] for k in keys])
-    return {k: (volumes[k][1], out) for k, out in zip(keys, outputs)}
+    results = {k: (volumes[k][1], out) for k, out in zip(keys, outputs)}
+    if pipe.image_processor.roi_stage_settings()["es_within_ed"] >= 0.5:
+        # ED and ES of one patient together, as halsr-hf predict and ef use them
+        from halsr_hf.roi_stage import es_within_ed
+
+        for patient in ACDC_PATIENTS:
+            ed, es = results[(patient, "01")][1], results[(patient, "02")][1]
+            for k in es_within_ed(ed["label_map"], es["label_map"]):
+                es["label_map"][k] = 0
+    return results
+
+
+def es_presence(results) -> tuple:
+    """Slice presence of the LV cavity at ES over the guard volumes: (precision, recall, slices too
+    many, slices missed)."""
+    tp = fp = fn = 0
+    for (patient, frame), (ref, out) in results.items():
+        if frame != "02":
+            continue
+        for z in range(len(ref)):
+            has_ref, has_pred = bool((ref[z] == 1).any()), bool((out["label_map"][z] == 1).any())
+            tp, fp, fn = tp + (has_ref and has_pred), fp + (has_pred and not has_ref), fn + (has_ref and not has_pred)
+    return tp / max(tp + fp, 1), tp / max(tp + fn, 1), fp, fn
+
+
+def ed_es_gap(results) -> float:
+    """Mean 3D LV Dice at ED minus at ES over the guard patients."""
+    ed = [dice(out["label_map"], ref, 1) for (patient, frame), (ref, out) in results.items() if frame == "01"]
+    es = [dice(out["label_map"], ref, 1) for (patient, frame), (ref, out) in results.items() if frame == "02"]
+    return float(np.mean(ed) - np.mean(es))
 
 
 def volume_dice(results) -> tuple[list, list]:
@@ -178,6 +207,16 @@ def test_bundled_model_acdc_test_volumes_3d_dice(acdc_guard_results):
 def test_bundled_model_roi_contains_the_lv(acdc_guard_results, pipe):
     inside = lv_inside_crop(acdc_guard_results, pipe.image_processor.crop_margin)
     assert np.mean(inside) >= MIN_IN_CROP, f"reference LV box inside the crop on {np.mean(inside):.1%} of {len(inside)} slices"
+
+
+def test_bundled_model_finds_where_the_ventricle_ends(acdc_guard_results):
+    """The slices with LV cavity at ES (the atrium above the base, beyond the apex) and the gap
+    between ED and ES (issue 24)."""
+    precision, recall, too_many, missed = es_presence(acdc_guard_results)
+    assert precision >= MIN_ES_PRESENCE_PRECISION, f"ES slice presence precision {precision:.3f} ({too_many} slices too many)"
+    assert recall >= MIN_ES_PRESENCE_RECALL, f"ES slice presence recall {recall:.3f} ({missed} slices missed)"
+    gap = ed_es_gap(acdc_guard_results)
+    assert gap <= MAX_ED_ES_GAP, f"LV Dice ED - ES {gap:.3f}"
 
 
 def test_bundled_model_ejection_fraction(acdc_guard_results):

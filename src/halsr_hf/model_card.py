@@ -344,8 +344,27 @@ def _summary_view(summary: dict, source: str) -> dict:
     clinical_block = summary.get("clinical") if isinstance(summary.get("clinical"), dict) else {}
     clinical = [dict(entry, unit=entry["unit"] or "") for entry in _clinical_entries(clinical_block)]
     volumes_in_voxels = bool(clinical_block) and str(clinical_block.get("unit_volume") or "").lower() != "ml"
+    roi_variants = []
+    for name, rows in (summary.get("roi_stage_vs_reference") or {}).items():
+        if isinstance(rows, list) and rows:
+            roi_variants.append({"dataset": name, "rows": [_roi_variant_row(r) for r in rows if isinstance(r, dict)]})
     return {"source": source, "model": summary.get("model"), "sections": sections, "clinical": clinical,
-            "volumes_in_voxels": volumes_in_voxels}
+            "volumes_in_voxels": volumes_in_voxels, "roi_variants": roi_variants}
+
+
+def _roi_variant_row(row: dict) -> dict:
+    """One row of the ROI stage against the reference (``--roi-variants``), numbers as text."""
+    def fmt(value, digits=3):
+        return "-" if not _finite(value) else f"{value:.{digits}f}"
+
+    presence = row.get("presence") or {}
+    es, every = presence.get("ES") or {}, presence.get("all") or {}
+    return {"description": row.get("description", row.get("variant")),
+            "dice": f"{fmt(row.get('lv_dice_3d'))} / {fmt(row.get('myo_dice_3d'))}",
+            "ed_es": f"{fmt(row.get('lv_dice_ed'))} / {fmt(row.get('lv_dice_es'))}",
+            "ef_mae": fmt(row.get("ef_mae"), 2),
+            "es_presence": f"{fmt(es.get('precision'))} / {fmt(es.get('recall'))}",
+            "presence": f"{fmt(every.get('precision'))} / {fmt(every.get('recall'))}"}
 
 
 # ---- the model folder --------------------------------------------------------------------------
