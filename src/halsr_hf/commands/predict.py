@@ -40,13 +40,26 @@ def main(argv=None) -> int:
     parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (8x slower)")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:1 ... (default: the accelerate process's device: its GPU, else cpu)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the outputs of an earlier run in OUT and start again (needed to change the model, "
+                             "its settings or --tta/--include: a resume never mixes two runs' results)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="segment again the subjects that failed before (by default a resume skips them unless "
+                             "their files changed)")
+    parser.add_argument("--merge", action="store_true",
+                        help="only rebuild cohort.csv, errors.csv and the histogram from OUT's subject folders "
+                             "(e.g. once after parts on several machines); segments nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    from ..cohort import predict_cohort
+    from ..cohort import merge_only, predict_cohort
 
+    if args.merge:
+        summary = merge_only(args.input, args.output, include=args.include, log=sys.stdout)
+        return 0 if summary["failed"] == 0 else 1
     summary = predict_cohort(args.input, args.output, model=args.model, roi_model=args.roi_model, device=args.device,
                              include=args.include, num_parts=args.num_parts, part_id=args.part_id,
                              num_workers=args.num_workers, batch_size=args.batch_size, tta=args.tta,
+                             overwrite=args.overwrite, retry_failed=args.retry_failed,
                              progress=not args.no_progress, log=sys.stdout)
     return 0 if summary.get("failed", 0) == 0 else 1
