@@ -63,7 +63,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
+import tempfile
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -80,7 +82,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import __version__, load_pipeline
-from .atomic import atomic_file, atomic_folder
+from .atomic import atomic_file, atomic_folder, default_file_mode
 from .clinical import cardiac_function, function_warnings
 from .errors import InputError
 from .image_io import ARRAY_EXTENSIONS, NIFTI_EXTENSIONS, dicom_series_phases, is_dicom_file, load_frames, save_mask
@@ -412,7 +414,38 @@ def _read_subjects(subjects: list, include, num_workers: int):
     A reading that kills its worker (a segfault in a decoder, the OOM killer) stays that subject's
     failure: the loader is restarted after the last subject received, the next subject is read alone
     in a fresh worker (if that worker dies too, the subject gets the error and the run goes on), and
-    reading ahead resumes after it."""
+    reading ahead resumes after it. (torch's SIGCHLD handler, which would raise the death of a worker
+    in whatever code runs at that moment, e.g. while another subject is segmented, is held off meanwhile:
+    the loader notices the death itself, within seconds, when the next subject is asked for.)"""
+    with _worker_deaths_noticed_by_the_loader() if num_workers else _nothing():
+        yield from _read_subjects_ahead(subjects, include, num_workers)
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+@contextmanager
+def _worker_deaths_noticed_by_the_loader():
+    """Hold off torch's SIGCHLD handler (see :func:`_read_subjects`); restore what was there after."""
+    from torch.utils.data._utils import signal_handling
+
+    try:
+        previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGCHLD (Windows): leave things as they are
+        yield
+        return
+    installed = signal_handling._SIGCHLD_handler_set
+    signal_handling._SIGCHLD_handler_set = True  # a DataLoader made meanwhile does not install its handler
+    try:
+        yield
+    finally:
+        signal_handling._SIGCHLD_handler_set = installed
+        signal.signal(signal.SIGCHLD, previous)
+
+
+def _read_subjects_ahead(subjects: list, include, num_workers: int):
     start = 0
     while start < len(subjects):
         loader = DataLoader(_SubjectReader(subjects[start:], include), batch_size=None, shuffle=False,
@@ -758,14 +791,17 @@ def check_output(out: Path, settings: dict) -> None:
             raise InputError(f"{out}: not empty and not the output of halsr-hf predict (no run.json); choose another "
                              "output folder")
         out.mkdir(parents=True, exist_ok=True)
-        staged = atomic_file(out / ".run.json.new", lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1)))
+        descriptor, staged = tempfile.mkstemp(prefix=".run.json.tmp-", dir=out)  # a name of this process's own
         try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(json.dumps(settings, indent=1))
+            os.chmod(staged, default_file_mode())
             os.link(staged, record)
             return
         except FileExistsError:
             pass  # another machine or process wrote it first: compare with it
         finally:
-            staged.unlink(missing_ok=True)
+            os.unlink(staged)
     try:
         previous = json.loads(record.read_text())
     except (OSError, ValueError) as error:
