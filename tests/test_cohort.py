@@ -695,3 +695,22 @@ def test_warnings_and_information_flags_are_separate(tmp_path):
     assert (rows["s"]["slices_flagged"], rows["s"]["qc_warnings"], rows["s"]["qc_info"]) == (
         "2", "cavity_not_enclosed 2", "box_corrected 2")
     assert summary["flagged"] == 1
+
+
+def test_frames_with_another_spacing_are_refused(tmp_path):
+    """Issue 25: separate phase files were compared by shape only; ES at another slice spacing (or in
+    metres, read through xyzt_units) would give volumes on two scales."""
+    root = tmp_path / "in"
+    (root / "s").mkdir(parents=True)
+    save(disc_volume(11), root / "s" / "ED.nii.gz")
+    save(disc_volume(7), root / "s" / "ES.nii.gz", spacing=(1.25, 1.25, 10.0))
+    (root / "m").mkdir()
+    save(disc_volume(11), root / "m" / "ED.nii.gz")
+    image = nib.Nifti1Image(disc_volume(7), np.diag([0.00125, 0.00125, 0.008, 1.0]))
+    image.header.set_xyzt_units("meter", "sec")
+    nib.save(image, root / "m" / "ES.nii.gz")
+    summary, rows = run(root, tmp_path / "out")
+    errors = {e["subject"]: e["error"] for e in read_csv(tmp_path / "out" / "errors.csv")}
+    assert "ES.nii.gz: slice spacing 10.0 mm, but" in errors["s"] and "must share a grid" in errors["s"]
+    edv, esv = cavity_ml(11), cavity_ml(7)  # metres read as such: the same grid as ED
+    assert float(rows["m"]["ef_percent"]) == pytest.approx(100 * (edv - esv) / edv, abs=0.006)

@@ -342,12 +342,20 @@ def ejection_fraction(
         import importlib
 
         pipe = importlib.import_module("halsr_hf").load_pipeline()
-    results = {}
+    from .image_io import load_input  # lazily, as above
+
+    results, notes = {}, []
     for phase, item, frame in (("ed", ed, ed_frame), ("es", es, es_frame)):
         kwargs = {"batch_size": batch_size}
         for key, value in (("frame", frame), ("pixel_spacing", pixel_spacing), ("slice_thickness", slice_thickness)):
             if value is not None:
                 kwargs[key] = value
+        if isinstance(item, (str, os.PathLike)):  # read here, once, to see the reader's notes (spacing fallback)
+            item = load_input(item, **{k: v for k, v in kwargs.items() if k != "batch_size"})
+            kwargs = {"batch_size": batch_size}
+            note = item.extra.get("slice_spacing_warning")
+            if note and note not in notes:
+                notes.append(note)
         out = pipe(item, **kwargs)
         if np.asarray(out["label_map"]).ndim != 3:
             name = item if isinstance(item, str) else f"{phase.upper()} input"
@@ -361,7 +369,8 @@ def ejection_fraction(
     function = cardiac_function(ed_out["label_map"], es_out["label_map"], spacing, thickness)
     same = isinstance(ed, (str, os.PathLike)) and isinstance(es, (str, os.PathLike)) and \
         os.path.abspath(ed) == os.path.abspath(es) and (ed_frame or 0) == (es_frame or 0)
-    function["warnings"] += function_warnings(ed_out["label_map"], es_out["label_map"], function, same_frame=same)
+    function["warnings"] = notes + function["warnings"] + function_warnings(
+        ed_out["label_map"], es_out["label_map"], function, same_frame=same)
     function["ed_label_map"] = ed_out["label_map"]
     function["es_label_map"] = es_out["label_map"]
     return function

@@ -577,7 +577,8 @@ def measure_subject(pipe, subject: Subject, frames: list, batch_size: int = 16, 
                        for z, s in enumerate(out["slices"])],
         })
     count = len(frames)
-    warnings = list(dict.fromkeys(w for loaded in frames for w in loaded.extra.get("warnings", ())))
+    warnings = list(dict.fromkeys(loaded.extra["slice_spacing_warning"] for loaded in frames
+                                  if loaded.extra.get("slice_spacing_warning")))
     if count >= 2:
         ed, es, origin, chosen_warnings = choose_ed_es(subject, frames, cavity)
         ed_map, es_map = outputs[ed]["label_map"], outputs[es]["label_map"]
