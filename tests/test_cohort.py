@@ -332,11 +332,25 @@ def test_cohort_ef_matches_halsr_hf_ef(acdc_dir, tmp_path, capsys):
     folder = cohort / "patient011"
     assert main(["ef", "--ed", str(folder / "ED.nii.gz"), "--es", str(folder / "ES.nii.gz"), "--json"]) == 0
     ef = json.loads(capsys.readouterr().out)
-    assert (row["ed_frame"], row["es_frame"]) == ("0", "1")
+    assert (row["ed_frame"], row["es_frame"], row["ed_es_from"]) == ("0", "1", "file_names")
     for column, key in (("edv_ml", "edv_ml"), ("esv_ml", "esv_ml"), ("sv_ml", "sv_ml"), ("ef_percent", "ef_percent"),
                         ("myocardial_mass_g", "myocardial_mass_g")):
         assert row[column] == f"{ef[key]:.2f}", column
-    assert 5 < float(row["ef_percent"]) < 60  # a dilated cardiomyopathy patient (ACDC 011)
+    # independently of clinical.cardiac_function: the volumes by hand from the masks written to disk
+    # (voxels x 1.5 x 1.5 x 10 mm), and the EF of the experts' labels (ACDC label 3 = LV cavity)
+    voxel_ml = 1.5 * 1.5 * 10.0 / 1000
+    masks = {phase: np.asarray(nib.load(tmp_path / "out" / "subjects" / "patient011" / f"{phase}_mask.nii.gz").dataobj)
+             for phase in ("ED", "ES")}
+    edv, esv = ((masks[phase] == 1).sum() * voxel_ml for phase in ("ED", "ES"))
+    assert float(row["edv_ml"]) == pytest.approx(edv, abs=0.006) and float(row["esv_ml"]) == pytest.approx(esv, abs=0.006)
+    assert float(row["myocardial_mass_g"]) == pytest.approx((masks["ED"] == 2).sum() * voxel_ml * 1.05, abs=0.006)
+    assert float(row["ef_percent"]) == pytest.approx(100 * (edv - esv) / edv, abs=0.006)
+    reference = []
+    for frame in (1, 2):
+        with h5py.File(DATA_DIR / "acdc-ssl4mis" / "data" / f"patient011_frame{frame:02d}.h5", "r") as f:
+            reference.append(int((f["label"][()] == 3).sum()))
+    reference_ef = 100 * (reference[0] - reference[1]) / reference[0]
+    assert abs(float(row["ef_percent"]) - reference_ef) < 5, (row["ef_percent"], reference_ef)
 
 
 # ---- real study folders (issue 25): a synthetic cine whose volumes are known by construction --------
