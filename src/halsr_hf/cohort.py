@@ -9,24 +9,35 @@ Python API is :func:`predict_cohort` (and :func:`find_subjects` to see what a fo
 
 - ``IN`` a folder: each sub-folder is one subject (named after it), holding NIfTI files (one 3D file
   per phase, frames in natural name order, e.g. ``ED.nii.gz``, ``ES.nii.gz``; or one 4D cine),
-  ``.npy`` volumes (Z, H, W), or one DICOM series (files at any depth; rules in
-  :mod:`halsr_hf.dicom_series`). Each file directly in ``IN`` (NIfTI 3D/4D, ``.npy``, multi-frame
-  DICOM) is one subject, named after the file. Hidden entries, other files and the output folder
-  are left out (the files left out are listed in the summary and each subject's JSON);
-  ``include`` (a glob on file names, e.g. ``"*_4d.nii.gz"``) keeps only matching files.
+  ``.npy`` volumes (Z, H, W), or one DICOM series (files at any depth, also one series per slice
+  position of one study; rules in :mod:`halsr_hf.dicom_series`). Each file directly in ``IN`` (NIfTI
+  3D/4D, ``.npy``, multi-frame DICOM) is one subject, named after the file. Hidden entries, other
+  files and the output folder are left out (the files left out are listed in the summary and each
+  subject's JSON); ``include`` (a glob on file names, e.g. ``"*_4d.nii.gz"``) keeps only matching files.
+- **Frames are images only**: label maps are skipped (not segmented, not refused), by name
+  (:data:`LABEL_NAME`: ``*_gt``, ``*_seg``, ``*_label(s)``, ``*_mask``..., so also the masks this
+  command writes) or by content (:func:`label_content`: integers, at most :data:`LABEL_MAX_VALUES`
+  distinct values); the subject's JSON lists them (``label_files_skipped``, with why) and its row
+  counts them. Skipping was chosen over refusing so that study folders with their reference labels
+  beside the images run as they are; a subject of label maps only fails, naming them.
 - ``IN`` a ``.csv`` manifest: columns ``subject``, ``path`` (a file or a folder as above, relative to
   the manifest's folder), optional ``ed_frame``, ``es_frame`` (0-based). Several rows of one subject
   are its phases, in row order.
 
 **Per subject** every frame (phase) is segmented, each volume its own stack (the pipeline's
-rules); the LV cavity volume of each frame gives the volume curve; ED is the frame of largest and ES
-of smallest LV volume (first one on ties) unless the manifest gives them; EDV, ESV, SV, EF and the
-ED myocardial mass come from :func:`halsr_hf.clinical.cardiac_function` on those two frames, as in
-``halsr-hf ef``. (No DICOM attribute names the ED or ES image, so DICOM series follow the curve too.)
+rules); frames must share slice count, slice size, pixel and slice spacing; the LV cavity volume of
+each frame gives the volume curve. ED and ES (:func:`choose_ed_es`): the manifest's, else the files
+named ED and ES, else the frames of largest and smallest LV volume (first one on ties; no DICOM
+attribute names the ED or ES image, so DICOM series and 4D files follow the curve). EDV, ESV, SV, EF
+and the ED myocardial mass come from :func:`halsr_hf.clinical.cardiac_function` on those two frames,
+as in ``halsr-hf ef``, and ``warnings`` adds :func:`halsr_hf.clinical.function_warnings` (what
+``halsr-hf ef`` says too: ED = ES, EF outside 10-90 %, ES segmented on fewer slices than ED, a gap),
+names that disagree with the volumes, and the readers' notes (a DICOM slice spacing from SliceThickness).
 
 **Output folder** (``OUT``)::
 
-    run.json                  the settings of the run (a rerun with other settings is refused)
+    run.json                  what produced the outputs (RESUME_SETTINGS: version, weights digests,
+                              processor, backend, tta, include); a rerun with others is refused
     cohort.csv                one row per finished subject, sorted by subject (COLUMNS)
     errors.csv                subject, source, error: one row per failed subject
     ef_histogram.png          the cohort's EF distribution
@@ -35,21 +46,35 @@ ED myocardial mass come from :func:`halsr_hf.clinical.cardiac_function` on those
         volume_curve.csv      LV cavity and myocardium volume per frame (PNG too with 3 frames or more)
         STEM_mask.nii.gz      the masks on the input's grid with its affine: one per input file
                               (4D for a 4D input or a cine DICOM series)
-        row.json              the subject's cohort.csv row
-    errors/SUBJECT.json       why a subject failed (removed when it succeeds later)
+        inputs.json           the input files' paths, sizes and modification times
+        row.json              the subject's cohort.csv row (written last)
+    errors/SUBJECT.json       why a subject failed, and its inputs (removed when it succeeds later)
 
-**Resume**: a subject whose folder exists is finished and skipped; a half-written one (a hidden
-temporary folder left by a killed run) is deleted and redone; failed subjects are tried again. The
-tables are rebuilt at the end of every run from the finished subjects, so a run killed with
-``kill -9`` and run again gives the same ``cohort.csv`` as a run that was never stopped.
+**Resume** (:func:`plan`): a subject that finished with the same input files (``inputs.json``:
+names, sizes, modification times) is skipped, one whose files changed is redone; a half-written one
+(a hidden temporary folder left by a killed run) is deleted and redone; a subject that failed with
+the same files is skipped unless ``retry_failed`` (``--retry-failed``). A resume with other weights,
+processor settings, backend or settings is refused naming what changed; ``overwrite``
+(``--overwrite``) deletes the earlier run's outputs (only those) first. The tables are rebuilt at the
+end of every run from the finished subjects, so a run killed with ``kill -9`` and run again gives the
+same ``cohort.csv`` as a run that was never stopped.
 
 **Parallel**: ``num_parts``/``part_id`` take every ``num_parts``-th subject from ``part_id`` (as
-nnU-Net's ``-num_parts``/``-part_id``) for separate machines writing into one ``OUT``; within a
-part, the processes of ``accelerate launch`` share the subjects with
-``PartialState().split_between_processes``, one model per process on its device. Each subject is
-segmented alone (its frames batched together, never with another subject's slices), so results do
-not depend on the split: the merged CSV equals a one-process run's. A torch ``DataLoader`` reads the
-next subjects in ``num_workers`` worker processes while the current one is segmented.
+nnU-Net's ``-num_parts``/``-part_id``) for separate machines writing into one ``OUT``. A machine's
+part is fixed by the sorted subject list, not by what is finished: machines start at different
+times, and a split of "what is left" computed at different moments would give a subject to two
+machines or to none. Within a part, the main process prepares ``OUT`` (``run.json`` is created once,
+through a hard link that fails if another run made it first), every process plans the same to-do
+list (finished subjects skipped), and only then do the processes of ``accelerate launch`` share it
+(``PartialState().split_between_processes``), one model per process on its device, so a resume
+gives every process its share of what is left. Each subject is segmented alone (its frames batched
+together, never with another subject's slices), so results do not depend on the split: the merged
+CSV equals a one-process run's. The tables are merged by one process at a time (a lock on
+``run.json``): of parts finishing together, the last merge sees every subject; ``halsr-hf predict
+--merge`` (:func:`merge_only`) rebuilds them alone. A torch ``DataLoader`` reads the next subjects in
+``num_workers`` worker processes while the current one is segmented; a subject whose reading kills
+its worker fails alone (:func:`_read_subjects`); with ``num_workers=0`` reading happens in the main
+process, where a crash ends the run.
 """
 
 from __future__ import annotations

@@ -6,14 +6,17 @@ mask back onto the input's own voxel grid (NIfTI affine and header).
 
 What is one volume (issue 19): a 3D NIfTI, one frame of a 4D NIfTI, a ``.npy`` array (Z, H, W), a
 multi-frame DICOM file (one phase of it when its frames are also in time), and a **DICOM series**:
-a folder (or a list of files, :func:`read_dicom_series`) of one SeriesInstanceUID, sorted along the
-slice normal and split into phases by trigger time (the rules are in :mod:`halsr_hf.dicom_series`).
+a folder (or a list of files, :func:`read_dicom_series`) of one SeriesInstanceUID (or one series per
+slice position of one study), sorted along the slice normal and split into phases by trigger time (the rules are in :mod:`halsr_hf.dicom_series`).
 Inputs with several phases (4D NIfTI, cine series, cine multi-frame DICOM) need ``frame=``, or
 :func:`load_frames` reads every phase at once.
 
 In-plane convention: a NIfTI volume of shape (X, Y, Z) gives slices ``data[:, :, k].T`` of shape
 (Y, X) (rows = the second voxel axis), the convention of the ACDC arrays the model was trained on
-(SSL4MIS arrays are ``sitk.GetArrayFromImage`` of the ACDC NIfTI files). Other scanners/converters
+(SSL4MIS arrays are ``sitk.GetArrayFromImage`` of the ACDC NIfTI files). The slice axis is the third
+voxel axis unless the affine makes another one clearly the thick one (:func:`nifti_slice_axis`: a
+volume saved slices-first); spacings are read in the header's ``xyzt_units`` (metres, microns) and
+given in mm. Other scanners/converters
 store the short-axis plane transposed, mirrored or rotated: the models are trained with all eight
 90-degree rotations/flips/transposes as augmentation, so no header-based reorientation is applied;
 the mask is written back with exactly the inverse of the transpose above.
@@ -307,7 +310,9 @@ def dicom_series_files(source) -> tuple[str, list]:
 def dicom_series_phases(source) -> list:
     """Every phase of one DICOM series, a folder or a list of files: one :class:`LoadedInput` per
     phase, its slices sorted along the slice normal (rules: :mod:`halsr_hf.dicom_series`). Files
-    without pixel data (DICOMDIR, reports) are skipped; several series are refused."""
+    without pixel data (DICOMDIR, reports) are skipped; several series are refused unless they are one
+    series per slice position of one study, frame of reference and orientation
+    (:func:`halsr_hf.dicom_series.series_per_position`), which are merged into one stack."""
     where, files = dicom_series_files(source)
     if not files:
         raise InputError(f"{where}: a folder without DICOM files; a folder input is one DICOM series (inputs are "

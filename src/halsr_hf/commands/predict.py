@@ -2,13 +2,18 @@
 
 Each sub-folder of IN is a subject (3D NIfTI files, one per phase; one 4D cine NIfTI; .npy volumes;
 or one DICOM series); each NIfTI, .npy or multi-frame DICOM file directly in IN is a subject too.
-A .csv manifest lists subject,path[,ed_frame,es_frame]. Every frame is segmented; ED and ES are the
-frames of largest and smallest LV volume unless the manifest gives them. OUT gets cohort.csv (EDV,
-ESV, SV, EF, myocardial mass, QC per subject), errors.csv, ef_histogram.png and, per subject,
-masks (NIfTI on the input's grid), a JSON with every slice's qc and message, and the LV volume curve.
+A .csv manifest lists subject,path[,ed_frame,es_frame]. Label maps (*_gt, *_seg, *_label(s), *_mask,
+or integer volumes with few values) are skipped and counted. Every frame is segmented; ED and ES come
+from the manifest, else from files named ED and ES, else from the LV volume curve (largest, smallest);
+`warnings` says when they look wrong (names and volumes disagree, ED = ES, EF outside 10-90 %, ES
+segmented on fewer slices). OUT gets cohort.csv (EDV, ESV, SV, EF, myocardial mass, warning and
+information flags per subject), errors.csv, ef_histogram.png and, per subject, masks (NIfTI on the
+input's grid), a JSON with every slice's qc and message, and the LV volume curve.
 
 The exit status is 1 when a subject failed (errors.csv says why; the others are done), 2 for
-bad arguments. Run it again to resume: finished subjects are skipped, half-written ones redone.
+bad arguments. Run it again to resume: finished subjects are skipped (redone if their files
+changed), failed ones too (--retry-failed), half-written ones redone; a resume with other weights
+or settings is refused (--overwrite starts again).
 Split the work over machines with --num-parts/--part-id, over processes or GPUs with
 ``accelerate launch [--num_processes N] -m halsr_hf.cli predict -i IN -o OUT``. Details: the
 docstring of the ``halsr_hf.cohort`` module.
