@@ -136,7 +136,8 @@ def test_pipeline_reports_qc_flags_and_a_true_message(pipe):
     assert out["message"].startswith("LV located by the ROI stage")
     # flags that must appear, and on which side: rows twice the columns' spacing is a warning (the crop
     # is square in pixels, not in mm); the whole slice by choice is information
-    skewed = pipe("space/examples/SCD0000301_40.dcm", pixel_spacing=(1.0, 2.0))
+    with pytest.warns(UserWarning, match="anisotropic"):
+        skewed = pipe("space/examples/SCD0000301_40.dcm", pixel_spacing=(1.0, 2.0))
     assert (skewed["qc"], skewed["qc_warnings"], skewed["qc_info"]) == (["anisotropic_spacing"], ["anisotropic_spacing"], [])
     whole = pipe("space/examples/SCD0000301_40.dcm", use_roi=False)
     assert (whole["qc"], whole["qc_warnings"], whole["qc_info"]) == (["no_roi_model"], [], ["no_roi_model"])

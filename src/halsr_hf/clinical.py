@@ -350,7 +350,8 @@ def ejection_fraction(
         for key, value in (("frame", frame), ("pixel_spacing", pixel_spacing), ("slice_thickness", slice_thickness)):
             if value is not None:
                 kwargs[key] = value
-        if isinstance(item, (str, os.PathLike)):  # read here, once, to see the reader's notes (spacing fallback)
+        path = item if isinstance(item, (str, os.PathLike)) else None
+        if path is not None:  # read here, once, to see the reader's notes (spacing fallback)
             item = load_input(item, **{k: v for k, v in kwargs.items() if k != "batch_size"})
             kwargs = {"batch_size": batch_size}
             note = item.extra.get("slice_spacing_warning")
@@ -358,7 +359,7 @@ def ejection_fraction(
                 notes.append(note)
         out = pipe(item, **kwargs)
         if np.asarray(out["label_map"]).ndim != 3:
-            name = item if isinstance(item, str) else f"{phase.upper()} input"
+            name = str(path) if path is not None else f"{phase.upper()} input"
             raise InputError(f"{name}: the {phase.upper()} input is a single slice; EF needs a short-axis volume (Z, H, W)")
         results[phase] = out
     ed_out, es_out = results["ed"], results["es"]
