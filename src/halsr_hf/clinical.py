@@ -239,7 +239,7 @@ def cardiac_function(
     else:
         ef = ejection_fraction_percent(edv_n, esv_n)
     if esv_n == 0:
-        warnings.append("ES label map has no lv_cavity: ESV is 0 (EF would be 100 %)")
+        warnings.append("ES label map has no lv_cavity: ESV is 0 and the EF is 100 % (a missed segmentation, or not an ES image?)")
     if esv_n > edv_n:
         warnings.append(
             f"ESV > EDV ({esv_n} > {edv_n} voxels): ED and ES frames may be swapped, or the "
