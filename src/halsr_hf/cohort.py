@@ -111,7 +111,7 @@ from .atomic import atomic_file, atomic_folder, default_file_mode
 from .clinical import cardiac_function, function_warnings
 from .errors import InputError
 from .image_io import ARRAY_EXTENSIONS, NIFTI_EXTENSIONS, dicom_series_phases, is_dicom_file, load_frames, save_mask
-from .roi_stage import QC_FLAGS, WARNING_FLAGS, split_flags
+from .roi_stage import split_flags
 
 #: cohort.csv columns, in order. Volumes in mL and mass in g (empty when the spacing is unknown;
 #: the EF is still given), frames 0-based. ``slices_flagged``/``qc_warnings``: slices with a warning
