@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plot_learning_curves import draw  # noqa: E402
 
 from halsr_hf.image_processing_halsr import ROI_STAGE_SETTINGS  # noqa: E402
+from halsr_hf.model_card import portable_paths  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = ["config.json", "model.safetensors"]
@@ -79,6 +80,19 @@ def copy_run(run_dir: Path, target: Path, extra: tuple = (), stage1: Path | None
                 shutil.copy2(source, target / f"stage1_{name}")
     draw(run_dir, target / "learning_curves.png", after=stage1)
     (target / "hardware.txt").write_text(hardware())
+    make_portable(target)
+
+
+def make_portable(folder: Path) -> None:
+    """The text records published with the model (command.txt, run_args.json, stage1_*...) name the
+    datasets and give project-relative paths, not the training machine's absolute folders
+    (``halsr_hf.model_card.portable_paths``; weights and images are left alone)."""
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix in (".txt", ".json", ".md"):
+            text = path.read_text(encoding="utf-8")
+            portable = portable_paths(text, REPO)
+            if portable != text:
+                path.write_text(portable, encoding="utf-8")
 
 
 def parse_settings(items) -> dict:
@@ -140,6 +154,7 @@ def main(argv=None) -> int:
         (tmp / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
         if (model_dir / "README.md").is_file() and not (tmp / "README.md").is_file():
             shutil.copy2(model_dir / "README.md", tmp / "README.md")  # the card is re-rendered from the evaluation
+        make_portable(tmp)  # records kept from the previous bundle too
         previous = model_dir.parent / ".default_model.old"
         shutil.rmtree(previous, ignore_errors=True)
         model_dir.rename(previous)

@@ -237,3 +237,98 @@ def test_save_mask_writes_every_frame_as_4d(tmp_path):
     mask = nib.load(save_mask(labels, tmp_path / "mask.nii.gz", frames[0]))
     assert mask.shape == (30, 20, 4, 3) and np.allclose(mask.affine, affine)
     assert np.array_equal(np.asarray(mask.dataobj)[:, :, 2, 1].T, labels[1, 2])
+
+
+def test_one_series_per_slice_position_is_one_stack(series_dir, tmp_path):
+    """Issue 25: several scanners export short-axis cine as one series per slice position; such a
+    study folder (one study, one frame of reference, one orientation, one position per series) is one
+    stack, the same as the single-series export. Two series at one position stay refused."""
+    from pydicom.uid import generate_uid
+
+    reference = dicom_series_phases(series_dir)
+    split = tmp_path / "study"
+    split.mkdir()
+    by_position = {}
+    for path, dataset in _headers(series_dir):
+        position = tuple(round(float(v), 2) for v in dataset.ImagePositionPatient)
+        dataset.SeriesInstanceUID = by_position.setdefault(position, generate_uid())
+        dataset.StudyInstanceUID = "1.2.3"
+        dataset.FrameOfReferenceUID = "1.2.3.4"
+        dataset.save_as(split / path.name)
+    assert len(by_position) == 9
+    phases = dicom_series_phases(split)
+    assert len(phases) == len(reference) == 2
+    for mine, theirs in zip(phases, reference):
+        assert all(np.array_equal(a, b) for a, b in zip(mine.slices, theirs.slices))
+        assert mine.slice_thickness == pytest.approx(theirs.slice_thickness) and np.allclose(mine.affine, theirs.affine)
+    assert phases[0].extra["series_merged"] == 9
+    # another frame of reference for one position: not one stack
+    other = tmp_path / "other"
+    shutil.copytree(split, other)
+    path, dataset = _headers(other)[0]
+    dataset.FrameOfReferenceUID = "9.9.9"
+    dataset.save_as(path)
+    with pytest.raises(InputError, match="different frames of reference"):
+        dicom_series_phases(other)
+    # two series at the same positions (two acquisitions): refused as before
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    for index, (path, dataset) in enumerate(_headers(series_dir)):
+        dataset.SeriesInstanceUID = "1.1" if index % 2 else "1.2"
+        dataset.save_as(twice / path.name)
+    with pytest.raises(InputError, match="2 DICOM series .*pass one series"):
+        dicom_series_phases(twice)
+
+
+def test_slice_thickness_fallback_is_a_warning(series_dir, tmp_path):
+    """A multi-frame file without per-frame positions: the slice spacing can only be SliceThickness,
+    which leaves out any gap between slices: a warning, gone when the spacing is given."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns, ds.NumberOfFrames = "MR", 8, 8, 3
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelSpacing, ds.SliceThickness = [1.5, 1.5], 8.0
+    ds.PixelData = np.arange(3 * 64, dtype=np.uint16).tobytes()
+    path = tmp_path / "stack.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    loaded = load_input(path)
+    assert loaded.slice_thickness == 8.0
+    assert "slice spacing 8 mm taken from SliceThickness" in loaded.extra["slice_spacing_warning"]
+    assert "slice_spacing_warning" not in load_input(path, slice_thickness=10.0).extra
+    ds.SpacingBetweenSlices = 10.0
+    ds.save_as(path, enforce_file_format=True)
+    assert load_input(path).slice_thickness == 10.0 and "slice_spacing_warning" not in load_input(path).extra
+
+
+def test_nifti_units_and_slice_axis_come_from_the_header(tmp_path):
+    """Issue 25: xyzt_units was ignored (spacing in metres read as mm) and the slice axis was always
+    the third voxel axis. A volume saved slices-first with a (8, 1.25, 1.5) mm affine reads as slices
+    of 1.25 x 1.5 mm, 8 mm apart, and its mask goes back in the file's own layout."""
+    rng = np.random.default_rng(0)
+    volume = rng.random((16, 12, 5)).astype(np.float32)  # (X, Y, Z)
+    metres = nib.Nifti1Image(volume, np.diag([0.00125, 0.0015, 0.008, 1.0]))
+    metres.header.set_xyzt_units("meter", "sec")
+    nib.save(metres, tmp_path / "metres.nii.gz")
+    loaded = load_input(tmp_path / "metres.nii.gz")
+    assert loaded.pixel_spacing == pytest.approx((1.5, 1.25)) and loaded.slice_thickness == pytest.approx(8.0)
+    slices_first = np.ascontiguousarray(np.moveaxis(volume, 2, 0))  # (Z, X, Y) on disk
+    image = nib.Nifti1Image(slices_first, np.diag([8.0, 1.25, 1.5, 1.0]))
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, tmp_path / "first.nii.gz")
+    loaded = load_input(tmp_path / "first.nii.gz")
+    reference = load_input(tmp_path / "metres.nii.gz")
+    assert len(loaded.slices) == 5 and all(np.array_equal(a, b) for a, b in zip(loaded.slices, reference.slices))
+    assert loaded.pixel_spacing == pytest.approx((1.5, 1.25)) and loaded.slice_thickness == pytest.approx(8.0)
+    labels = np.stack([(s > 0.5).astype(np.uint8) for s in loaded.slices])
+    mask = nib.load(save_mask(labels, tmp_path / "first_mask.nii.gz", loaded))
+    assert mask.shape == slices_first.shape and np.allclose(mask.affine, image.affine)
+    assert np.array_equal(np.asarray(mask.dataobj), (slices_first > 0.5).astype(np.uint8))

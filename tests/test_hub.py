@@ -639,3 +639,42 @@ def test_card_describes_the_training_mix_budget_validation_and_orientation(tiny_
                  "stage1_command.txt", "stage1_run_args.json"):
         assert (out / name).is_file(), name
     assert "on the 40 ACDC test volumes" in (out / "README.md").read_text()
+
+
+# ---- no training machine's folders in what is published (issue 25) ----------------------------------
+
+#: A path from the file system root: "/" then a letter, at the start of a token (so not a URL's "//host/x",
+#: not "a/b"); written independently of halsr_hf.model_card.ABSOLUTE_PATH.
+ROOTED = __import__("re").compile(r"(?:^|[\s\"'=,|(`\[])(/[A-Za-z][^\s\"',|)`\]]*)", __import__("re").MULTILINE)
+
+
+def test_bundled_model_records_and_card_hold_no_absolute_path():
+    """command.txt, run_args.json, stage1_* and the card carried /work/data/... of the training machine."""
+    folder = halsr_hf.default_model_dir()
+    texts = [p for p in folder.rglob("*") if p.is_file() and p.suffix in (".txt", ".json", ".md", ".cfg", ".csv")]
+    assert {"command.txt", "run_args.json", "stage1_command.txt", "stage1_run_args.json", "README.md"} <= {p.name for p in texts}
+    found = {p.relative_to(folder).as_posix(): ROOTED.findall(p.read_text(encoding="utf-8")) for p in texts}
+    assert not {name: paths for name, paths in found.items() if paths}
+    # the datasets are still named, by their project-relative folders
+    assert "--dataset-dir data/acdc,data/myops2020,data/emidec" in (folder / "command.txt").read_text()
+
+
+def test_records_are_made_portable_when_the_card_is_rendered(tmp_path, monkeypatch):
+    from halsr_hf.model_card import portable_path, portable_paths, training_view
+
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    assert portable_path("/srv/x/data/acdc") == "data/acdc" and portable_path(str(project / "runs" / "a")) == "runs/a"
+    assert portable_path("/scratch/me/model") == "model" and portable_path("runs/b") == "runs/b"
+    text = ("command: halsr-hf train --dataset-dir /srv/x/data/acdc,/srv/x/data/emidec --output-dir "
+            f"{project}/runs/m see https://example.org/a/b and src/x/y")
+    assert portable_paths(text) == ("command: halsr-hf train --dataset-dir data/acdc,data/emidec --output-dir runs/m "
+                                    "see https://example.org/a/b and src/x/y")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "command.txt").write_text("command: halsr-hf train --dataset-dir /mnt/big/data/acdc\n")
+    (model / "run_args.json").write_text(json.dumps({"data_args": {"dataset_dir": "/mnt/big/data/acdc"}, "model_args": {}}))
+    view = training_view(model)
+    assert view["command"] == "command: halsr-hf train --dataset-dir data/acdc"
+    assert not ROOTED.findall(json.dumps(view))

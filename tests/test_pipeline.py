@@ -507,16 +507,21 @@ def _nifti_pair(tmp_path):
 
 
 def test_ejection_fraction_through_the_pipeline(tiny_pipe, tmp_path):
-    from halsr_hf.clinical import cardiac_function, ejection_fraction
+    from halsr_hf.clinical import ejection_fraction
 
     ed, es = _nifti_pair(tmp_path)
     result = ejection_fraction(ed, es, pipe=tiny_pipe)
     assert result["volume_unit"] == "ml"
-    expected = cardiac_function(tiny_pipe(ed)["label_map"], tiny_pipe(es)["label_map"], (1.25, 1.25), 10.0)
-    for key in ("edv_ml", "esv_ml", "sv_ml", "myocardial_mass_g", "edv_voxels"):
-        assert result[key] == pytest.approx(expected[key])
-    voxels = int((result["ed_label_map"] == 1).sum())
-    assert result["edv_ml"] == pytest.approx(voxels * 1.25 * 1.25 * 10.0 / 1000)
+    # the expected values by hand from the pipeline's own label maps (not through clinical.cardiac_function):
+    # voxel counts times 1.25 x 1.25 x 10 mm, the myocardium at 1.05 g/mL
+    voxel_ml = 1.25 * 1.25 * 10.0 / 1000
+    ed_map, es_map = tiny_pipe(ed)["label_map"], tiny_pipe(es)["label_map"]
+    edv, esv = (ed_map == 1).sum() * voxel_ml, (es_map == 1).sum() * voxel_ml
+    expected = {"edv_ml": edv, "esv_ml": esv, "sv_ml": edv - esv, "myocardial_mass_g": (ed_map == 2).sum() * voxel_ml * 1.05,
+                "edv_voxels": (ed_map == 1).sum(), "ef_percent": 100 * (edv - esv) / edv}
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value), key
+    assert np.array_equal(result["ed_label_map"], ed_map) and np.array_equal(result["es_label_map"], es_map)
     with pytest.raises(InputError, match="single slice"):
         ejection_fraction(np.random.default_rng(0).random((40, 40)).astype(np.float32), es, pipe=tiny_pipe)
 

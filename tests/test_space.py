@@ -249,8 +249,18 @@ def test_remote_code_pipeline_uses_its_own_modules(space_module, tiny_folder):
     assert overlay.size == (256, 256) and areas.iloc[0]["LV found"] == "yes"
 
 
-def test_readme_front_matter_names_the_default_hub_model(space_module):
-    assert space_module.readme_model() == "halsr-hf/halsr-net"  # metadata_load of space/README.md
+def test_readme_front_matter_names_the_default_hub_model(space_module, tmp_path, monkeypatch):
+    import yaml
+
+    # the Space's own README, parsed here independently of the app (plain YAML between the --- lines)
+    front = yaml.safe_load((SPACE_DIR / "README.md").read_text().split("---")[1])
+    assert space_module.readme_model() == front["models"][0] == "halsr-hf/halsr-net"
+    # and the app reads whatever the README names, not a constant of its own
+    (tmp_path / "README.md").write_text("---\ntitle: x\nmodels:\n- someone/another-model\n---\n# x\n")
+    monkeypatch.setattr(space_module, "HERE", tmp_path)
+    assert space_module.readme_model() == "someone/another-model"
+    (tmp_path / "README.md").unlink()
+    assert space_module.readme_model() is None
 
 
 def test_image_size_limit(client, space_module, tmp_path):
@@ -263,15 +273,20 @@ def test_image_size_limit(client, space_module, tmp_path):
         client.predict(handle_file(str(big)), 0, 0, 0, None, 0.45, api_name="/segment")
 
 
-def test_concurrent_requests_all_succeed(space_url):
-    def one(index):
-        own = Client(space_url, verbose=False)  # one session per request, like separate users
+def test_concurrent_requests_all_succeed(space_url, client):
+    """Eight requests at once, each its own session, get exactly what each example gets alone (no
+    request sees another's image, spacing or result)."""
+    def one(index, session=None):
+        own = session or Client(space_url, verbose=False)  # one session per request, like separate users
         result = own.predict(handle_file(str(EXAMPLES[index % len(EXAMPLES)])), 0, 0, 0, None, 0.45, api_name="/segment")
-        return result[1]["headers"][2]
+        return result[1]
 
+    alone = {index: one(index, client) for index in range(len(EXAMPLES))}
     with ThreadPoolExecutor(max_workers=8) as pool:
-        headers = list(pool.map(one, range(8)))
-    assert headers == ["LV cavity area (mm²)"] * 8
+        tables = list(pool.map(one, range(8)))
+    for index, table in enumerate(tables):
+        assert table["headers"][2] == "LV cavity area (mm²)"
+        assert table["data"] == alone[index % len(EXAMPLES)]["data"], EXAMPLES[index % len(EXAMPLES)].name
 
 
 def test_app_source_makes_no_outside_calls_and_reads_the_model_variables(space_module):

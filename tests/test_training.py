@@ -393,3 +393,53 @@ def test_early_stopping_counts_only_evaluations_with_the_selection_metric(tmp_pa
     assert callback.early_stopping_patience_counter == 1 and not control.should_training_stop
     callback.on_evaluate(args, state, control, {"eval_dice_mean": 0.8})
     assert callback.early_stopping_patience_counter == 2 and control.should_training_stop
+
+
+def test_resumed_run_matches_an_uninterrupted_one_tensor_by_tensor(dataset_dir, tmp_path):
+    """Issue 25: resuming was checked only by its bookkeeping. Here a run of 6 steps is compared with one
+    resumed from its step-3 checkpoint (what a run killed after that checkpoint leaves): every weight,
+    buffer and optimiser state tensor, and the scheduler, are equal at step 6."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from halsr_hf.training.train import main
+
+    fast = [a for a in FAST]
+    fast[fast.index("--eval_strategy") + 1] = "no"
+    command = ["--dataset-dir", str(dataset_dir), "--max-steps", "6", "--save-strategy", "steps", "--save-steps", "3", *fast]
+    whole = tmp_path / "whole"
+    assert main([*command, "--output-dir", str(whole)]) == 0
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-3", resumed / "checkpoint-3")
+    assert main([*command, "--output-dir", str(resumed), "--resume"]) == 0
+    # it did resume (a fresh start with the same seed would also end equal): its session began at step 3
+    session = json.loads((resumed / "run_args.json").read_text())["sessions"][-1]
+    assert (session["first_step"], session["last_step"]) == (3, 6) and session["resumed_from"].endswith("checkpoint-3")
+
+    def same(a: dict, b: dict, what: str):
+        assert a.keys() == b.keys(), what
+        for key in a:
+            x, y = a[key], b[key]
+            if isinstance(x, dict):
+                same(x, y, f"{what}.{key}")
+            elif isinstance(x, torch.Tensor):
+                assert torch.equal(x, y), f"{what}.{key}: max difference {(x.float() - y.float()).abs().max()}"
+            elif isinstance(x, list) and x and isinstance(x[0], dict):
+                for i, (u, v) in enumerate(zip(x, y)):
+                    same(u, v, f"{what}.{key}[{i}]")
+            else:
+                assert x == y, f"{what}.{key}: {x!r} != {y!r}"
+
+    weights = load_file(whole / "checkpoint-6" / "model.safetensors")
+    assert weights and weights.keys() == load_file(resumed / "checkpoint-6" / "model.safetensors").keys()
+    same(weights, load_file(resumed / "checkpoint-6" / "model.safetensors"), "weights")
+    same(load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors"), "final weights")
+    optimiser = torch.load(whole / "checkpoint-6" / "optimizer.pt", weights_only=True)
+    assert optimiser["state"], "the optimiser has state (Adam moments) to compare"
+    same(optimiser, torch.load(resumed / "checkpoint-6" / "optimizer.pt", weights_only=True), "optimiser")
+    same(torch.load(whole / "checkpoint-6" / "scheduler.pt", weights_only=True),
+         torch.load(resumed / "checkpoint-6" / "scheduler.pt", weights_only=True), "scheduler")
+    # and the check itself can fail: the step-3 weights differ from the step-6 ones
+    assert not all(torch.equal(weights[k], v) for k, v in load_file(whole / "checkpoint-3" / "model.safetensors").items())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import List, Optional
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "areas",
     "cardiac_function",
     "ejection_fraction",
+    "function_warnings",
     "ejection_fraction_percent",
     "myocardial_mass_g",
     "stroke_volume",
@@ -237,7 +239,7 @@ def cardiac_function(
     else:
         ef = ejection_fraction_percent(edv_n, esv_n)
     if esv_n == 0:
-        warnings.append("ES label map has no lv_cavity: ESV is 0 (EF would be 100 %)")
+        warnings.append("ES label map has no lv_cavity: ESV is 0 and the EF is 100 % (a missed segmentation, or not an ES image?)")
     if esv_n > edv_n:
         warnings.append(
             f"ESV > EDV ({esv_n} > {edv_n} voxels): ED and ES frames may be swapped, or the "
@@ -265,6 +267,56 @@ def cardiac_function(
     return result.to_dict()
 
 
+#: An ejection fraction outside this range (percent) is reported by :func:`function_warnings`:
+#: possible (severe dysfunction, hyperdynamic heart), but more often a wrong frame or segmentation.
+PLAUSIBLE_EF_PERCENT = (10.0, 90.0)
+
+
+def _segmented_slices(label_map: np.ndarray) -> np.ndarray:
+    """Indices of the slices of a (Z, H, W) map that hold LV cavity."""
+    return np.flatnonzero((label_map == LV_CAVITY).reshape(label_map.shape[0], -1).any(axis=1))
+
+
+def function_warnings(ed_label_map, es_label_map, function: dict, same_frame: bool = False) -> List[str]:
+    """What makes an EF from these ED/ES label stacks doubtful, beyond :func:`cardiac_function`'s own
+    ``warnings`` (empty cavity, ESV > EDV, EF outside 0-100 %). One function for ``halsr-hf ef``
+    and the cohort (``halsr-hf predict``), so both say the same:
+
+    - ED and ES are one frame (``same_frame``) or identical label stacks (a phase copied as the other);
+    - the EF is outside :data:`PLAUSIBLE_EF_PERCENT` (10-90 %);
+    - the ES stack has fewer slices with LV cavity than the ED stack (a slice missed at ES makes the
+      ESV too small and the EF too high), or ED or ES has a gap (a slice without cavity between two
+      with cavity).
+
+    ESV > EDV (frames given as ED and ES that may be swapped) is :func:`cardiac_function`'s warning.
+
+    Args:
+        ed_label_map, es_label_map: (Z, H, W) canonical label stacks, as given to :func:`cardiac_function`.
+        function: :func:`cardiac_function`'s result for them.
+    """
+    ed = _label_map(ed_label_map, "ed_label_map", 3)
+    es = _label_map(es_label_map, "es_label_map", 3)
+    warnings: List[str] = []
+    if same_frame or (ed.shape == es.shape and np.array_equal(ed, es)):
+        warnings.append("ED and ES are " + ("the same frame" if same_frame else "identical label maps (one phase "
+                                            "copied as the other?)") + ": the EF is not a measurement")
+    ef = function.get("ef_percent")
+    low, high = PLAUSIBLE_EF_PERCENT
+    if ef is not None and math.isfinite(ef) and not low <= ef <= high:
+        warnings.append(f"ejection fraction {ef:.1f} % is outside {low:.0f}-{high:.0f} %: check the ED/ES frames "
+                        "and the segmentation")
+    ed_slices, es_slices = _segmented_slices(ed), _segmented_slices(es)
+    if len(es_slices) < len(ed_slices):
+        warnings.append(f"ES has LV cavity on fewer slices than ED ({len(es_slices)} < {len(ed_slices)}): a slice "
+                        "missed at ES makes the ESV too small and the EF too high")
+    for phase, found in (("ED", ed_slices), ("ES", es_slices)):
+        gaps = sorted(set(range(found[0], found[-1] + 1)) - set(found.tolist())) if len(found) else []
+        if gaps:
+            warnings.append(f"{phase} has slices without LV cavity between slices with it (slice(s) "
+                            f"{', '.join(map(str, gaps))}): a missed slice")
+    return warnings
+
+
 def ejection_fraction(
     ed,
     es,
@@ -276,7 +328,8 @@ def ejection_fraction(
     batch_size: int = 16,
 ) -> dict:
     """Segment an ED and an ES short-axis volume with the pipeline and return
-    :func:`cardiac_function` of the two label stacks (EDV, ESV, SV, EF, mass, warnings).
+    :func:`cardiac_function` of the two label stacks (EDV, ESV, SV, EF, mass, warnings), with the
+    warnings of :func:`function_warnings` added (the cohort's ``warnings`` say the same).
 
     Args:
         ed, es: volumes as paths (NIfTI 3D/4D, multi-frame DICOM) or (Z, H, W) arrays/tensors.
@@ -289,15 +342,24 @@ def ejection_fraction(
         import importlib
 
         pipe = importlib.import_module("halsr_hf").load_pipeline()
-    results = {}
+    from .image_io import load_input  # lazily, as above
+
+    results, notes = {}, []
     for phase, item, frame in (("ed", ed, ed_frame), ("es", es, es_frame)):
         kwargs = {"batch_size": batch_size}
         for key, value in (("frame", frame), ("pixel_spacing", pixel_spacing), ("slice_thickness", slice_thickness)):
             if value is not None:
                 kwargs[key] = value
+        path = item if isinstance(item, (str, os.PathLike)) else None
+        if path is not None:  # read here, once, to see the reader's notes (spacing fallback)
+            item = load_input(item, **{k: v for k, v in kwargs.items() if k != "batch_size"})
+            kwargs = {"batch_size": batch_size}
+            note = item.extra.get("slice_spacing_warning")
+            if note and note not in notes:
+                notes.append(note)
         out = pipe(item, **kwargs)
         if np.asarray(out["label_map"]).ndim != 3:
-            name = item if isinstance(item, str) else f"{phase.upper()} input"
+            name = str(path) if path is not None else f"{phase.upper()} input"
             raise InputError(f"{name}: the {phase.upper()} input is a single slice; EF needs a short-axis volume (Z, H, W)")
         results[phase] = out
     ed_out, es_out = results["ed"], results["es"]
@@ -306,6 +368,10 @@ def ejection_fraction(
     if spacing is None or thickness is None:
         spacing = thickness = None
     function = cardiac_function(ed_out["label_map"], es_out["label_map"], spacing, thickness)
+    same = isinstance(ed, (str, os.PathLike)) and isinstance(es, (str, os.PathLike)) and \
+        os.path.abspath(ed) == os.path.abspath(es) and (ed_frame or 0) == (es_frame or 0)
+    function["warnings"] = notes + function["warnings"] + function_warnings(
+        ed_out["label_map"], es_out["label_map"], function, same_frame=same)
     function["ed_label_map"] = ed_out["label_map"]
     function["es_label_map"] = es_out["label_map"]
     return function

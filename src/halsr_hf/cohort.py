@@ -9,24 +9,35 @@ Python API is :func:`predict_cohort` (and :func:`find_subjects` to see what a fo
 
 - ``IN`` a folder: each sub-folder is one subject (named after it), holding NIfTI files (one 3D file
   per phase, frames in natural name order, e.g. ``ED.nii.gz``, ``ES.nii.gz``; or one 4D cine),
-  ``.npy`` volumes (Z, H, W), or one DICOM series (files at any depth; rules in
-  :mod:`halsr_hf.dicom_series`). Each file directly in ``IN`` (NIfTI 3D/4D, ``.npy``, multi-frame
-  DICOM) is one subject, named after the file. Hidden entries, other files and the output folder
-  are left out (the files left out are listed in the summary and each subject's JSON);
-  ``include`` (a glob on file names, e.g. ``"*_4d.nii.gz"``) keeps only matching files.
+  ``.npy`` volumes (Z, H, W), or one DICOM series (files at any depth, also one series per slice
+  position of one study; rules in :mod:`halsr_hf.dicom_series`). Each file directly in ``IN`` (NIfTI
+  3D/4D, ``.npy``, multi-frame DICOM) is one subject, named after the file. Hidden entries, other
+  files and the output folder are left out (the files left out are listed in the summary and each
+  subject's JSON); ``include`` (a glob on file names, e.g. ``"*_4d.nii.gz"``) keeps only matching files.
+- **Frames are images only**: label maps are skipped (not segmented, not refused), by name
+  (:data:`LABEL_NAME`: ``*_gt``, ``*_seg``, ``*_label(s)``, ``*_mask``..., so also the masks this
+  command writes) or by content (:func:`label_content`: integers, at most :data:`LABEL_MAX_VALUES`
+  distinct values); the subject's JSON lists them (``label_files_skipped``, with why) and its row
+  counts them. Skipping was chosen over refusing so that study folders with their reference labels
+  beside the images run as they are; a subject of label maps only fails, naming them.
 - ``IN`` a ``.csv`` manifest: columns ``subject``, ``path`` (a file or a folder as above, relative to
   the manifest's folder), optional ``ed_frame``, ``es_frame`` (0-based). Several rows of one subject
   are its phases, in row order.
 
 **Per subject** every frame (phase) is segmented, each volume its own stack (the pipeline's
-rules); the LV cavity volume of each frame gives the volume curve; ED is the frame of largest and ES
-of smallest LV volume (first one on ties) unless the manifest gives them; EDV, ESV, SV, EF and the
-ED myocardial mass come from :func:`halsr_hf.clinical.cardiac_function` on those two frames, as in
-``halsr-hf ef``. (No DICOM attribute names the ED or ES image, so DICOM series follow the curve too.)
+rules); frames must share slice count, slice size, pixel and slice spacing; the LV cavity volume of
+each frame gives the volume curve. ED and ES (:func:`choose_ed_es`): the manifest's, else the files
+named ED and ES, else the frames of largest and smallest LV volume (first one on ties; no DICOM
+attribute names the ED or ES image, so DICOM series and 4D files follow the curve). EDV, ESV, SV, EF
+and the ED myocardial mass come from :func:`halsr_hf.clinical.cardiac_function` on those two frames,
+as in ``halsr-hf ef``, and ``warnings`` adds :func:`halsr_hf.clinical.function_warnings` (what
+``halsr-hf ef`` says too: ED = ES, EF outside 10-90 %, ES segmented on fewer slices than ED, a gap),
+names that disagree with the volumes, and the readers' notes (a DICOM slice spacing from SliceThickness).
 
 **Output folder** (``OUT``)::
 
-    run.json                  the settings of the run (a rerun with other settings is refused)
+    run.json                  what produced the outputs (RESUME_SETTINGS: version, weights digests,
+                              processor, backend, tta, include); a rerun with others is refused
     cohort.csv                one row per finished subject, sorted by subject (COLUMNS)
     errors.csv                subject, source, error: one row per failed subject
     ef_histogram.png          the cohort's EF distribution
@@ -35,67 +46,113 @@ ED myocardial mass come from :func:`halsr_hf.clinical.cardiac_function` on those
         volume_curve.csv      LV cavity and myocardium volume per frame (PNG too with 3 frames or more)
         STEM_mask.nii.gz      the masks on the input's grid with its affine: one per input file
                               (4D for a 4D input or a cine DICOM series)
-        row.json              the subject's cohort.csv row
-    errors/SUBJECT.json       why a subject failed (removed when it succeeds later)
+        inputs.json           the input files' paths, sizes and modification times
+        row.json              the subject's cohort.csv row (written last)
+    errors/SUBJECT.json       why a subject failed, and its inputs (removed when it succeeds later)
 
-**Resume**: a subject whose folder exists is finished and skipped; a half-written one (a hidden
-temporary folder left by a killed run) is deleted and redone; failed subjects are tried again. The
-tables are rebuilt at the end of every run from the finished subjects, so a run killed with
-``kill -9`` and run again gives the same ``cohort.csv`` as a run that was never stopped.
+**Resume** (:func:`plan`): a subject that finished with the same input files (``inputs.json``:
+names, sizes, modification times) is skipped, one whose files changed is redone; a half-written one
+(a hidden temporary folder left by a killed run) is deleted and redone; a subject that failed with
+the same files is skipped unless ``retry_failed`` (``--retry-failed``). A resume with other weights,
+processor settings, backend or settings is refused naming what changed; ``overwrite``
+(``--overwrite``) deletes the earlier run's outputs (only those) first. The tables are rebuilt at the
+end of every run from the finished subjects, so a run killed with ``kill -9`` and run again gives the
+same ``cohort.csv`` as a run that was never stopped.
 
 **Parallel**: ``num_parts``/``part_id`` take every ``num_parts``-th subject from ``part_id`` (as
-nnU-Net's ``-num_parts``/``-part_id``) for separate machines writing into one ``OUT``; within a
-part, the processes of ``accelerate launch`` share the subjects with
-``PartialState().split_between_processes``, one model per process on its device. Each subject is
-segmented alone (its frames batched together, never with another subject's slices), so results do
-not depend on the split: the merged CSV equals a one-process run's. A torch ``DataLoader`` reads the
-next subjects in ``num_workers`` worker processes while the current one is segmented.
+nnU-Net's ``-num_parts``/``-part_id``) for separate machines writing into one ``OUT``. A machine's
+part is fixed by the sorted subject list, not by what is finished: machines start at different
+times, and a split of "what is left" computed at different moments would give a subject to two
+machines or to none. Within a part, the main process prepares ``OUT`` (``run.json`` is created once,
+through a hard link that fails if another run made it first), every process plans the same to-do
+list (finished subjects skipped), and only then do the processes of ``accelerate launch`` share it
+(``PartialState().split_between_processes``), one model per process on its device, so a resume
+gives every process its share of what is left. Each subject is segmented alone (its frames batched
+together, never with another subject's slices), so results do not depend on the split: the merged
+CSV equals a one-process run's. The tables are merged by one process at a time (a lock on
+``run.json``): of parts finishing together, the last merge sees every subject; ``halsr-hf predict
+--merge`` (:func:`merge_only`) rebuilds them alone. A torch ``DataLoader`` reads the next subjects in
+``num_workers`` worker processes while the current one is segmented; a subject whose reading kills
+its worker fails alone (:func:`_read_subjects`); with ``num_workers=0`` reading happens in the main
+process, where a crash ends the run.
 """
 
 from __future__ import annotations
 
 import csv
 import fnmatch
+import hashlib
 import io
 import json
 import math
+import os
 import re
 import shutil
+import signal
 import sys
+import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import __version__, load_pipeline
-from .atomic import atomic_file, atomic_folder
-from .clinical import cardiac_function
+from .atomic import atomic_file, atomic_folder, default_file_mode
+from .clinical import cardiac_function, function_warnings
 from .errors import InputError
 from .image_io import ARRAY_EXTENSIONS, NIFTI_EXTENSIONS, dicom_series_phases, is_dicom_file, load_frames, save_mask
-from .roi_stage import QC_FLAGS
+from .roi_stage import split_flags
 
 #: cohort.csv columns, in order. Volumes in mL and mass in g (empty when the spacing is unknown;
-#: the EF is still given), frames 0-based.
+#: the EF is still given), frames 0-based. ``slices_flagged``/``qc_warnings``: slices with a warning
+#: flag (:data:`halsr_hf.roi_stage.WARNING_FLAGS`, a person should look) and their counts per flag;
+#: ``slices_info``/``qc_info``: the same for information flags (routine steps such as a basal slice
+#: removed); ``label_files_skipped``: label maps in the subject's folder that were not segmented.
 COLUMNS = (
     "subject", "source", "frames", "ed_frame", "es_frame", "ed_es_from", "edv_ml", "esv_ml", "sv_ml",
-    "ef_percent", "myocardial_mass_g", "slices", "slices_segmented", "slices_flagged", "qc_summary", "warnings",
+    "ef_percent", "myocardial_mass_g", "slices", "slices_segmented", "slices_flagged", "qc_warnings", "slices_info",
+    "qc_info", "label_files_skipped", "warnings",
 )
 ERROR_COLUMNS = ("subject", "source", "error")
 SUBJECTS = "subjects"
 ERRORS = "errors"
-#: Settings that must match between a run and the run it resumes.
-RESUME_SETTINGS = ("model", "roi_model", "tta", "include")
+INPUTS = "inputs.json"
+#: What a run writes into OUT (``overwrite=True`` / ``--overwrite`` deletes these, nothing else).
+RUN_OUTPUTS = ("run.json", "cohort.csv", "errors.csv", "ef_histogram.png", SUBJECTS, ERRORS)
+#: Entries of run.json that must match between a run and the run it resumes: the package version,
+#: both networks' weights (a digest of their tensors, so new weights under the same folder name are
+#: caught), the image processor's settings, the inference backend and the run's own settings. The model
+#: folder's name is recorded but may differ (a moved folder holds the same weights).
+RESUME_SETTINGS = ("halsr_hf_version", "model_weights", "roi_model_weights", "processor", "backend", "tta", "include")
 #: How long the processes of one run wait for each other at the end (a resumed run may give one
 #: process much more to do than another).
 BARRIER_TIMEOUT_S = 7 * 24 * 3600
 _NAME = re.compile(r"[^A-Za-z0-9._+-]")
+#: File names (without extension) of label maps, not images: ``*_gt``, ``*_seg``, ``*_segmentation``,
+#: ``*_label``, ``*_labels``, ``*_mask``, ``*_masks`` (the masks this tool writes are ``STEM_mask``) and
+#: ``*_gd`` (MyoPS), after ``_``, ``-`` or ``.``, any case.
+LABEL_NAME = re.compile(r"(?:^|[_.-])(?:gt|seg|segmentation|labels?|masks?|gd)$", re.IGNORECASE)
+#: A volume whose values are all integers, with at most this many distinct values, is a label map
+#: (an image has hundreds of grey levels; a label map a handful, an empty one a single value).
+LABEL_MAX_VALUES = 8
+#: File names (without extension) that name the phase: ``ED``/``ES`` as a whole name or a part
+#: between ``_``, ``-``, ``.`` or spaces (``ED.nii.gz``, ``patient1_ES.nii.gz``), or the words.
+PHASE_NAMES = {"ED": re.compile(r"(?:^|[_.\s-])(?:ed|end[_-]?diastole|diastole)(?:$|[_.\s-])", re.IGNORECASE),
+               "ES": re.compile(r"(?:^|[_.\s-])(?:es|end[_-]?systole|systole)(?:$|[_.\s-])", re.IGNORECASE)}
+#: A frame given as ED (ES) by its name or the manifest whose LV volume is smaller (larger) than
+#: another frame's by more than this fraction of the largest volume: the names and the volumes
+#: disagree, a warning.
+DISAGREEMENT_FRACTION = 0.05
 
 
 @dataclass
@@ -115,6 +172,17 @@ class Subject:
 class Discovery:
     subjects: list
     ignored: list = field(default_factory=list)  # entries of IN that are not images
+    label_files: list = field(default_factory=list)  # files of IN named as label maps (LABEL_NAME), left out
+
+
+class SubjectFiles(NamedTuple):
+    """What :func:`read_subject` read: ``frames`` (``image_io.LoadedInput``, in order), ``ignored``
+    (files of the subject's folder that are not images) and ``label_files`` (``{"file", "why"}`` of the
+    label maps left out, by name or by content)."""
+
+    frames: list
+    ignored: list
+    label_files: list
 
 
 # ---- finding subjects ------------------------------------------------------------------------
@@ -135,6 +203,36 @@ def _stem(name: str) -> str:
         if lowered.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def is_label_name(name: str) -> bool:
+    """Whether a file name says "label map" (:data:`LABEL_NAME`), e.g. ``ED_gt.nii.gz``, ``ED_mask.nii.gz``."""
+    return bool(LABEL_NAME.search(_stem(name)))
+
+
+def label_content(frames: list) -> str | None:
+    """Why these frames (one file's) hold a label map rather than an image, or None: every value an
+    integer and at most :data:`LABEL_MAX_VALUES` distinct values. A sample of the voxels is looked at
+    first, so an image costs a few thousand values, not a pass over the volume."""
+    slices = [s for loaded in frames for s in loaded.slices]
+    step = max(1, sum(s.size for s in slices) // 4096)
+    sample = np.concatenate([np.asarray(s).ravel()[::step] for s in slices])
+    if len(np.unique(sample)) > LABEL_MAX_VALUES or not np.all(sample == np.round(sample)):
+        return None
+    values = np.unique(np.concatenate([np.unique(np.asarray(s)) for s in slices]))
+    if len(values) > LABEL_MAX_VALUES or not np.all(values == np.round(values)):
+        return None
+    shown = ", ".join(f"{v:g}" for v in values)
+    return f"a label map by its content: integer values, {len(values)} distinct ({shown})"
+
+
+def _phase_name(loaded) -> str | None:
+    """"ED" or "ES" when a frame is a whole file named so (:data:`PHASE_NAMES`), else None."""
+    if loaded.frame is not None or loaded.kind not in ("nifti", "array"):
+        return None
+    stem = _stem(Path(loaded.name).name)
+    found = [phase for phase, pattern in PHASE_NAMES.items() if pattern.search(stem)]
+    return found[0] if len(found) == 1 else None
 
 
 def _safe_name(name: str) -> str:
@@ -168,20 +266,23 @@ def find_subjects(source, include: str | None = None, exclude=None) -> Discovery
 
 
 def _scan_folder(folder: Path, include, exclude) -> Discovery:
-    subjects, ignored = [], []
+    subjects, ignored, labels = [], [], []
     for entry in sorted(folder.iterdir(), key=lambda p: _natural_key(p.name)):
         if entry.name.startswith(".") or (exclude is not None and entry.resolve() == exclude):
             continue
         if entry.is_dir():
             subjects.append(Subject(_safe_name(entry.name), entry.name, [str(entry)]))
         elif _is_image_file(entry) and (include is None or fnmatch.fnmatch(entry.name, include)):
-            subjects.append(Subject(_safe_name(_stem(entry.name)), entry.name, [str(entry)]))
+            if is_label_name(entry.name):
+                labels.append(entry.name)
+            else:
+                subjects.append(Subject(_safe_name(_stem(entry.name)), entry.name, [str(entry)]))
         else:
             ignored.append(entry.name)
     if not subjects:
         raise InputError(f"{folder}: no subjects there (expected sub-folders, one per subject, or NIfTI/.npy/DICOM "
-                         "files, one per subject)")
-    return Discovery(subjects, ignored)
+                         "files, one per subject)" + (f"; label maps left out: {', '.join(labels)}" if labels else ""))
+    return Discovery(subjects, ignored, labels)
 
 
 def _manifest_frame(row: dict, column: str, where: str):
@@ -236,58 +337,82 @@ def _read_manifest(path: Path) -> Discovery:
 # ---- reading a subject (in DataLoader workers) -------------------------------------------------
 
 
-def _subject_files(folder: Path, include) -> tuple[list, list]:
-    """(image files in natural order, names of the other files) of a subject folder, at any depth."""
-    images, ignored = [], []
+def _subject_files(folder: Path, include) -> tuple[list, list, list]:
+    """(image files in natural order, names of the other files, label maps by name) of a subject
+    folder, at any depth."""
+    images, ignored, labels = [], [], []
     for path in sorted(folder.rglob("*"), key=lambda p: _natural_key(p.relative_to(folder).as_posix())):
         relative = path.relative_to(folder).as_posix()
         if not path.is_file() or any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
         if _is_image_file(path) and (include is None or fnmatch.fnmatch(path.name, include)):
-            images.append(path)
+            if is_label_name(path.name) and not is_dicom_file(path):
+                labels.append({"file": relative, "why": "a label map by its name"})
+            else:
+                images.append(path)
         else:
             ignored.append(relative)
-    return images, ignored
+    return images, ignored, labels
 
 
-def read_subject(subject: Subject, include=None) -> tuple[list, list]:
-    """(frames, ignored): every frame of the subject as an ``image_io.LoadedInput``, in order, and
-    the files of its folder that were left out. InputError for what cannot be a subject."""
+def read_subject(subject: Subject, include=None) -> SubjectFiles:
+    """Every frame of the subject as an ``image_io.LoadedInput``, in order, the files of its folder
+    that were left out, and the label maps skipped (:class:`SubjectFiles`). InputError for what
+    cannot be a subject.
+
+    **Frames are images only**: a NIfTI or ``.npy`` file whose name marks a label map
+    (:data:`LABEL_NAME`: ``*_gt``, ``*_seg``, ``*_label(s)``, ``*_mask``...) or whose content is one
+    (:func:`label_content`) is skipped, not segmented, and listed in ``label_files`` (the subject's
+    JSON and the ``label_files_skipped`` column say so). Skipping rather than refusing lets a study
+    folder with its reference labels beside the images run as it is; a subject holding only label
+    maps is refused, naming them."""
     if subject.error:
         raise InputError(subject.error)
-    ignored, files = [], []
+    ignored, files, labels = [], [], []
     for item in map(Path, subject.paths):
         if item.is_dir():
             if len(subject.paths) > 1:
                 raise InputError(f"{item}: a folder among several manifest rows; give a subject's phases as files, "
                                  "or its folder alone")
-            images, ignored = _subject_files(item, include)
+            images, ignored, labels = _subject_files(item, include)
             if not images:
-                raise InputError(f"{item}: no NIfTI, .npy or DICOM files there" + (f" matching {include!r}" if include else ""))
+                raise InputError(f"{item}: no NIfTI, .npy or DICOM files there" + (f" matching {include!r}" if include else "")
+                                 + (f" (label maps left out: {', '.join(l['file'] for l in labels)})" if labels else ""))
             dicom = [p for p in images if is_dicom_file(p)]
             if dicom and len(dicom) < len(images):
                 other = next(p for p in images if not is_dicom_file(p))
                 raise InputError(f"{item}: holds DICOM files and {other.name}; a subject is one DICOM series or NIfTI/.npy files")
             if dicom:
-                return dicom_series_phases(item if include is None else dicom), ignored
+                return SubjectFiles(dicom_series_phases(item if include is None else dicom), ignored, labels)
             files = images
         elif not item.exists():
             raise InputError(f"{item}: no such file or folder")
         else:
             files.append(item)
-    frames = []
+    by_file = []
     for path in files:
         loaded = load_frames(path)
-        if len(loaded) > 1 and len(files) > 1:
-            raise InputError(f"{path}: a cine ({len(loaded)} frames) among {len(files)} files; a subject is one 4D "
+        why = None if is_dicom_file(path) else label_content(loaded)
+        if why is None:
+            by_file.append((path, loaded))
+        else:
+            labels.append({"file": path.name if len(subject.paths) > 1 or not Path(subject.paths[0]).is_dir()
+                           else path.relative_to(subject.paths[0]).as_posix(), "why": why})
+    if not by_file:
+        listed = "; ".join(f"{l['file']} ({l['why']})" for l in labels)
+        raise InputError(f"{subject.source}: only label maps, no image to segment: {listed}")
+    frames = []
+    for path, loaded in by_file:
+        if len(loaded) > 1 and len(by_file) > 1:
+            raise InputError(f"{path}: a cine ({len(loaded)} frames) among {len(by_file)} files; a subject is one 4D "
                              "file or 3D files, one per phase (choose with include=/--include or a manifest)")
         frames += loaded
-    return frames, ignored
+    return SubjectFiles(frames, ignored, labels)
 
 
 class _SubjectReader:
-    """A map-style dataset for ``torch.utils.data.DataLoader``: item i is (i, frames, ignored,
-    error message); reading errors are returned, not raised, so the workers go on."""
+    """A map-style dataset for ``torch.utils.data.DataLoader``: item i is (i, SubjectFiles, error
+    message); reading errors are returned, not raised, so the workers go on."""
 
     def __init__(self, subjects: list, include):
         self.subjects, self.include = subjects, include
@@ -297,10 +422,80 @@ class _SubjectReader:
 
     def __getitem__(self, index):
         try:
-            frames, ignored = read_subject(self.subjects[index], self.include)
-            return index, frames, ignored, None
+            return index, read_subject(self.subjects[index], self.include), None
         except Exception as error:  # noqa: BLE001 - every failure is reported in errors.csv
-            return index, None, [], _describe(error)
+            return index, None, _describe(error)
+
+
+def _worker_died(error: BaseException) -> bool:
+    """Whether a DataLoader error is the death of a worker process (a crash, a signal, the OOM killer)."""
+    return isinstance(error, RuntimeError) and "DataLoader worker" in str(error)
+
+
+def _read_subjects(subjects: list, include, num_workers: int):
+    """Yield (index, SubjectFiles or None, error or None) for each subject in order, read ahead by
+    ``num_workers`` DataLoader worker processes (0: in this process).
+
+    A reading that kills its worker (a segfault in a decoder, the OOM killer) stays that subject's
+    failure: the loader is restarted after the last subject received, the next subject is read alone
+    in a fresh worker (if that worker dies too, the subject gets the error and the run goes on), and
+    reading ahead resumes after it. (torch's SIGCHLD handler, which would raise the death of a worker
+    in whatever code runs at that moment, e.g. while another subject is segmented, is held off meanwhile:
+    the loader notices the death itself, within seconds, when the next subject is asked for.)"""
+    with _worker_deaths_noticed_by_the_loader() if num_workers else _nothing():
+        yield from _read_subjects_ahead(subjects, include, num_workers)
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+@contextmanager
+def _worker_deaths_noticed_by_the_loader():
+    """Hold off torch's SIGCHLD handler (see :func:`_read_subjects`); restore what was there after."""
+    from torch.utils.data._utils import signal_handling
+
+    try:
+        previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGCHLD (Windows): leave things as they are
+        yield
+        return
+    installed = signal_handling._SIGCHLD_handler_set
+    signal_handling._SIGCHLD_handler_set = True  # a DataLoader made meanwhile does not install its handler
+    try:
+        yield
+    finally:
+        signal_handling._SIGCHLD_handler_set = installed
+        signal.signal(signal.SIGCHLD, previous)
+
+
+def _read_subjects_ahead(subjects: list, include, num_workers: int):
+    start = 0
+    while start < len(subjects):
+        loader = DataLoader(_SubjectReader(subjects[start:], include), batch_size=None, shuffle=False,
+                            num_workers=num_workers, collate_fn=_keep, prefetch_factor=2 if num_workers else None)
+        received = start
+        try:
+            for offset, files, error in loader:
+                yield start + offset, files, error
+                received = start + offset + 1
+            return
+        except RuntimeError as crash:
+            if not _worker_died(crash) or num_workers == 0:
+                raise
+        del loader
+        alone = DataLoader(_SubjectReader([subjects[received]], include), batch_size=None, num_workers=1,
+                           collate_fn=_keep)
+        try:
+            (_, files, error), = list(alone)
+        except RuntimeError as again:
+            if not _worker_died(again):
+                raise
+            files, error = None, f"reading this subject killed the reader process ({again}); the run went on"
+        del alone
+        yield received, files, error
+        start = received + 1
 
 
 def _describe(error: BaseException) -> str:
@@ -314,51 +509,107 @@ def _keep(item):
 # ---- one subject: segment, measure, write -------------------------------------------------------
 
 
-def measure_subject(pipe, subject: Subject, frames: list, batch_size: int = 16, tta: bool = False) -> dict:
-    """Segment every frame of a subject (one pipeline call; each frame its own stack) and measure it.
-    Returns the subject's record (the JSON written beside its masks) with ``label_maps`` (one
-    (Z, H, W) map per frame) and ``row`` (its cohort.csv row)."""
+def _same_spacing(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    return bool(np.allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=1e-3))
+
+
+def check_frames(frames: list) -> None:
+    """Refuse frames that cannot be one subject's: a single slice, or frames on different grids
+    (slice count, slice size, pixel spacing or slice spacing differ from the first frame's)."""
     for loaded in frames:
         if not loaded.is_volume:
             raise InputError(f"{loaded.name}: a single slice, not a short-axis stack (Z, H, W); a subject needs "
                              "volumes (a DICOM series belongs in its own folder)")
-    shape = np.asarray(frames[0].slices[0]).shape, len(frames[0].slices)
+    first = frames[0]
+    shape = np.asarray(first.slices[0]).shape, len(first.slices)
     for loaded in frames[1:]:
         if (np.asarray(loaded.slices[0]).shape, len(loaded.slices)) != shape:
             raise InputError(f"{loaded.name}: {len(loaded.slices)} slices of {loaded.slices[0].shape}, but "
-                             f"{frames[0].name} has {shape[1]} of {shape[0]}; the frames of a subject must share a grid")
+                             f"{first.name} has {shape[1]} of {shape[0]}; the frames of a subject must share a grid")
+        for what, mine, theirs in (("pixel spacing", loaded.pixel_spacing, first.pixel_spacing),
+                                   ("slice spacing", loaded.slice_thickness, first.slice_thickness)):
+            if not _same_spacing(mine, theirs):
+                raise InputError(f"{loaded.name}: {what} {mine} mm, but {first.name} has {theirs} mm; the frames "
+                                 "of a subject must share a grid (volumes would not be comparable)")
+
+
+def choose_ed_es(subject: Subject, frames: list, cavity: list) -> tuple:
+    """(ed, es, origin, warnings): the ED and ES frames of a subject with two frames or more.
+
+    Each phase comes from the manifest (``ed_frame``/``es_frame``), else from the file names (one
+    file named ED, one named ES, :data:`PHASE_NAMES`), else from the LV volume curve (ED the frame of
+    largest, ES of smallest LV cavity volume, the first one on ties). ``origin`` says which, e.g.
+    ``file_names`` or ``manifest+lv_volume`` (ED's, then ES's when they differ). A given frame whose
+    volume disagrees with the curve by more than :data:`DISAGREEMENT_FRACTION` of the largest volume
+    is a warning (the frames may be mislabelled or the segmentation wrong)."""
+    count, warnings = len(frames), []
+    for which, value in (("ed_frame", subject.ed_frame), ("es_frame", subject.es_frame)):
+        if value is not None and value >= count:
+            raise InputError(f"{subject.source}: {which} {value} out of range for {count} frames (0-based)")
+    names = [_phase_name(loaded) for loaded in frames]
+    chosen = {}
+    for phase, given, extreme in (("ED", subject.ed_frame, int(np.argmax(cavity))),
+                                  ("ES", subject.es_frame, int(np.argmin(cavity)))):
+        named = [t for t, name in enumerate(names) if name == phase]
+        if given is not None:
+            chosen[phase] = (given, "manifest")
+        elif len(named) == 1:
+            chosen[phase] = (named[0], "file_names")
+        else:
+            if len(named) > 1:
+                listed = ", ".join(Path(frames[t].name).name for t in named)
+                warnings.append(f"several files are named {phase} ({listed}): {phase} taken from the LV volumes")
+            chosen[phase] = (extreme, "lv_volume")
+        t, origin = chosen[phase]
+        tolerance = DISAGREEMENT_FRACTION * max(cavity)
+        if origin != "lv_volume" and abs(cavity[t] - cavity[extreme]) > tolerance:
+            bigger = "larger" if phase == "ED" else "smaller"
+            warnings.append(f"{phase} is frame {t} by the {origin.replace('_', ' ')}, but frame {extreme} has a {bigger} "
+                            f"LV volume ({cavity[extreme]} vs {cavity[t]} voxels): the names and the volumes disagree")
+    (ed, ed_from), (es, es_from) = chosen["ED"], chosen["ES"]
+    return ed, es, ed_from if ed_from == es_from else f"{ed_from}+{es_from}", warnings
+
+
+def measure_subject(pipe, subject: Subject, frames: list, batch_size: int = 16, tta: bool = False) -> dict:
+    """Segment every frame of a subject (one pipeline call; each frame its own stack) and measure it.
+    Returns the subject's record (the JSON written beside its masks) with ``label_maps`` (one
+    (Z, H, W) map per frame) and ``row`` (its cohort.csv row).
+
+    ED/ES: :func:`choose_ed_es`; EF and volumes: :func:`halsr_hf.clinical.cardiac_function`, with the
+    warnings of :func:`halsr_hf.clinical.function_warnings` (what ``halsr-hf ef`` says too) and the
+    readers' own (e.g. a slice spacing taken from SliceThickness)."""
+    check_frames(frames)
     outputs = pipe(list(frames), batch_size=batch_size, tta=tta)
     spacing, thickness = outputs[0]["pixel_spacing"], outputs[0]["slice_thickness"]
     if spacing is None or thickness is None:
         spacing = thickness = None
     records, cavity = [], []
+    voxel_ml = None if spacing is None else spacing[0] * spacing[1] * thickness / 1000.0
     for t, (loaded, out) in enumerate(zip(frames, outputs)):
         label_map = out["label_map"]
         voxels = {"lv_cavity": int(np.count_nonzero(label_map == 1)), "myocardium": int(np.count_nonzero(label_map == 2))}
-        voxel_ml = None if spacing is None else spacing[0] * spacing[1] * thickness / 1000.0
         cavity.append(voxels["lv_cavity"])
         records.append({
-            "frame": t, "input": loaded.name, "input_frame": loaded.frame,
+            "frame": t, "input": loaded.name, "input_frame": loaded.frame, "phase_name": _phase_name(loaded),
             "trigger_time_ms": loaded.extra.get("trigger_time_ms"),
             "lv_cavity_voxels": voxels["lv_cavity"], "myocardium_voxels": voxels["myocardium"],
             "lv_cavity_ml": None if voxel_ml is None else voxels["lv_cavity"] * voxel_ml,
             "myocardium_ml": None if voxel_ml is None else voxels["myocardium"] * voxel_ml,
-            "slices": [{"slice": z, **{k: s[k] for k in ("lv_found", "lv_probability", "roi", "qc", "message",
-                                                           "areas_px", "areas_mm2")}}
+            "slices": [{"slice": z, **{k: s[k] for k in ("lv_found", "lv_probability", "roi", "qc", "qc_warnings",
+                                                           "qc_info", "message", "areas_px", "areas_mm2")}}
                        for z, s in enumerate(out["slices"])],
         })
     count = len(frames)
-    for which, value in (("ed_frame", subject.ed_frame), ("es_frame", subject.es_frame)):
-        if value is not None and value >= count:
-            raise InputError(f"{subject.source}: {which} {value} out of range for {count} frames (0-based)")
-    warnings = []
+    warnings = list(dict.fromkeys(loaded.extra["slice_spacing_warning"] for loaded in frames
+                                  if loaded.extra.get("slice_spacing_warning")))
     if count >= 2:
-        ed = subject.ed_frame if subject.ed_frame is not None else int(np.argmax(cavity))
-        es = subject.es_frame if subject.es_frame is not None else int(np.argmin(cavity))
-        given = (subject.ed_frame is not None, subject.es_frame is not None)
-        origin = "manifest" if all(given) else "lv_volume" if not any(given) else "manifest+lv_volume"
-        function = cardiac_function(outputs[ed]["label_map"], outputs[es]["label_map"], spacing, thickness)
-        warnings += function["warnings"]
+        ed, es, origin, chosen_warnings = choose_ed_es(subject, frames, cavity)
+        ed_map, es_map = outputs[ed]["label_map"], outputs[es]["label_map"]
+        function = cardiac_function(ed_map, es_map, spacing, thickness)
+        warnings += chosen_warnings + function["warnings"] + function_warnings(ed_map, es_map, function, ed == es)
+        function["warnings"] = warnings
     else:
         ed = es = origin = function = None
         warnings.append("one frame: no ED/ES, no EF (volumes in the subject's JSON)")
@@ -366,6 +617,8 @@ def measure_subject(pipe, subject: Subject, frames: list, batch_size: int = 16, 
         warnings.append("spacing unknown: volumes in voxels in the subject's JSON, EF only")
     slices = [s for record in records for s in record["slices"]]
     flags = Counter(flag for s in slices for flag in s["qc"])
+    counts = lambda names: "; ".join(f"{flag} {flags[flag]}" for flag in names if flags[flag])  # noqa: E731
+    warning_flags, info_flags = split_flags(flags)
     row = {
         "subject": subject.name, "source": subject.source, "frames": count,
         "ed_frame": ed, "es_frame": es, "ed_es_from": origin,
@@ -375,8 +628,9 @@ def measure_subject(pipe, subject: Subject, frames: list, batch_size: int = 16, 
         "ef_percent": None if function is None else function["ef_percent"],
         "myocardial_mass_g": None if function is None else function["myocardial_mass_g"],
         "slices": len(slices), "slices_segmented": sum(bool(s["lv_found"]) for s in slices),
-        "slices_flagged": sum(bool(s["qc"]) for s in slices),
-        "qc_summary": "; ".join(f"{flag} {flags[flag]}" for flag in QC_FLAGS if flags[flag]),
+        "slices_flagged": sum(bool(s["qc_warnings"]) for s in slices), "qc_warnings": counts(warning_flags),
+        "slices_info": sum(bool(s["qc_info"]) for s in slices), "qc_info": counts(info_flags),
+        "label_files_skipped": 0,
         "warnings": "; ".join(warnings),
     }
     return {"subject": subject.name, "source": subject.source, "pixel_spacing": spacing, "slice_thickness": thickness,
@@ -402,8 +656,11 @@ def format_row(row: dict) -> dict:
     return {column: text(row.get(column)) for column in COLUMNS}
 
 
-def write_subject(folder: Path, record: dict, frames: list, ignored: list) -> None:
-    """Fill a (staged, empty) subject folder: masks, the JSON record, the volume curve, row.json."""
+def write_subject(folder: Path, record: dict, frames: list, ignored: list, label_files: list = (),
+                  inputs: list | None = None) -> None:
+    """Fill a (staged, empty) subject folder: masks, the JSON record (with the files left out and the
+    label maps skipped), the volume curve, ``inputs.json`` (the input files' names, sizes and times,
+    to notice a change on resume) and, last, row.json."""
     label_maps = record.pop("label_maps")
     masks, by_input = [], {}
     for t, loaded in enumerate(frames):
@@ -417,11 +674,15 @@ def write_subject(folder: Path, record: dict, frames: list, ignored: list) -> No
         masks.append({"input": name, "frames": indices, "mask": path.name})
     record["masks"] = masks
     record["ignored_files"] = ignored
+    record["label_files_skipped"] = list(label_files)
+    record["row"]["label_files_skipped"] = str(len(label_files))
     name = record["subject"]
     _write_text(folder / f"{name}.json", json.dumps(record, indent=1, default=_json_default))
     _write_text(folder / "volume_curve.csv", _curve_csv(record))
     if len(record["frames"]) >= 3:
         _curve_png(folder / "volume_curve.png", record)
+    if inputs is not None:
+        _write_text(folder / INPUTS, json.dumps(inputs))
     _write_text(folder / "row.json", json.dumps(record["row"]))
 
 
@@ -443,13 +704,14 @@ def _curve_csv(record: dict) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["frame", "phase", "trigger_time_ms", "lv_cavity_ml", "myocardium_ml", "lv_cavity_voxels",
-                     "myocardium_voxels", "slices_flagged", "input"])
+                     "myocardium_voxels", "slices_flagged", "slices_info", "input"])
     for frame in record["frames"]:
         phase = "/".join(p for p, t in (("ED", record["ed_frame"]), ("ES", record["es_frame"])) if t == frame["frame"])
         fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
         writer.writerow([frame["frame"], phase, fmt(frame["trigger_time_ms"]), fmt(frame["lv_cavity_ml"]),
                          fmt(frame["myocardium_ml"]), frame["lv_cavity_voxels"], frame["myocardium_voxels"],
-                         sum(bool(s["qc"]) for s in frame["slices"]), Path(frame["input"]).name])
+                         sum(bool(s["qc_warnings"]) for s in frame["slices"]),
+                         sum(bool(s["qc_info"]) for s in frame["slices"]), Path(frame["input"]).name])
     return buffer.getvalue()
 
 
@@ -485,35 +747,131 @@ def _model_name(model) -> str:
     return str(Path(name).resolve()) if Path(name).exists() else name
 
 
+def weights_digest(model) -> str | None:
+    """SHA-256 of a model's tensors (names, dtypes, shapes and values of its state dict), the first
+    16 hex digits: the same weights give the same digest in any process, on any machine, whatever
+    the folder is called. None for no model. (``halsr_hf.weight_init.weights_signature`` is the cheap
+    in-process identity; this one is written to run.json and compared across runs.)"""
+    if model is None:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        array = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{array.dtype}|{tuple(array.shape)}|".encode())
+        digest.update(array.view(-1).view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def _processor_digest(processor) -> str | None:
+    if processor is None:
+        return None
+    text = json.dumps(processor.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _settings(pipe, include, tta) -> dict:
+    """run.json: what produced the outputs (:data:`RESUME_SETTINGS` must match on resume)."""
     roi = getattr(pipe, "roi_model", None)
     return {"halsr_hf_version": __version__, "model": _model_name(pipe.model),
-            "roi_model": None if roi is None else _model_name(roi), "tta": bool(tta), "include": include}
+            "roi_model": None if roi is None else _model_name(roi),
+            "model_weights": weights_digest(pipe.model), "roi_model_weights": weights_digest(roi),
+            "processor": _processor_digest(getattr(pipe, "image_processor", None)),
+            "backend": getattr(pipe, "backend", "torch"), "tta": bool(tta), "include": include}
+
+
+def _is_run_output(out: Path) -> bool:
+    return (out / "run.json").is_file()
+
+
+def clear_output(out: Path) -> None:
+    """``--overwrite``: delete what a predict run wrote into ``out`` (:data:`RUN_OUTPUTS`, and their
+    hidden temporary names), nothing else; refused for a folder without run.json."""
+    if not out.exists():
+        return
+    if not _is_run_output(out):
+        if out.is_dir() and any(not entry.name.startswith(".") for entry in out.iterdir()):
+            raise InputError(f"{out}: not the output of halsr-hf predict (no run.json); --overwrite deletes only a "
+                             "predict run's outputs: choose another output folder")
+        return
+    for name in RUN_OUTPUTS[1:] + RUN_OUTPUTS[:1]:  # run.json last: a crash halfway leaves a folder still known as ours
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+    for leftover in out.glob(".*.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
 
 
 def check_output(out: Path, settings: dict) -> None:
     """Refuse an ``OUT`` that is a file, a non-empty folder that no predict run wrote, or the output
-    of a run with other settings; write ``run.json`` (first, before anything else) when absent."""
+    of a run with other settings (:data:`RESUME_SETTINGS`, named in the message); write ``run.json``
+    (first, before anything else) when absent. The file is created with a hard link from a temporary
+    file, which fails when it exists: two machines starting at once cannot both write it."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     record = out / "run.json"
-    if record.is_file():
+    if not record.is_file():
+        # hidden entries do not count: another process of this run may be writing run.json (a hidden temp file)
+        if out.is_dir() and any(not entry.name.startswith(".") for entry in out.iterdir()):
+            raise InputError(f"{out}: not empty and not the output of halsr-hf predict (no run.json); choose another "
+                             "output folder")
+        out.mkdir(parents=True, exist_ok=True)
+        descriptor, staged = tempfile.mkstemp(prefix=".run.json.tmp-", dir=out)  # a name of this process's own
         try:
-            previous = json.loads(record.read_text())
-        except (OSError, ValueError) as error:
-            raise InputError(f"{record}: unreadable ({error}); not resuming") from None
-        changed = [f"{key} {previous.get(key)!r} -> {settings.get(key)!r}" for key in RESUME_SETTINGS
-                   if previous.get(key) != settings.get(key)]
-        if changed:
-            raise InputError(f"{out}: written by a run with other settings ({'; '.join(changed)}); resuming would mix "
-                             "them: choose another output folder, or delete this one")
-        return
-    # hidden entries do not count: another process of this run may be writing run.json (a hidden temp file)
-    if out.is_dir() and any(not entry.name.startswith(".") for entry in out.iterdir()):
-        raise InputError(f"{out}: not empty and not the output of halsr-hf predict (no run.json); choose another "
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(json.dumps(settings, indent=1))
+            os.chmod(staged, default_file_mode())
+            os.link(staged, record)
+            return
+        except FileExistsError:
+            pass  # another machine or process wrote it first: compare with it
+        finally:
+            os.unlink(staged)
+    try:
+        previous = json.loads(record.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{record}: unreadable ({error}); not resuming") from None
+    changed = [f"{key} {previous.get(key)!r} -> {settings.get(key)!r}" for key in RESUME_SETTINGS
+               if previous.get(key) != settings.get(key)]
+    if changed:
+        raise InputError(f"{out}: written by a run with other settings ({'; '.join(changed)}); resuming would mix "
+                         "them in one table: pass --overwrite (overwrite=True) to start again, or choose another "
                          "output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_file(record, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1)))
+
+
+def input_files(subject: Subject) -> list:
+    """``[path, size, mtime_ns]`` of every file a subject is read from (every non-hidden file of its
+    folder, or its files), sorted: a resume redoes a subject whose list changed."""
+    found = []
+    for item in map(Path, subject.paths):
+        if item.is_dir():
+            for path in item.rglob("*"):
+                relative = path.relative_to(item)
+                if not any(part.startswith(".") for part in relative.parts) and path.is_file():
+                    found.append((item / relative, path.stat()))
+        elif item.is_file():
+            found.append((item, item.stat()))
+    return sorted([str(path), stat.st_size, stat.st_mtime_ns] for path, stat in found)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _state(out: Path, subject: Subject, inputs: list) -> str:
+    """``done``, ``failed`` (an error record for these same inputs), ``changed`` (finished or failed,
+    but the inputs changed since), or ``todo``."""
+    folder = out / SUBJECTS / subject.name
+    if (folder / "row.json").is_file():
+        return "done" if _read_json(folder / INPUTS) == inputs else "changed"
+    error = _read_json(out / ERRORS / f"{subject.name}.json")
+    if error is not None:
+        return "failed" if error.get("inputs") == inputs else "changed"
+    return "todo"
 
 
 def _remove_stale(out: Path, name: str) -> None:
@@ -525,23 +883,62 @@ def _remove_stale(out: Path, name: str) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _done(out: Path, name: str) -> bool:
-    return (out / SUBJECTS / name / "row.json").is_file()
-
-
-def _write_error(out: Path, subject: Subject, message: str) -> None:
-    payload = {"subject": subject.name, "source": subject.source, "error": message}
+def _write_error(out: Path, subject: Subject, message: str, inputs: list) -> None:
+    payload = {"subject": subject.name, "source": subject.source, "error": message, "inputs": inputs}
     atomic_file(out / ERRORS / f"{subject.name}.json", lambda tmp: Path(tmp).write_text(json.dumps(payload)))
+
+
+def plan(out: Path, subjects: list, retry_failed: bool = False) -> tuple:
+    """(to do, counts): which of ``subjects`` this run segments, and how many were ``skipped``
+    (finished, same inputs), ``failed_before`` (failed with the same inputs: skipped unless
+    ``retry_failed``) and ``changed`` (inputs changed since: redone). Removes what killed runs left;
+    a subject folder without row.json that no run wrote is this subject's error."""
+    todo, counts = [], Counter()
+    for subject in subjects:
+        inputs = input_files(subject)
+        state = _state(out, subject, inputs)
+        if state == "done" or (state == "failed" and not retry_failed):
+            counts["skipped" if state == "done" else "failed_before"] += 1
+            continue
+        if state == "changed":
+            counts["changed"] += 1
+        _remove_stale(out, subject.name)
+        folder = out / SUBJECTS / subject.name
+        if folder.exists() and not (folder / "row.json").is_file():  # row.json is written last, in the staged folder
+            subject.error = (f"{folder}: exists but is not a finished subject folder (no row.json); move it away "
+                             "to segment this subject")
+        todo.append((subject, inputs))
+    return todo, counts
+
+
+@contextmanager
+def _merge_lock(out: Path):
+    """One merge at a time in ``out``: an exclusive ``flock`` on run.json (parts on other machines
+    sharing ``out`` over a network file system need one that supports locks, as NFSv4 does)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: parts there merge with `predict --merge` at the end
+        yield
+        return
+    with open(out / "run.json", "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, device=None, include: str | None = None,
                    num_parts: int = 1, part_id: int = 0, num_workers: int = 2, batch_size: int = 16, tta: bool = False,
-                   progress: bool = True, log=None) -> dict:
+                   overwrite: bool = False, retry_failed: bool = False, progress: bool = True, log=None) -> dict:
     """Segment a cohort (see the module docstring) and return the run's summary: ``done_now``,
-    ``failed_now``, ``skipped`` (finished before), ``slices_now``, ``seconds`` (the slowest process's
-    loop), ``subjects_per_second``, ``slices_per_second``, summed over the processes of this run; on
-    the main process also the table's counts (``subjects``, ``done``, ``failed``, ``pending`` in other
-    parts, ``flagged``: subjects with a flagged slice), ``ef`` and the output paths.
+    ``failed_now``, ``skipped`` (finished before, same inputs), ``failed_before`` (failed before with
+    the same inputs, not retried), ``changed`` (inputs changed since the last run: redone),
+    ``slices_now``, ``seconds`` (the slowest process's loop), ``subjects_per_second``,
+    ``slices_per_second``, summed over the processes of this run; on the main process also the
+    table's counts (``subjects``, ``done``, ``failed``, ``pending`` in other parts, ``flagged``:
+    subjects with a slice flagged as a warning, ``with_info``: with an information flag), ``ef`` and
+    the output paths.
 
     Args:
         source: a folder of subjects or a ``.csv`` manifest.
@@ -552,6 +949,8 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
         num_parts, part_id: this machine's share, every ``num_parts``-th subject from ``part_id``.
         num_workers: ``DataLoader`` worker processes reading subjects ahead (0: read in this process).
         batch_size, tta: passed to the pipeline.
+        overwrite: delete an earlier run's outputs in ``out_dir`` first (only a predict run's).
+        retry_failed: segment again the subjects that failed before with the same inputs.
         progress: show a progress bar (subjects/s and ETA; main process only).
         log: a stream to print the summary to (main process only; the CLI passes stdout), or None.
     """
@@ -564,57 +963,62 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
     discovery = find_subjects(source, include, exclude=out)
     if pipe is None:
         pipe = load_pipeline(model, roi_model=roi_model, device=device if device is not None else state.device)
-    check_output(out, _settings(pipe, include, tta))
-    (out / SUBJECTS).mkdir(exist_ok=True)
-    (out / ERRORS).mkdir(exist_ok=True)
-    part = discovery.subjects[part_id::num_parts]
-    with state.split_between_processes(part) as share:
-        share = list(share)
-    todo = []
-    for subject in share:
-        if not _done(out, subject.name):
-            _remove_stale(out, subject.name)
-            if (out / SUBJECTS / subject.name).exists():  # not written by a run (row.json is written last)
-                subject.error = (f"{out / SUBJECTS / subject.name}: exists but is not a finished subject folder (no "
-                                 "row.json); move it away to segment this subject")
-            todo.append(subject)
+    settings = _settings(pipe, include, tta)
     main = state.is_main_process
+    # the main process prepares OUT and plans; the others wait, then read the same plan from the files
+    if main:
+        if overwrite:
+            clear_output(out)
+        check_output(out, settings)
+        (out / SUBJECTS).mkdir(exist_ok=True)
+        (out / ERRORS).mkdir(exist_ok=True)
+    state.wait_for_everyone()
+    if not main:
+        check_output(out, settings)
+    # a machine's part is fixed by the sorted subject list (never by what other machines have done: they
+    # may start later); within the part, the subjects left to do are split between the processes
+    part = discovery.subjects[part_id::num_parts]
+    todo, counts = plan(out, part, retry_failed)
+    state.wait_for_everyone()  # every process has planned before any writes
+    with state.split_between_processes(todo) as share:
+        share = list(share)
     started = time.perf_counter()
     done_now = failed_now = slices_now = 0
     bar = None
-    if progress and main and todo:
-        bar = tqdm(total=len(todo), unit="subject", desc="subjects" if state.num_processes == 1 else "subjects (process 0)",
+    if progress and main and share:
+        bar = tqdm(total=len(share), unit="subject", desc="subjects" if state.num_processes == 1 else "subjects (process 0)",
                    dynamic_ncols=True)
-    if todo:
-        loader = DataLoader(_SubjectReader(todo, include), batch_size=None, shuffle=False, num_workers=num_workers,
-                            collate_fn=_keep, prefetch_factor=2 if num_workers else None)
-        for index, frames, ignored, error in loader:
-            subject = todo[index]
-            try:
-                if error is not None:
-                    raise InputError(error)
-                record = measure_subject(pipe, subject, frames, batch_size=batch_size, tta=tta)
-                with atomic_folder(out / SUBJECTS / subject.name) as staged:
-                    write_subject(staged, record, frames, ignored)
-                (out / ERRORS / f"{subject.name}.json").unlink(missing_ok=True)
-                done_now += 1
-                slices_now += sum(len(f.slices) for f in frames)
-            except Exception as failure:  # noqa: BLE001 - one subject's failure never stops the cohort
-                message = _describe(failure)
-                _write_error(out, subject, message)
-                failed_now += 1
-                (bar or tqdm).write(f"{subject.name}: failed: {message}", file=sys.stderr)  # above the bar, if any
-            if bar:
-                bar.update(1)
-                bar.set_postfix(failed=failed_now, refresh=False)
+    subjects = [subject for subject, _ in share]
+    for index, files, error in _read_subjects(subjects, include, num_workers) if share else ():
+        subject, inputs = share[index]
+        try:
+            if error is not None:
+                raise InputError(error)
+            record = measure_subject(pipe, subject, files.frames, batch_size=batch_size, tta=tta)
+            with atomic_folder(out / SUBJECTS / subject.name) as staged:
+                write_subject(staged, record, files.frames, files.ignored, files.label_files, inputs)
+            (out / ERRORS / f"{subject.name}.json").unlink(missing_ok=True)
+            done_now += 1
+            slices_now += sum(len(f.slices) for f in files.frames)
+        except Exception as failure:  # noqa: BLE001 - one subject's failure never stops the cohort
+            message = _describe(failure)
+            if (out / SUBJECTS / subject.name / "row.json").is_file():  # its inputs changed, now it fails: no stale row
+                shutil.rmtree(out / SUBJECTS / subject.name, ignore_errors=True)
+            _write_error(out, subject, message, inputs)
+            failed_now += 1
+            (bar or tqdm).write(f"{subject.name}: failed: {message}", file=sys.stderr)  # above the bar, if any
+        if bar:
+            bar.update(1)
+            bar.set_postfix(failed=failed_now, refresh=False)
     if bar:
         bar.close()
     # every process's counts (the list of one process when not distributed); waits for all of them
-    counts = gather_object([(time.perf_counter() - started, done_now, failed_now, slices_now, len(share) - len(todo))])
-    seconds = max(c[0] for c in counts)
-    done_now, failed_now, slices_now, skipped = (sum(c[i] for c in counts) for i in range(1, 5))
+    gathered = gather_object([(time.perf_counter() - started, done_now, failed_now, slices_now)])
+    seconds = max(c[0] for c in gathered)
+    done_now, failed_now, slices_now = (sum(c[i] for c in gathered) for i in range(1, 4))
     summary = {"seconds": seconds, "done_now": done_now, "failed_now": failed_now, "slices_now": slices_now,
-               "skipped": skipped, "subjects_per_second": (done_now + failed_now) / seconds if seconds > 0 else None,
+               "skipped": counts["skipped"], "failed_before": counts["failed_before"], "changed": counts["changed"],
+               "subjects_per_second": (done_now + failed_now) / seconds if seconds > 0 else None,
                "slices_per_second": slices_now / seconds if seconds > 0 else None}
     if main:
         summary.update(merge_outputs(out, discovery))
@@ -626,28 +1030,48 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
 
 def merge_outputs(out: Path, discovery: Discovery) -> dict:
     """Write cohort.csv, errors.csv and ef_histogram.png from the finished subjects and the error
-    records of the discovered subjects (sorted by subject); return the counts and paths."""
-    rows, errors, pending = [], [], 0
-    for subject in discovery.subjects:
-        row_file = out / SUBJECTS / subject.name / "row.json"
-        error_file = out / ERRORS / f"{subject.name}.json"
-        if row_file.is_file():
-            rows.append(json.loads(row_file.read_text()))
-            error_file.unlink(missing_ok=True)  # left by a run killed between the two writes
-        elif error_file.is_file():
-            errors.append(json.loads(error_file.read_text()))
-        else:
-            pending += 1
-    _write_csv(out / "cohort.csv", COLUMNS, rows)
-    _write_csv(out / "errors.csv", ERROR_COLUMNS, errors)
-    ef = [float(r["ef_percent"]) for r in rows if r["ef_percent"]]
-    histogram = out / "ef_histogram.png"
-    if ef:
-        atomic_file(histogram, lambda tmp: _ef_histogram(tmp, ef))
+    records of the discovered subjects (sorted by subject); return the counts and paths. One merge at
+    a time (:func:`_merge_lock`): parts finishing together cannot leave a table that misses one's rows,
+    since the merge that runs last reads every subject folder written before it. ``halsr-hf predict
+    --merge`` runs only this step."""
+    if not _is_run_output(out):
+        raise InputError(f"{out}: not the output of halsr-hf predict (no run.json); nothing to merge")
+    with _merge_lock(out):
+        rows, errors, pending = [], [], 0
+        for subject in discovery.subjects:
+            row_file = out / SUBJECTS / subject.name / "row.json"
+            error_file = out / ERRORS / f"{subject.name}.json"
+            if row_file.is_file():
+                rows.append(json.loads(row_file.read_text()))
+                error_file.unlink(missing_ok=True)  # left by a run killed between the two writes
+            elif error_file.is_file():
+                errors.append(json.loads(error_file.read_text()))
+            else:
+                pending += 1
+        _write_csv(out / "cohort.csv", COLUMNS, rows)
+        _write_csv(out / "errors.csv", ERROR_COLUMNS, errors)
+        ef = [float(r["ef_percent"]) for r in rows if r.get("ef_percent")]
+        histogram = out / "ef_histogram.png"
+        if ef:
+            atomic_file(histogram, lambda tmp: _ef_histogram(tmp, ef))
     return {"subjects": len(discovery.subjects), "done": len(rows), "failed": len(errors), "pending": pending,
-            "flagged": sum(int(r["slices_flagged"] or 0) > 0 for r in rows), "ef": ef,
+            "flagged": sum(int(r.get("slices_flagged") or 0) > 0 for r in rows),
+            "with_info": sum(int(r.get("slices_info") or 0) > 0 for r in rows), "ef": ef,
             "cohort_csv": str(out / "cohort.csv"), "errors_csv": str(out / "errors.csv"),
             "ef_histogram": str(histogram) if ef else None}
+
+
+def merge_only(source, out_dir, include: str | None = None, log=None) -> dict:
+    """``halsr-hf predict --merge``: rebuild the tables of ``out_dir`` from its subject folders (after
+    parts that ran with other settings of their own, or to be sure after a crash), segmenting nothing."""
+    out = Path(out_dir)
+    discovery = find_subjects(source, include, exclude=out)
+    summary = merge_outputs(out, discovery)
+    if log is not None:
+        write = lambda text: print(text, file=log)  # noqa: E731
+        write(f"subjects: {summary['subjects']} | done: {summary['done']} | failed: {summary['failed']} | with flagged "
+              f"slices: {summary['flagged']}" + (f" | pending: {summary['pending']}" if summary["pending"] else ""))
+    return summary
 
 
 def _write_csv(path: Path, columns, rows) -> None:
@@ -678,7 +1102,13 @@ def print_summary(summary: dict, discovery: Discovery, stream, processes: int = 
     write = lambda text: print(text, file=stream)  # noqa: E731
     write(f"subjects: {summary['subjects']} | done: {summary['done']} ({summary['done_now']} now, "
           f"{summary['skipped']} already done) | failed: {summary['failed']} | with flagged slices: "
-          f"{summary['flagged']}" + (f" | pending (other parts): {summary['pending']}" if summary["pending"] else ""))
+          f"{summary['flagged']} | with information flags: {summary['with_info']}"
+          + (f" | pending (other parts): {summary['pending']}" if summary["pending"] else ""))
+    if summary["changed"]:
+        write(f"inputs changed since the last run: {summary['changed']} subject(s) segmented again")
+    if summary["failed_before"]:
+        write(f"failed before with the same inputs, not tried again: {summary['failed_before']} (--retry-failed "
+              "retries them; errors.csv says why)")
     if summary["done_now"] and summary["seconds"] > 0:
         scope = f"{processes} processes" if processes > 1 else "this run"
         write(f"time ({scope}): {summary['seconds']:.1f} s, {summary['subjects_per_second']:.2f} subjects/s, "
@@ -689,6 +1119,9 @@ def print_summary(summary: dict, discovery: Discovery, stream, processes: int = 
     if discovery.ignored:
         shown = ", ".join(discovery.ignored[:5]) + (" ..." if len(discovery.ignored) > 5 else "")
         write(f"not images, left out: {shown}")
+    if discovery.label_files:
+        shown = ", ".join(discovery.label_files[:5]) + (" ..." if len(discovery.label_files) > 5 else "")
+        write(f"label maps by their names, left out: {shown}")
     outputs = [Path(summary["cohort_csv"]).name, Path(summary["errors_csv"]).name]
     if summary["ef_histogram"]:
         outputs.append(Path(summary["ef_histogram"]).name)

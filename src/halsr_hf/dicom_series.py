@@ -3,8 +3,11 @@ arranged into volumes, one per cardiac phase, and the NIfTI affine of those volu
 
 The rules (issue 19; :func:`halsr_hf.image_io.read_dicom_series` applies them to files):
 
-- **One series is one volume per phase.** Files are grouped by SeriesInstanceUID by the reader;
-  a folder holding several series is refused, naming them.
+- **One series is one volume per phase.** Files are grouped by SeriesInstanceUID by the reader.
+  Several scanners export short-axis cine as **one series per slice position**: several series
+  whose images each lie at a single slice position, all of one study (StudyInstanceUID), one frame of
+  reference (FrameOfReferenceUID) and one orientation, each at its own position, are one stack
+  (:func:`series_per_position`). Any other folder holding several series is refused, naming them.
 - **Space:** the images are sorted by their position along the slice normal, the cross product of
   the two ImageOrientationPatient direction cosines (``ImagePositionPatient . normal``); images
   closer than :data:`SAME_POSITION_MM` along the normal are one slice position. Every image must
@@ -218,6 +221,38 @@ def arrange(infos: list, where: str, pixel_spacing=None, slice_thickness=None) -
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
     return Arrangement(phases=phases, slice_step=step, affine=affine, trigger_times=trigger_times,
                        normal=tuple(float(v) for v in normal))
+
+
+def series_per_position(groups: dict) -> str | None:
+    """Whether several series are one stack exported as one series per slice position: None if so,
+    else why not (for the message refusing the folder). ``groups`` maps a SeriesInstanceUID to
+    ``(infos, study_uid, frame_of_reference_uid)`` of its images."""
+    studies = {study for _, study, _ in groups.values()}
+    references = {reference for _, _, reference in groups.values()}
+    if len(studies) > 1:
+        return "they belong to different studies (StudyInstanceUID)"
+    if len(references) > 1:
+        return "they have different frames of reference (FrameOfReferenceUID)"
+    infos = [info for group, _, _ in groups.values() for info in group]
+    if any(info.position is None or info.orientation is None for info in infos):
+        return "some images have no ImagePositionPatient/ImageOrientationPatient"
+    reference = np.asarray(infos[0].orientation)
+    if any(not np.allclose(info.orientation, reference, atol=1e-3) for info in infos):
+        return "their orientations differ (ImageOrientationPatient)"
+    normal = np.cross(reference[:3], reference[3:])
+    if np.linalg.norm(normal) < 1e-6:
+        return "ImageOrientationPatient has parallel row and column directions"
+    normal = normal / np.linalg.norm(normal)
+    centres = []
+    for group, _, _ in groups.values():
+        distance = np.array([np.dot(info.position, normal) for info in group])
+        if np.ptp(distance) > SAME_POSITION_MM:
+            return "a series holds several slice positions (not one series per position)"
+        centres.append(float(np.mean(distance)))
+    centres.sort()
+    if any(b - a <= SAME_POSITION_MM for a, b in zip(centres, centres[1:])):
+        return "two series lie at the same slice position (two acquisitions of one slice?)"
+    return None
 
 
 def _cosines(values) -> str:

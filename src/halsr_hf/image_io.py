@@ -6,14 +6,17 @@ mask back onto the input's own voxel grid (NIfTI affine and header).
 
 What is one volume (issue 19): a 3D NIfTI, one frame of a 4D NIfTI, a ``.npy`` array (Z, H, W), a
 multi-frame DICOM file (one phase of it when its frames are also in time), and a **DICOM series**:
-a folder (or a list of files, :func:`read_dicom_series`) of one SeriesInstanceUID, sorted along the
-slice normal and split into phases by trigger time (the rules are in :mod:`halsr_hf.dicom_series`).
+a folder (or a list of files, :func:`read_dicom_series`) of one SeriesInstanceUID (or one series per
+slice position of one study), sorted along the slice normal and split into phases by trigger time (the rules are in :mod:`halsr_hf.dicom_series`).
 Inputs with several phases (4D NIfTI, cine series, cine multi-frame DICOM) need ``frame=``, or
 :func:`load_frames` reads every phase at once.
 
 In-plane convention: a NIfTI volume of shape (X, Y, Z) gives slices ``data[:, :, k].T`` of shape
 (Y, X) (rows = the second voxel axis), the convention of the ACDC arrays the model was trained on
-(SSL4MIS arrays are ``sitk.GetArrayFromImage`` of the ACDC NIfTI files). Other scanners/converters
+(SSL4MIS arrays are ``sitk.GetArrayFromImage`` of the ACDC NIfTI files). The slice axis is the third
+voxel axis unless the affine makes another one clearly the thick one (:func:`nifti_slice_axis`: a
+volume saved slices-first); spacings are read in the header's ``xyzt_units`` (metres, microns) and
+given in mm. Other scanners/converters
 store the short-axis plane transposed, mirrored or rotated: the models are trained with all eight
 90-degree rotations/flips/transposes as augmentation, so no header-based reorientation is applied;
 the mask is written back with exactly the inverse of the transpose above.
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_file
-from .dicom_series import arrange, frame_infos, functional_pixel_spacing, image_info, number_or_none
+from .dicom_series import arrange, frame_infos, functional_pixel_spacing, image_info, number_or_none, series_per_position
 from .errors import InputError, argument
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -229,6 +232,16 @@ def _thickness(dataset):
     return thickness if thickness is not None and thickness > 0 else None
 
 
+def _thickness_warning(dataset, thickness) -> dict:
+    """``extra`` for a stack whose slice spacing could not come from slice positions: a warning
+    (``slice_spacing_warning``) when it is SliceThickness, which leaves out any gap between slices."""
+    if thickness is None or _dicom_tag(dataset, "SpacingBetweenSlices"):
+        return {}
+    return {"slice_spacing_warning": f"slice spacing {thickness:g} mm taken from SliceThickness (no slice positions, "
+                                     "no SpacingBetweenSlices): volumes are too small if the slices have gaps; pass the "
+                                     "spacing (slice_thickness= / --slice-thickness) if you know it"}
+
+
 def read_dicom_file(path: Path, frame: int | None = None) -> LoadedInput:
     """One DICOM file; rescale slope/intercept applied. ``pixel_spacing`` from PixelSpacing;
     ``slice_thickness`` (the distance between slice centres) from SpacingBetweenSlices, else
@@ -251,9 +264,10 @@ def dicom_file_phases(path: Path, dataset=None) -> list:
                             kind="dicom", native_shape=array.shape, extra=_dicom_extra(dataset))]
     infos = frame_infos(dataset, str(path), array.shape[0])
     if infos is None:  # no per-frame geometry: the frames are a stack in space, in file order
+        thickness = _thickness(dataset)
         return [LoadedInput(name=str(path), slices=list(array), is_volume=True, pixel_spacing=spacing,
-                            slice_thickness=_thickness(dataset), kind="dicom", native_shape=array.shape,
-                            extra=_dicom_extra(dataset))]
+                            slice_thickness=thickness, kind="dicom", native_shape=array.shape,
+                            extra={**_dicom_extra(dataset), **_thickness_warning(dataset, thickness)})]
     group_spacing, group_thickness = functional_pixel_spacing(dataset)
     spacing = _valid_spacing(group_spacing) or spacing
     return _phases_of(str(path), list(array), infos, spacing, group_thickness or _thickness(dataset),
@@ -296,7 +310,9 @@ def dicom_series_files(source) -> tuple[str, list]:
 def dicom_series_phases(source) -> list:
     """Every phase of one DICOM series, a folder or a list of files: one :class:`LoadedInput` per
     phase, its slices sorted along the slice normal (rules: :mod:`halsr_hf.dicom_series`). Files
-    without pixel data (DICOMDIR, reports) are skipped; several series are refused."""
+    without pixel data (DICOMDIR, reports) are skipped; several series are refused unless they are one
+    series per slice position of one study, frame of reference and orientation
+    (:func:`halsr_hf.dicom_series.series_per_position`), which are merged into one stack."""
     where, files = dicom_series_files(source)
     if not files:
         raise InputError(f"{where}: a folder without DICOM files; a folder input is one DICOM series (inputs are "
@@ -314,13 +330,26 @@ def dicom_series_phases(source) -> list:
     series = {}
     for path, dataset, array in datasets:
         series.setdefault(str(getattr(dataset, "SeriesInstanceUID", "")) or "(no SeriesInstanceUID)", []).append(path)
+    merged = None
     if len(series) > 1:
-        def shown(path):
-            return path.relative_to(where).as_posix() if path.is_relative_to(where) else str(path)
+        why = "a multi-frame file among them"
+        if all(array.ndim == 2 for _, _, array in datasets):
+            groups = {}
+            for path, dataset, _ in datasets:
+                uid = str(getattr(dataset, "SeriesInstanceUID", "")) or "(no SeriesInstanceUID)"
+                group = groups.setdefault(uid, ([], str(getattr(dataset, "StudyInstanceUID", "")),
+                                                str(getattr(dataset, "FrameOfReferenceUID", ""))))
+                group[0].append(image_info(dataset, path.name))
+            why = series_per_position(groups)
+        if why is not None:
+            def shown(path):
+                return path.relative_to(where).as_posix() if path.is_relative_to(where) else str(path)
 
-        listed = "; ".join(f"{uid}: {len(paths)} files, e.g. {shown(paths[0])}" for uid, paths in series.items())
-        raise InputError(f"{where}: {len(series)} DICOM series ({listed}); pass one series (its own folder); a folder "
-                         "of subjects is a cohort: `halsr-hf predict -i FOLDER -o OUT`")
+            listed = "; ".join(f"{uid}: {len(paths)} files, e.g. {shown(paths[0])}" for uid, paths in series.items())
+            raise InputError(f"{where}: {len(series)} DICOM series ({listed}), not one stack exported as one series per "
+                             f"slice position ({why}); pass one series (its own folder); a folder of subjects is a "
+                             "cohort: `halsr-hf predict -i FOLDER -o OUT`")
+        merged = len(series)
     if len(datasets) == 1 and datasets[0][2].ndim == 3:
         return dicom_file_phases(datasets[0][0], datasets[0][1])
     if any(array.ndim == 3 for _, _, array in datasets):
@@ -333,8 +362,10 @@ def dicom_series_phases(source) -> list:
         if spacing is not None and (other is None or not np.allclose(other, spacing, rtol=1e-3)):
             raise InputError(f"{where}: {path.name} has PixelSpacing {other}, {datasets[0][0].name} {spacing}")
     infos = [image_info(dataset, path.name) for path, dataset, _ in datasets]
-    return _phases_of(where, [array for _, _, array in datasets], infos, spacing, _thickness(first),
-                      {"SeriesInstanceUID": next(iter(series))})
+    extra = {"SeriesInstanceUID": next(iter(series))}
+    if merged:
+        extra["series_merged"] = merged  # one series per slice position, merged into one stack
+    return _phases_of(where, [array for _, _, array in datasets], infos, spacing, _thickness(first), extra)
 
 
 def read_dicom_series(source, frame: int | None = None) -> LoadedInput:
@@ -381,14 +412,47 @@ def _read_nifti(path: Path):
     return image, data
 
 
+#: NIfTI ``xyzt_units`` (spatial part) to millimetres; "unknown" is read as mm, the usual writer default.
+NIFTI_UNITS_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
+#: A voxel axis other than the third is the slice axis when its spacing (from the affine) is at least
+#: this many times the other two: e.g. an array saved (Z, Y, X) with a (10, 1.5, 1.5) mm affine.
+SLICE_AXIS_RATIO = 1.5
+
+
+def nifti_slice_axis(affine, shape) -> int:
+    """The voxel axis along which a NIfTI volume's slices are stacked: the third (2), unless the
+    affine makes another axis clearly the thick one (its voxel size :data:`SLICE_AXIS_RATIO` times
+    the other two's, and more than one voxel along it)."""
+    sizes = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    if len(shape) < 3 or shape[2] <= 1:  # one slice (a 2D image): nothing to choose
+        return 2
+    for axis in (0, 1):
+        others = [sizes[a] for a in range(3) if a != axis]
+        if shape[axis] > 1 and sizes[axis] >= SLICE_AXIS_RATIO * max(others):
+            return axis
+    return 2
+
+
 def _nifti_input(path: Path, image, volume: np.ndarray, frame) -> LoadedInput:
-    zooms = tuple(float(z) for z in image.header.get_zooms())
-    spacing = _valid_spacing((zooms[1], zooms[0])) if len(zooms) >= 2 else None
-    thickness = zooms[2] if len(zooms) >= 3 and volume.shape[2] > 1 and zooms[2] > 0 else None
+    """Slices ``volume[:, :, k].T`` of the (X, Y, Z) grid, after moving the slice axis
+    (:func:`nifti_slice_axis`) to the third place; spacing in mm from the header's zooms and its
+    ``xyzt_units`` (:data:`NIFTI_UNITS_MM`)."""
+    zooms = [float(z) for z in image.header.get_zooms()[:3]] + [1.0] * (3 - len(image.header.get_zooms()[:3]))
+    unit = image.header.get_xyzt_units()[0] or "unknown"
+    scale = NIFTI_UNITS_MM.get(unit, 1.0)
+    zooms = [z * scale for z in zooms]
+    axis = nifti_slice_axis(image.affine, volume.shape)
+    extra = {}
+    if axis != 2:
+        volume = np.moveaxis(volume, axis, 2)
+        zooms = [z for a, z in enumerate(zooms) if a != axis] + [zooms[axis]]
+        extra["slice_axis"] = axis
+    spacing = _valid_spacing((zooms[1], zooms[0]))
+    thickness = zooms[2] if volume.shape[2] > 1 and zooms[2] > 0 else None
     return LoadedInput(
         name=str(path), slices=[np.ascontiguousarray(volume[:, :, k].T) for k in range(volume.shape[2])],
         is_volume=volume.shape[2] > 1, pixel_spacing=spacing, slice_thickness=thickness, kind="nifti",
-        affine=image.affine, header=image.header, frame=frame, native_shape=volume.shape,
+        affine=image.affine, header=image.header, frame=frame, native_shape=volume.shape, extra=extra,
     )
 
 
@@ -430,6 +494,7 @@ def load_input(item, frame: int | None = None, pixel_spacing=None, slice_thickne
         if not float(slice_thickness) > 0:
             raise InputError(f"{loaded.name}: {argument('slice_thickness')} must be positive, got {slice_thickness!r}")
         loaded.slice_thickness = float(slice_thickness)
+        loaded.extra = {k: v for k, v in loaded.extra.items() if k != "slice_spacing_warning"}  # the caller's spacing
     return loaded
 
 
@@ -560,9 +625,11 @@ def save_mask(label_map: np.ndarray, path, loaded: LoadedInput | None = None, ov
         nib = _require("nibabel", "nibabel", path, "NIfTI masks")
         volume = label_map[None] if label_map.ndim == 2 else label_map
         if volume.ndim == 4:  # (T, Z, H, W) -> (X, Y, Z, T)
-            data = np.ascontiguousarray(np.transpose(volume, (3, 2, 1, 0)))
+            data = np.transpose(volume, (3, 2, 1, 0))
         else:
-            data = np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))  # (Z, H, W) -> (X, Y, Z)
+            data = np.transpose(volume, (2, 1, 0))  # (Z, H, W) -> (X, Y, Z)
+        axis = loaded.extra.get("slice_axis", 2) if loaded is not None else 2
+        data = np.ascontiguousarray(np.moveaxis(data, 2, axis))  # the slice axis back where the input had it
         if loaded is not None and loaded.kind == "nifti" and loaded.affine is not None:
             header = loaded.header.copy()
             header.set_data_dtype(np.uint8)

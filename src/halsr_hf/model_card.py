@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from importlib.metadata import version
 from pathlib import Path
 
@@ -385,6 +387,39 @@ def _format_value(value) -> str:
     return str(value)
 
 
+#: An absolute POSIX path in a record's text: a ``/`` that starts a token (not inside a URL or a relative path)
+#: up to a separator of command lines, CSV-like lists, JSON strings and Markdown tables.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/[^\s,;:\"'`|()\[\]{}<>=]+")
+
+
+def portable_path(path: str, root=None) -> str:
+    """A path that means something on another machine: relative to ``root`` (default: the current
+    folder, the project) when inside it; else from its last folder named ``data`` (``/work/data/acdc``
+    -> ``data/acdc``, where ``halsr-hf prepare`` writes datasets by default); else its last component.
+    Relative paths are returned as they are."""
+    if not path.startswith("/"):
+        return path
+    root = Path(root if root is not None else os.getcwd()).resolve()
+    target = Path(os.path.normpath(path))
+    try:
+        return target.relative_to(root).as_posix() or "."
+    except ValueError:
+        pass
+    parts = target.parts
+    if "data" in parts[1:-1] or (len(parts) > 2 and parts[-2] == "data"):
+        index = len(parts) - 1 - parts[::-1].index("data")
+        if index < len(parts) - 1:
+            return "/".join(parts[index:])
+    return target.name
+
+
+def portable_paths(text: str, root=None) -> str:
+    """``text`` with every absolute path replaced by :func:`portable_path`: the records and the card
+    published with a model name the datasets and give paths relative to the project, never the
+    training machine's folders."""
+    return ABSOLUTE_PATH.sub(lambda match: portable_path(match.group(0), root), text)
+
+
 def training_view(model_dir: Path) -> dict:
     """Hyperparameters and results recorded by ``halsr-hf train`` in the model folder
     (``training_args.json``, ``run_args.json``, ``trainer_state.json``, ``command.txt``,
@@ -394,7 +429,7 @@ def training_view(model_dir: Path) -> dict:
     def add(key, value):
         if key not in seen and value not in (None, "", []) and not isinstance(value, dict):
             seen.add(key)
-            hyper.append({"name": key, "value": _format_value(value)})
+            hyper.append({"name": key, "value": portable_paths(_format_value(value))})
 
     args = _read_json(model_dir / "training_args.json")
     if isinstance(args, dict):
@@ -417,12 +452,12 @@ def training_view(model_dir: Path) -> dict:
         result_rows = [{"name": k, "value": _format_value(v)} for k, v in results.items()
                        if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
     command_path = model_dir / "command.txt"
-    command = command_path.read_text().strip() if command_path.is_file() else None
+    command = portable_paths(command_path.read_text().strip()) if command_path.is_file() else None
     hardware_path = model_dir / "hardware.txt"
     stage1 = None  # a run that continued an earlier one (bundle_default_model.py --segmenter-stage1)
     stage1_command = model_dir / "stage1_command.txt"
     if stage1_command.is_file():
-        stage1 = {"command": stage1_command.read_text().strip(),
+        stage1 = {"command": portable_paths(stage1_command.read_text().strip()),
                   "budget": _budget(_read_json(model_dir / "stage1_run_args.json"), _read_json(model_dir / "stage1_trainer_state.json"))}
     return {"stage1": stage1,"hyperparameters": hyper, "results": result_rows, "command": command,
             "recorded": bool(hyper or result_rows or command),

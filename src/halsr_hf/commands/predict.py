@@ -2,13 +2,18 @@
 
 Each sub-folder of IN is a subject (3D NIfTI files, one per phase; one 4D cine NIfTI; .npy volumes;
 or one DICOM series); each NIfTI, .npy or multi-frame DICOM file directly in IN is a subject too.
-A .csv manifest lists subject,path[,ed_frame,es_frame]. Every frame is segmented; ED and ES are the
-frames of largest and smallest LV volume unless the manifest gives them. OUT gets cohort.csv (EDV,
-ESV, SV, EF, myocardial mass, QC per subject), errors.csv, ef_histogram.png and, per subject,
-masks (NIfTI on the input's grid), a JSON with every slice's qc and message, and the LV volume curve.
+A .csv manifest lists subject,path[,ed_frame,es_frame]. Label maps (*_gt, *_seg, *_label(s), *_mask,
+or integer volumes with few values) are skipped and counted. Every frame is segmented; ED and ES come
+from the manifest, else from files named ED and ES, else from the LV volume curve (largest, smallest);
+`warnings` says when they look wrong (names and volumes disagree, ED = ES, EF outside 10-90 %, ES
+segmented on fewer slices). OUT gets cohort.csv (EDV, ESV, SV, EF, myocardial mass, warning and
+information flags per subject), errors.csv, ef_histogram.png and, per subject, masks (NIfTI on the
+input's grid), a JSON with every slice's qc and message, and the LV volume curve.
 
 The exit status is 1 when a subject failed (errors.csv says why; the others are done), 2 for
-bad arguments. Run it again to resume: finished subjects are skipped, half-written ones redone.
+bad arguments. Run it again to resume: finished subjects are skipped (redone if their files
+changed), failed ones too (--retry-failed), half-written ones redone; a resume with other weights
+or settings is refused (--overwrite starts again).
 Split the work over machines with --num-parts/--part-id, over processes or GPUs with
 ``accelerate launch [--num_processes N] -m halsr_hf.cli predict -i IN -o OUT``. Details: the
 docstring of the ``halsr_hf.cohort`` module.
@@ -40,13 +45,26 @@ def main(argv=None) -> int:
     parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (8x slower)")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:1 ... (default: the accelerate process's device: its GPU, else cpu)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the outputs of an earlier run in OUT and start again (needed to change the model, "
+                             "its settings or --tta/--include: a resume never mixes two runs' results)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="segment again the subjects that failed before (by default a resume skips them unless "
+                             "their files changed)")
+    parser.add_argument("--merge", action="store_true",
+                        help="only rebuild cohort.csv, errors.csv and the histogram from OUT's subject folders "
+                             "(e.g. once after parts on several machines); segments nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    from ..cohort import predict_cohort
+    from ..cohort import merge_only, predict_cohort
 
+    if args.merge:
+        summary = merge_only(args.input, args.output, include=args.include, log=sys.stdout)
+        return 0 if summary["failed"] == 0 else 1
     summary = predict_cohort(args.input, args.output, model=args.model, roi_model=args.roi_model, device=args.device,
                              include=args.include, num_parts=args.num_parts, part_id=args.part_id,
                              num_workers=args.num_workers, batch_size=args.batch_size, tta=args.tta,
+                             overwrite=args.overwrite, retry_failed=args.retry_failed,
                              progress=not args.no_progress, log=sys.stdout)
     return 0 if summary.get("failed", 0) == 0 else 1
