@@ -432,3 +432,57 @@ def test_evaluate_reports_the_roi_stage_against_the_reference(datasets_dirs, tmp
     markdown = (out / "summary.md").read_text()
     assert "The ROI stage against the reference" in markdown and "| reference slices and boxes |" in markdown
     assert (out / f"roi_variants_{name}.png").stat().st_size > 10_000
+
+
+def _volume_result(maps):
+    maps = np.stack(maps)
+    return {"label_map": maps, "pixel_spacing": (1.0, 1.0), "slice_thickness": 10.0,
+            "volumes_ml": {"lv_cavity": float((maps == 1).sum()) / 100, "myocardium": 0.0},
+            "slices": [{"lv_found": bool(m.any()), "status": "segmented" if m.any() else "not_located", "qc": [],
+                        "qc_warnings": [], "qc_info": [], "message": "LV located by the ROI stage (probability 0.99); segmented",
+                        "areas_px": {"lv_cavity": int((m == 1).sum()), "myocardium": 0},
+                        "areas_mm2": {"lv_cavity": float((m == 1).sum()), "myocardium": 0.0}} for m in maps]}
+
+
+def test_es_results_are_restricted_to_eds_slices_with_a_reason():
+    from halsr_hf.roi_stage import restrict_es_result
+
+    disk, empty = _disk((32, 32), (16, 16), 6), np.zeros((32, 32), np.uint8)
+    ed, es = _volume_result([empty, disk, disk]), _volume_result([disk, disk, disk])
+    assert restrict_es_result(ed, es) == [0]
+    removed = es["slices"][0]
+    assert not es["label_map"][0].any() and es["label_map"][1].any()
+    assert removed["status"] == "removed" and not removed["lv_found"] and removed["qc_info"] == ["outside_lv_range"]
+    assert removed["areas_px"]["lv_cavity"] == 0 and removed["message"].endswith("nothing segmented")
+    assert "the ED slice at this position has no LV" in removed["message"]
+    assert es["volumes_ml"]["lv_cavity"] == pytest.approx(2 * int((disk == 1).sum()) * 10 / 1000)
+    _check_claims(dict(removed, roi=None, lv_probability=0.99))
+
+
+def test_halsr_hf_ef_applies_es_within_ed_when_the_model_says_so():
+    """Slice 0 has no LV at ED (its crop is segmented empty at ED, by hand) and one at ES: with the
+    setting the ES slice is emptied and the ESV drops by that slice."""
+    from halsr_hf.clinical import ejection_fraction
+
+    calls = {"n": 0}
+    box = [0.3, 0.3, 0.6, 0.6]
+
+    def run(pixel_values):
+        calls["n"] += 1
+        out = _lv_logits(pixel_values, radius=0.25, blob=False)
+        if calls["n"] == 1:  # the ED volume's first crop batch: slice 0 empty
+            out[0] = torch.nn.functional.one_hot(torch.zeros(out.shape[-2:], dtype=torch.int64), 3).permute(2, 0, 1).float() * 10
+        return out
+
+    volume = _image((4, 64, 64))
+    results = {}
+    for setting in (0, 1):
+        calls["n"] = 0
+        pipe = _tiny_pipe(run_segmentation=run, run_roi=_roi_outputs([box] * 4, [0.99] * 4))
+        pipe.image_processor.es_within_ed = setting
+        results[setting] = ejection_fraction(volume, volume.copy(), pipe=pipe, pixel_spacing=(1.0, 1.0), slice_thickness=10.0)
+    off, on = results[0], results[1]
+    assert on["es_label_map"][0].sum() == 0 and off["es_label_map"][0].sum() > 0
+    per_slice_ml = (off["es_label_map"][0] == 1).sum() * 10 / 1000
+    assert on["esv_ml"] == pytest.approx(off["esv_ml"] - per_slice_ml)
+    assert on["edv_ml"] == pytest.approx(off["edv_ml"])

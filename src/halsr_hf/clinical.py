@@ -329,7 +329,9 @@ def ejection_fraction(
 ) -> dict:
     """Segment an ED and an ES short-axis volume with the pipeline and return
     :func:`cardiac_function` of the two label stacks (EDV, ESV, SV, EF, mass, warnings), with the
-    warnings of :func:`function_warnings` added (the cohort's ``warnings`` say the same).
+    warnings of :func:`function_warnings` added (the cohort's ``warnings`` say the same). With the
+    model's setting ``es_within_ed`` on (the bundled model), the ES slices whose ED slice has no LV
+    are emptied first (:func:`halsr_hf.roi_stage.restrict_es_result`), as in cohorts.
 
     Args:
         ed, es: volumes as paths (NIfTI 3D/4D, multi-frame DICOM) or (Z, H, W) arrays/tensors.
@@ -363,6 +365,10 @@ def ejection_fraction(
             raise InputError(f"{name}: the {phase.upper()} input is a single slice; EF needs a short-axis volume (Z, H, W)")
         results[phase] = out
     ed_out, es_out = results["ed"], results["es"]
+    from .roi_stage import restrict_es_result, uses_es_within_ed  # lazily: roi_stage imports torch
+
+    if uses_es_within_ed(pipe):
+        restrict_es_result(ed_out, es_out)
     spacing = ed_out["pixel_spacing"]
     thickness = ed_out["slice_thickness"]
     if spacing is None or thickness is None:

@@ -111,7 +111,7 @@ from .atomic import atomic_file, atomic_folder, default_file_mode
 from .clinical import cardiac_function, function_warnings
 from .errors import InputError
 from .image_io import ARRAY_EXTENSIONS, NIFTI_EXTENSIONS, dicom_series_phases, is_dicom_file, load_frames, save_mask
-from .roi_stage import split_flags
+from .roi_stage import restrict_es_result, uses_es_within_ed, split_flags
 
 #: cohort.csv columns, in order. Volumes in mL and mass in g (empty when the spacing is unknown;
 #: the EF is still given), frames 0-based. ``slices_flagged``/``qc_warnings``: slices with a warning
@@ -606,6 +606,16 @@ def measure_subject(pipe, subject: Subject, frames: list, batch_size: int = 16, 
                                   if loaded.extra.get("slice_spacing_warning")))
     if count >= 2:
         ed, es, origin, chosen_warnings = choose_ed_es(subject, frames, cavity)
+        if ed != es and uses_es_within_ed(pipe) and restrict_es_result(outputs[ed], outputs[es]):
+            # the model's es_within_ed: ES slices without an LV at ED are emptied (mask, JSON and volumes)
+            es_map = outputs[es]["label_map"]
+            records[es].update(lv_cavity_voxels=int(np.count_nonzero(es_map == 1)), myocardium_voxels=int(np.count_nonzero(es_map == 2)))
+            if voxel_ml is not None:
+                records[es].update(lv_cavity_ml=records[es]["lv_cavity_voxels"] * voxel_ml,
+                                   myocardium_ml=records[es]["myocardium_voxels"] * voxel_ml)
+            records[es]["slices"] = [{"slice": z, **{k: s[k] for k in ("lv_found", "lv_probability", "roi", "qc", "qc_warnings",
+                                                                          "qc_info", "message", "areas_px", "areas_mm2")}}
+                                     for z, s in enumerate(outputs[es]["slices"])]
         ed_map, es_map = outputs[ed]["label_map"], outputs[es]["label_map"]
         function = cardiac_function(ed_map, es_map, spacing, thickness)
         warnings += chosen_warnings + function["warnings"] + function_warnings(ed_map, es_map, function, ed == es)

@@ -504,3 +504,36 @@ def es_within_ed(ed_maps, es_maps) -> list:
     if ed.shape != es.shape or ed.ndim != 3:
         return []
     return [k for k in range(len(es)) if es[k].any() and not ed[k].any()]
+
+
+def uses_es_within_ed(pipe) -> bool:
+    """Whether a pipeline's model has the setting ``es_within_ed`` on (an object without an image
+    processor, e.g. a test's stand-in, has not)."""
+    processor = getattr(pipe, "image_processor", None)
+    settings = getattr(processor, "roi_stage_settings", None)
+    return bool(settings and settings().get("es_within_ed", 0) >= 0.5)
+
+
+def restrict_es_result(ed_result: dict, es_result: dict) -> list:
+    """:func:`es_within_ed` on two pipeline results of one subject (volumes), in place: each ES slice
+    whose ED slice has no LV gets an empty map, ``lv_found`` False, ``status`` ``removed``, the
+    ``outside_lv_range`` flag (information) and a message that says why; ``volumes_ml`` is recomputed.
+    Returns the positions emptied (what ``halsr-hf predict`` and ``halsr-hf ef`` do with the setting on)."""
+    removed = es_within_ed(ed_result["label_map"], es_result["label_map"])
+    for k in removed:
+        es_result["label_map"][k] = 0
+        result = es_result["slices"][k]
+        qc = order_flags(list(result["qc"]) + ["outside_lv_range"])
+        result.update(
+            lv_found=False, status="removed", qc=qc, qc_warnings=split_flags(qc)[0], qc_info=split_flags(qc)[1],
+            areas_px={key: 0 for key in result["areas_px"]},
+            areas_mm2=None if result.get("areas_mm2") is None else {key: 0.0 for key in result["areas_mm2"]},
+            message=result["message"].removesuffix("; nothing segmented") + "; then removed: the ED slice at this position has "
+                    "no LV (es_within_ed: at ES the LV occupies a subset of its ED slices); nothing segmented",
+        )
+    if removed and es_result.get("volumes_ml") is not None:
+        from .clinical import volumes_ml  # lazily: clinical is light, but keep this module's imports minimal
+
+        measured = volumes_ml(es_result["label_map"], es_result["pixel_spacing"], es_result["slice_thickness"])
+        es_result["volumes_ml"] = {name: measured[f"{name}_ml"] for name in ("lv_cavity", "myocardium")}
+    return removed
