@@ -22,6 +22,11 @@ ACDC_PATIENTS = ["patient011", "patient033", "patient059", "patient075", "patien
 #: 0.878, EF 7.5. All 40 test volumes: README.)
 MIN_LV_DICE, MIN_MYO_DICE, MIN_WORST_LV_DICE = 0.89, 0.87, 0.55
 MIN_IN_CROP = 0.97
+#: Where the ventricle ends (issue 24), on the same 10 volumes (ED and ES of a patient together, with
+#: the model's es_within_ed): measured ES slice presence precision 0.935 (3 slices too many, patient033's
+#: basal slices among them), recall 0.956 (2 missed), LV Dice ED - ES 0.064; the issue's targets
+#: (0.97 / 0.97, gap 0.02 over all 40 test volumes) are not met (README). Thresholds a little below.
+MIN_ES_PRESENCE_PRECISION, MIN_ES_PRESENCE_RECALL, MAX_ED_ES_GAP = 0.92, 0.94, 0.07
 MAX_EF_ERROR = 8.0
 #: Sunnybrook, every 3rd annotated slice (32; myocardium on the 12 reliable ones, not SCD0000501):
 #: measured LV 0.923, MYO 0.794 (the model before: 0.937, 0.767)
