@@ -11,7 +11,7 @@ import pytest
 from halsr_hf import CardiacLVSegmentationPipeline, HalsrImageProcessor
 from halsr_hf.cli import main
 
-from .conftest import tiny_models
+from .conftest import REPO_ROOT, tiny_models
 
 
 def _strict_json(text: str):
@@ -189,3 +189,26 @@ def test_segment_refuses_an_existing_output_before_writing_anything(tiny_folder,
     assert (out / "slice_overlay.png").read_bytes() == b"an earlier result"
     assert main(args + ["--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["measurements.json", "slice_mask.png", "slice_overlay.png"]
+
+
+def test_bundled_is_one_model_name_everywhere(tmp_path, capsys):
+    """Issue 26: ``--model_name_or_path default`` ended in a Hub traceback and the bundled model had
+    no name; ``bundled`` now names it in load_pipeline, segment, predict and ef (train: tests/test_training.py)."""
+    import halsr_hf
+
+    bundled = str(halsr_hf.default_model_dir())
+    assert halsr_hf.resolve_model("bundled") == halsr_hf.resolve_model(None) == bundled
+    assert halsr_hf.load_pipeline("bundled").model.name_or_path == bundled
+    example = str(REPO_ROOT / "space" / "examples" / "SCD0000101_48.dcm")
+    assert main(["segment", example, "--model", "bundled", "--out-dir", str(tmp_path / "seg")]) == 0
+    rng = np.random.default_rng(0)
+    volume = tmp_path / "cohort" / "subject.npy"
+    volume.parent.mkdir()
+    np.save(volume, rng.random((2, 64, 64)).astype(np.float32))
+    assert main(["ef", "--ed", str(volume), "--es", str(volume), "--model", "bundled", "--json"]) == 0
+    assert main(["predict", "-i", str(volume.parent), "-o", str(tmp_path / "out"), "--model", "bundled",
+                 "--num-workers", "0", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["model"] == bundled
+    for command in ("segment", "predict", "ef"):
+        assert main([command, "--help"]) == 0
+        assert "'bundled'" in " ".join(capsys.readouterr().out.split())

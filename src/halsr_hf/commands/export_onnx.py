@@ -82,10 +82,10 @@ def export_pipeline_models(model, roi_model, out, image_processor=None, opset: i
 
 
 def main(argv=None) -> int:
-    from ..cli import VERBOSE_HELP, description
+    from ..cli import MODEL_HELP, TTA_HELP, VERBOSE_HELP, description  # noqa: F401
 
     parser = argparse.ArgumentParser(prog="halsr-hf export-onnx", description=description(__doc__), epilog=VERBOSE_HELP)
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--roi-model", default=None, help="ROI model folder (default: the model's roi/ sub-folder)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: halsr_hf.onnx_backend.OPSET)")

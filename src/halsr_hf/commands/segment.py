@@ -57,12 +57,12 @@ def _write_json(path: Path, payload, overwrite: bool) -> None:
 
 
 def main(argv=None) -> int:
-    from ..cli import VERBOSE_HELP, description
+    from ..cli import MODEL_HELP, TTA_HELP, VERBOSE_HELP, description  # noqa: F401
 
     parser = argparse.ArgumentParser(prog="halsr-hf segment", description=description(__doc__), epilog=VERBOSE_HELP)
     parser.add_argument("inputs", nargs="+", help="PNG/JPEG/TIFF/DICOM/NIfTI files, .npy arrays (H,W) or (Z,H,W), or a "
                         "folder holding one DICOM series (a folder of subjects: halsr-hf predict)")
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--roi-model", default=None,
                         help="ROI model folder or Hub id: an LV localiser (the bundled model's) or a box regressor "
                              "(default: the model's roi/)")
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pixel-spacing", type=float, nargs=2, default=None, metavar=("ROW_MM", "COL_MM"))
     parser.add_argument("--slice-thickness", type=float, default=None, help="slice spacing in mm for volumes")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (8x slower)")
+    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:1 ... (default: what transformers.pipeline picks: the first GPU, "
                              "cuda:0, when one is available, else cpu)")
