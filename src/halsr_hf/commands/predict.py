@@ -4,8 +4,9 @@ Each sub-folder of IN is a subject (3D NIfTI files, one per phase; one 4D cine N
 or one DICOM series); each NIfTI, .npy or multi-frame DICOM file directly in IN is a subject too.
 A .csv manifest lists subject,path[,ed_frame,es_frame]. Every frame is segmented; ED and ES are the
 frames of largest and smallest LV volume unless the manifest gives them. OUT gets cohort.csv (EDV,
-ESV, SV, EF, myocardial mass, QC per subject), errors.csv, ef_histogram.png and, per subject,
-masks (NIfTI on the input's grid), a JSON with every slice's qc and message, and the LV volume curve.
+ESV, SV, EF, myocardial mass, QC per subject), errors.csv, ef_histogram.png (EF histogram, the
+subjects with warnings) and, per subject, masks (NIfTI on the input's grid), a JSON with every
+slice's qc and message, the LV volume curve and a montage PNG of ED and ES with the masks overlaid.
 
 The exit status is 1 when a subject failed (errors.csv says why; the others are done), 2 for
 bad arguments. Run it again to resume: finished subjects are skipped, half-written ones redone.
