@@ -212,3 +212,16 @@ def test_bundled_is_one_model_name_everywhere(tmp_path, capsys):
     for command in ("segment", "predict", "ef"):
         assert main([command, "--help"]) == 0
         assert "'bundled'" in " ".join(capsys.readouterr().out.split())
+
+
+def test_segment_speaks_of_located_segmented_and_nothing_segmented(never_finds_lv, tmp_path, capsys):
+    """Issue 26: one vocabulary with the Space ("LV located", "segmented", "nothing segmented"),
+    from the result's fields: here the ROI stage finds nothing, so nothing is segmented."""
+    volume = tmp_path / "stack.npy"
+    np.save(volume, np.random.default_rng(0).random((3, 48, 40)).astype(np.float32))
+    assert main(["segment", str(volume), "--model", str(never_finds_lv), "--out-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "| input | slices | LV located | segmented | LV cavity | myocardium | unit | quality flags |" in out
+    assert f"| {volume} | 3 | 0/3 | 0/3 |" in out
+    assert f"{volume}: LV located on 0 of 3 slices; segmented: 0; nothing segmented on slices 0, 1, 2." in out
+    assert "LV found" not in out

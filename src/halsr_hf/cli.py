@@ -36,10 +36,10 @@ COMMANDS = {
 
 #: The help of every --model option (``segment``, ``predict``, ``ef``, ``export-onnx``; ``train`` says the same).
 MODEL_HELP = "model folder, Hub id, or 'bundled': the model shipped with halsr-hf (the default)"
-#: The help of every --tta option: its cost is measured once, in the README ("How the bundled model
-#: was trained and chosen": 67 s against 22 s on ACDC validation), and quoted from there.
-TTA_HELP = ("test-time augmentation: average the segmentation over the 8 rotations/flips (about 3x the time: the "
-            "ROI stage runs once; README, 'How the bundled model was trained and chosen')")
+#: The help of every --tta option: its cost is measured in one place, docs/performance.md
+#: ("Test-time augmentation: its cost"), and quoted from there.
+TTA_HELP = ("test-time augmentation: average the segmentation over the 8 rotations/flips (3 to 5x the time: the ROI "
+            "stage runs once; measured in docs/performance.md)")
 VERBOSE_HELP = "--verbose (any command, anywhere): show the progress bars of weight loading and Hub downloads"
 
 

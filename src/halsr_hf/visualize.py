@@ -174,3 +174,62 @@ def volume_curve(path, frames: list, volumes: list, unit: str, title: str, marks
     figure.tight_layout()
     figure.savefig(path, format="png")
     return figure
+
+
+# ---- the words of the summaries: one vocabulary for the Space, the command line and the cohorts ----
+
+#: What can be said of a slice, from its result's fields (never from its message): the ROI stage
+#: found the LV (``lv_found``), something was segmented (a cavity or myocardium area above 0), or
+#: nothing was.
+LV_LOCATED, SEGMENTED, NOTHING_SEGMENTED = "LV located", "segmented", "nothing segmented"
+
+
+def _slices(result) -> list:
+    return result.get("slices") or [result] if isinstance(result, dict) else list(result)
+
+
+def is_segmented(item: dict) -> bool:
+    """Whether a slice's result has an LV cavity or myocardium area above 0."""
+    areas = item.get("areas_px") or {}
+    return bool(areas.get("lv_cavity", 0) or areas.get("myocardium", 0))
+
+
+def slice_words(item: dict) -> str:
+    """``"LV located, segmented"``, ``"LV located, nothing segmented"``, ``"LV not located,
+    nothing segmented"`` or ``"LV not located, segmented"`` (a box from the volume consensus, or
+    whole slices)."""
+    located = LV_LOCATED if item.get("lv_found") else "LV not located"
+    return f"{located}, {SEGMENTED if is_segmented(item) else NOTHING_SEGMENTED}"
+
+
+def _numbers(indices) -> str:
+    return ", ".join(str(i) for i in indices)
+
+
+def summary_lines(result) -> list:
+    """What happened to a slice or a volume (a pipeline result, or a list of per-slice results), in
+    a few lines of the one vocabulary: where the LV was located, what was segmented, and which
+    slices have a warning flag (``qc_warnings``, else the warning flags of ``qc``), e.g.
+    ``["LV located on 9 of 10 slices; segmented: 9; nothing segmented on slice 0",
+    "warnings on slice 4 (several_components): check it"]``."""
+    from .roi_stage import split_flags
+
+    slices = _slices(result)
+    warnings = [item.get("qc_warnings") if item.get("qc_warnings") is not None else split_flags(item.get("qc") or [])[0]
+                for item in slices]
+    if len(slices) == 1:
+        lines = [f"{slice_words(slices[0])}."]
+        if warnings[0]:
+            lines.append(f"Warning: {', '.join(warnings[0])}: check the slice.")
+        return lines
+    located = sum(bool(item.get("lv_found")) for item in slices)
+    segmented = [i for i, item in enumerate(slices) if is_segmented(item)]
+    empty = [i for i, item in enumerate(slices) if not is_segmented(item)]
+    line = f"{LV_LOCATED} on {located} of {len(slices)} slices; {SEGMENTED}: {len(segmented)}"
+    if empty:
+        line += f"; {NOTHING_SEGMENTED} on slice{'s' if len(empty) > 1 else ''} {_numbers(empty)}"
+    lines = [line + "."]
+    flagged = [(i, w) for i, w in enumerate(warnings) if w]
+    if flagged:
+        lines.append("Warnings: " + "; ".join(f"slice {i} ({', '.join(w)})" for i, w in flagged) + ": check them.")
+    return lines

@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     from .. import load_pipeline
     from ..errors import InputError
     from ..image_io import atomic_write, check_can_write, load_input, save_mask
-    from ..visualize import overlay
+    from ..visualize import is_segmented, overlay, summary_lines
 
     for item in args.inputs:
         if not Path(item).exists():
@@ -126,10 +126,14 @@ def main(argv=None) -> int:
         json.dump(report, sys.stdout, indent=2, default=float)
         print()
     else:
-        print("| input | slices | LV found | LV cavity | myocardium | unit | quality flags |\n|---|---|---|---|---|---|---|")
+        # the words of the Space too (visualize: "LV located", "segmented", "nothing segmented"), from the fields
+        print("| input | slices | LV located | segmented | LV cavity | myocardium | unit | quality flags |\n"
+              "|---|---|---|---|---|---|---|---|")
+        notes = []
         for entry in report:
             per_slice = entry.get("slices") or [entry]
-            found = sum(bool(s["lv_found"]) for s in per_slice)
+            located = sum(bool(s["lv_found"]) for s in per_slice)
+            segmented = sum(is_segmented(s) for s in per_slice)
             if entry.get("volumes_ml"):
                 v = entry["volumes_ml"]
                 cav, myo, unit = v.get("lv_cavity"), v.get("myocardium"), "mL"
@@ -141,6 +145,12 @@ def main(argv=None) -> int:
             fmt = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
             flags = Counter(flag for s in per_slice for flag in s.get("qc") or [])
             qc = ", ".join(f"{flag} ({count})" if len(per_slice) > 1 else flag for flag, count in flags.items()) or "-"
-            print(f"| {entry['input']} | {len(per_slice)} | {found}/{len(per_slice)} | {fmt(cav)} | {fmt(myo)} | {unit} | {qc} |")
+            n = len(per_slice)
+            print(f"| {entry['input']} | {n} | {located}/{n} | {segmented}/{n} | {fmt(cav)} | {fmt(myo)} | {unit} | {qc} |")
+            lines = summary_lines(per_slice)
+            if segmented < n or len(lines) > 1:  # something to say beyond the table
+                notes += [f"{entry['input']}: {line}" for line in lines]
+        for note in notes:
+            print(note)
         print(f"overlays, masks and measurements.json written to {out_dir}/")
     return 0
