@@ -25,7 +25,6 @@ works as before, whichever of the two is imported first.
 import contextlib
 import importlib
 import importlib.abc
-import os
 import sys
 import threading
 from pathlib import Path
@@ -74,9 +73,10 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
-_SUBMODULES = ("atomic", "cli", "clinical", "cohort", "dicom_series", "errors", "hub", "image_io", "json_output", "metrics",
-               "model_card", "onnx_backend", "roi_stage", "visualize", "configuration_halsr", "configuration_roi",
-               "image_processing_halsr", "modeling_halsr", "modeling_roi", "pipeline_halsr")
+_SUBMODULES = ("atomic", "cli", "clinical", "cohort", "commands", "data", "dicom_series", "errors", "evaluation", "hub",
+               "hub_cli", "image_io", "json_output", "metrics", "model_card", "onnx_backend", "roi_stage", "training",
+               "visualize", "weight_init", "configuration_halsr", "configuration_roi", "image_processing_halsr",
+               "modeling_halsr", "modeling_roi", "pipeline_halsr")
 
 
 def default_model_dir() -> Path:

@@ -9,7 +9,7 @@ import math
 
 
 def main(argv=None) -> int:
-    from ..cli import MODEL_HELP, TTA_HELP, VERBOSE_HELP, description  # noqa: F401
+    from ..cli import MODEL_HELP, VERBOSE_HELP, description
 
     parser = argparse.ArgumentParser(prog="halsr-hf ef", description=description(__doc__), epilog=VERBOSE_HELP)
     parser.add_argument("--ed", required=True, help="end-diastolic volume (NIfTI/.npy)")

@@ -82,7 +82,7 @@ def export_pipeline_models(model, roi_model, out, image_processor=None, opset: i
 
 
 def main(argv=None) -> int:
-    from ..cli import MODEL_HELP, TTA_HELP, VERBOSE_HELP, description  # noqa: F401
+    from ..cli import MODEL_HELP, VERBOSE_HELP, description
 
     parser = argparse.ArgumentParser(prog="halsr-hf export-onnx", description=description(__doc__), epilog=VERBOSE_HELP)
     parser.add_argument("--model", default=None, help=MODEL_HELP)

@@ -20,7 +20,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from ..cli import MODEL_HELP, TTA_HELP, VERBOSE_HELP, description  # noqa: F401
+    from ..cli import MODEL_HELP, TTA_HELP, VERBOSE_HELP, description
 
     # the whole docstring: what a subject is matters before the first run
     parser = argparse.ArgumentParser(prog="halsr-hf predict", description=description(__doc__),

@@ -57,7 +57,7 @@ def _write_json(path: Path, payload, overwrite: bool) -> None:
 
 
 def main(argv=None) -> int:
-    from ..cli import MODEL_HELP, TTA_HELP, VERBOSE_HELP, description  # noqa: F401
+    from ..cli import MODEL_HELP, TTA_HELP, VERBOSE_HELP, description
 
     parser = argparse.ArgumentParser(prog="halsr-hf segment", description=description(__doc__), epilog=VERBOSE_HELP)
     parser.add_argument("inputs", nargs="+", help="PNG/JPEG/TIFF/DICOM/NIfTI files, .npy arrays (H,W) or (Z,H,W), or a "

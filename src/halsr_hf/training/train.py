@@ -43,7 +43,7 @@ from ..data.card import load_split
 from ..errors import InputError
 from ..image_processing_halsr import HalsrImageProcessor
 from ..modeling_halsr import HalsrForSemanticSegmentation
-from .arguments import (COMMON_TRAINER_OPTIONS, TRAINING_DEFAULTS, DataArguments, ModelArguments,  # noqa: F401
+from .arguments import (TRAINING_DEFAULTS, DataArguments, ModelArguments,  # noqa: F401 (re-exported: scripts import them from here)
                         check_arguments)
 from .augment import AugmentConfig
 from .callbacks import RunProgressCallback, TimeLimitCallback, plain_log_lines
