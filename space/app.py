@@ -17,7 +17,7 @@ Configuration (environment variables):
 
 - ``HALSR_MODEL``: model folder or Hub id (default: the model bundled with ``halsr_hf``; without
   the package, the first ``models:`` entry of this folder's README.md, loaded with
-  ``trust_remote_code=True``); ``HALSR_ROI_MODEL``: ROI regressor folder or Hub id (default: the
+  ``trust_remote_code=True``); ``HALSR_ROI_MODEL``: ROI model (localiser or box regressor) folder or Hub id (default: the
   model's ``roi/``).
 - ``HALSR_MAX_FILE_SIZE`` (default ``50mb``), ``HALSR_MAX_IMAGE_SIDE`` (default 1024 pixels),
   ``HALSR_MAX_SLICES`` (default 64), ``HALSR_CONCURRENCY`` (default 2 requests at a time),
@@ -56,14 +56,17 @@ CONCURRENCY = int(os.environ.get("HALSR_CONCURRENCY", "2"))
 QUEUE_SIZE = int(os.environ.get("HALSR_QUEUE_SIZE", "32"))
 DEFAULT_ALPHA = 0.45
 
-#: Per-slice results: the pipeline's areas, its message (e.g. no LV found) and quality flags.
+#: Per-slice results: whether the ROI stage located the LV and something was segmented (the words of
+#: ``halsr_hf.visualize``: "LV located", "segmented", "nothing segmented", the same in the command
+#: line), the areas, the pipeline's message and quality flags.
 AREA_HEADERS = {
-    unit: ["slice", "LV found", f"LV cavity area ({label})", f"myocardium area ({label})", "message", "quality flags"]
+    unit: ["slice", "LV located", f"LV cavity area ({label})", f"myocardium area ({label})", "segmented", "message",
+           "quality flags"]
     for unit, label in (("mm2", "mm²"), ("px", "pixels"))
 }
 MEASURE_HEADERS = ["measure", "value", "unit"]
 #: Widths of the per-slice table's columns: the message and the quality flags get the room they need.
-AREA_COLUMN_WIDTHS = ["6%", "8%", "13%", "13%", "38%", "22%"]
+AREA_COLUMN_WIDTHS = ["6%", "8%", "11%", "11%", "8%", "36%", "20%"]
 #: The zoom on the ROI: a square around the box, this much wider than the box on each side (of its side).
 ZOOM_MARGIN = 0.5
 ZOOM_SIDE = 384
@@ -220,8 +223,10 @@ class SpaceApp:
         areas = []
         for index, item in enumerate(slices):
             values = item["areas_mm2"] if unit == "mm2" else item["areas_px"]
+            segmented = bool(item["areas_px"]["lv_cavity"] or item["areas_px"]["myocardium"])
             areas.append([index, "yes" if item["lv_found"] else "no", round(float(values["lv_cavity"]), 1),
-                          round(float(values["myocardium"]), 1), item.get("message") or "", "; ".join(item.get("qc") or []) or "-"])
+                          round(float(values["myocardium"]), 1), "yes" if segmented else "no", item.get("message") or "",
+                          "; ".join(item.get("qc") or []) or "-"])
         measures = self._volume_measures(result, loaded) if loaded.is_volume else []
         state = {
             "images": [np.asarray(s, dtype=np.float32) for s in loaded.slices],
@@ -351,10 +356,10 @@ class SpaceApp:
             spacing += (f", slice thickness {loaded.slice_thickness:.4g} mm" if loaded.slice_thickness
                         else ", slice thickness unknown (enter it for volumes in mL)")
         lines = [f"**{loaded.name}**: {kind} {shape}, {spacing}."]
-        missing = [i for i, s in enumerate(slices) if not s["lv_found"]]
-        if missing:
-            lines.append(f"No LV found on {'the slice' if not loaded.is_volume else 'slices ' + ', '.join(map(str, missing))}: "
-                         "nothing segmented there.")
+        # what happened, in the words of the command line (visualize.summary_lines), from the result's fields
+        words = getattr(self.code.visualize, "summary_lines", None)
+        if words is not None:
+            lines += words(slices)
         lines += notes
         lines.append(f"Model: `{self.model_name}`. Research use only, not a medical device.")
         return "\n\n".join(lines)

@@ -11,7 +11,7 @@ import pytest
 from halsr_hf import CardiacLVSegmentationPipeline, HalsrImageProcessor
 from halsr_hf.cli import main
 
-from .conftest import tiny_models
+from .conftest import REPO_ROOT, tiny_models
 
 
 def _strict_json(text: str):
@@ -89,11 +89,14 @@ def test_load_pipeline_shows_no_progress_bars_unless_verbose(tiny_folder, progre
 
 @pytest.mark.parametrize("command", ["train", "train-roi"])
 def test_train_help_shows_the_project_options_first_and_the_trainer_s_behind_help_all(command, capsys):
-    """``halsr-hf train --help`` was 704 lines of generic Trainer options before the project's own."""
+    """``halsr-hf train --help`` was 704 lines of generic Trainer options before the project's own;
+    then 191 lines where every option appeared twice (``--x_y, --x-y``), several without a
+    description (issue 26). Now each option once, each with a description, the fine knobs under
+    ``--help-all``."""
     assert main([command, "--help"]) == 0
     short = capsys.readouterr().out
     lines = short.splitlines()
-    assert len(lines) < 200, len(lines)
+    assert len(lines) < 120, len(lines)
     assert lines[0].startswith(f"usage: halsr-hf {command} [--help | --help-all]")
     headings = [line for line in lines if line and not line.startswith(" ") and line.endswith(":")]
     assert headings[:3] == ["options:", "model options:", "data options:"], headings
@@ -103,13 +106,68 @@ def test_train_help_shows_the_project_options_first_and_the_trainer_s_behind_hel
     assert short.index("--dataset-dir") < trainer < option_line
     words = " ".join(short.split())
     assert "(default: runs/" in words and "(default: 0.001)" in words  # this command's defaults, not the Trainer's
-    assert "--ddp-backend" not in short and words.endswith("--help-all lists every option of transformers.TrainingArguments "
-                                                           "(logging, checkpoints, precision, distributed training, Hub upload, ...).")
+    assert "--ddp-backend" not in short and "--elastic-prob" not in short  # expert options: --help-all
+    assert words.endswith("(logging, checkpoints, precision, distributed training, Hub upload, ...).")
     assert main([command, "--help-all"]) == 0
     everything = capsys.readouterr().out
     assert "``" not in everything
     assert everything.index("data options:") < everything.index("\nTrainer options (transformers.TrainingArguments)")
     assert everything.index("Trainer options (transformers.TrainingArguments)") < everything.index("--ddp-backend")
+    for text in (short, everything):
+        entries = _option_entries(text)
+        assert "--scale-min" in entries or text is short
+        flags = [flag for flag, _ in entries.items()]
+        assert not [f for f in flags if "_" in f], "an option listed in its underscore spelling too"
+        assert [f for f, help_text in entries.items() if not help_text] == [], "options without a description"
+
+
+def _option_entries(help_text: str) -> dict:
+    """{--flag: its description} of an argparse help text (the first spelling of each entry)."""
+    entries, current = {}, None
+    for line in help_text.splitlines():
+        match = re.match(r"^  (-\w, )?(--[\w-]+)(?: (\S+))?(?:\s{2,}(.*))?$", line)
+        if match:
+            current = match.group(2)
+            entries[current] = (match.group(4) or "").strip()
+        elif current and line.startswith(" " * 10) and line.strip():
+            entries[current] = (entries[current] + " " + line.strip()).strip()
+        elif not line.strip():
+            current = None
+    return entries
+
+
+def test_train_help_lists_each_option_once(capsys):
+    assert main(["train", "--help-all"]) == 0
+    text = capsys.readouterr().out
+    flags = re.findall(r"^  (?:-\w, )?(--[\w-]+)", text, re.M)
+    assert len(flags) == len(set(flags)) > 150
+    assert "--dataset_dir" not in text and not re.search(r"--[\w-]+, --", text)
+
+
+def test_train_accepts_both_spellings_and_names_an_unknown_option(capsys):
+    from halsr_hf.training.arguments import TRAINING_DEFAULTS, ModelArguments, check_arguments
+
+    check_arguments(["--dataset_dir", "d", "--dataset-dir", "d", "--warmup-steps", "3"], ModelArguments, TRAINING_DEFAULTS,
+                    "halsr-hf train")
+    with pytest.raises(SystemExit) as stop:
+        check_arguments(["--datset-dir", "d"], ModelArguments, TRAINING_DEFAULTS, "halsr-hf train")
+    assert stop.value.code == 2 and "did you mean --dataset-dir?" in capsys.readouterr().err
+
+
+def test_trainer_options_of_the_short_help_match_transformers():
+    """The short help lists a few TrainingArguments options without loading transformers: their
+    types and defaults are written down here, and checked against transformers."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from halsr_hf.training.arguments import TRAINER_OPTIONS, trainer_field_names
+
+    fields = {f.name: f for f in dataclasses.fields(TrainingArguments)}
+    assert trainer_field_names() == frozenset(fields)
+    for name, (kind, default, help_text) in TRAINER_OPTIONS.items():
+        assert name in fields and help_text, name
+        assert fields[name].default == default, (name, fields[name].default, default)
 
 
 def test_segment_refuses_an_existing_output_before_writing_anything(tiny_folder, tmp_path, capsys):
@@ -131,3 +189,39 @@ def test_segment_refuses_an_existing_output_before_writing_anything(tiny_folder,
     assert (out / "slice_overlay.png").read_bytes() == b"an earlier result"
     assert main(args + ["--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["measurements.json", "slice_mask.png", "slice_overlay.png"]
+
+
+def test_bundled_is_one_model_name_everywhere(tmp_path, capsys):
+    """Issue 26: ``--model_name_or_path default`` ended in a Hub traceback and the bundled model had
+    no name; ``bundled`` now names it in load_pipeline, segment, predict and ef (train: tests/test_training.py)."""
+    import halsr_hf
+
+    bundled = str(halsr_hf.default_model_dir())
+    assert halsr_hf.resolve_model("bundled") == halsr_hf.resolve_model(None) == bundled
+    assert halsr_hf.load_pipeline("bundled").model.name_or_path == bundled
+    example = str(REPO_ROOT / "space" / "examples" / "SCD0000101_48.dcm")
+    assert main(["segment", example, "--model", "bundled", "--out-dir", str(tmp_path / "seg")]) == 0
+    rng = np.random.default_rng(0)
+    volume = tmp_path / "cohort" / "subject.npy"
+    volume.parent.mkdir()
+    np.save(volume, rng.random((2, 64, 64)).astype(np.float32))
+    assert main(["ef", "--ed", str(volume), "--es", str(volume), "--model", "bundled", "--json"]) == 0
+    assert main(["predict", "-i", str(volume.parent), "-o", str(tmp_path / "out"), "--model", "bundled",
+                 "--num-workers", "0", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["model"] == bundled
+    for command in ("segment", "predict", "ef"):
+        assert main([command, "--help"]) == 0
+        assert "'bundled'" in " ".join(capsys.readouterr().out.split())
+
+
+def test_segment_speaks_of_located_segmented_and_nothing_segmented(never_finds_lv, tmp_path, capsys):
+    """Issue 26: one vocabulary with the Space ("LV located", "segmented", "nothing segmented"),
+    from the result's fields: here the ROI stage finds nothing, so nothing is segmented."""
+    volume = tmp_path / "stack.npy"
+    np.save(volume, np.random.default_rng(0).random((3, 48, 40)).astype(np.float32))
+    assert main(["segment", str(volume), "--model", str(never_finds_lv), "--out-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "| input | slices | LV located | segmented | LV cavity | myocardium | unit | quality flags |" in out
+    assert f"| {volume} | 3 | 0/3 | 0/3 |" in out
+    assert f"{volume}: LV located on 0 of 3 slices; segmented: 0; nothing segmented on slices 0, 1, 2." in out
+    assert "LV found" not in out

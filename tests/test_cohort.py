@@ -728,3 +728,61 @@ def test_frames_with_another_spacing_are_refused(tmp_path):
     assert "ES.nii.gz: slice spacing 10.0 mm, but" in errors["s"] and "must share a grid" in errors["s"]
     edv, esv = cavity_ml(11), cavity_ml(7)  # metres read as such: the same grid as ED
     assert float(rows["m"]["ef_percent"]) == pytest.approx(100 * (edv - esv) / edv, abs=0.006)
+
+
+def test_each_subject_has_a_montage_with_its_warnings_marked(reference):
+    """Issue 26: checking a subject meant opening its NIfTI masks in a viewer. Each subject now
+    has ``SUBJECT_montage.png``: ED and ES over the slices with the masks overlaid (the overlay of
+    the Space), a slice with a warning flag framed in orange, the others not."""
+    from PIL import Image
+
+    from halsr_hf.roi_stage import split_flags
+    from halsr_hf.visualize import (MONTAGE_CAPTION, MONTAGE_HEADER, MONTAGE_LABEL_WIDTH, MONTAGE_TILE, WARNING_COLOR,
+                                    montage)
+
+    out, _ = reference
+    framed = plain = 0
+    for row in read_csv(out / "cohort.csv"):
+        folder = out / "subjects" / row["subject"]
+        record = json.loads((folder / f"{row['subject']}.json").read_text())
+        picture = np.asarray(Image.open(folder / f"{row['subject']}_montage.png").convert("RGB"))
+        phases = (record["ed_frame"], record["es_frame"])
+        slices = len(record["frames"][0]["slices"])
+        assert picture.shape[:2] == (MONTAGE_HEADER + 2 * (MONTAGE_TILE + MONTAGE_CAPTION + 4),
+                                     MONTAGE_LABEL_WIDTH + slices * (MONTAGE_TILE + 4))
+        for r, t in enumerate(phases):
+            for z, item in enumerate(record["frames"][t]["slices"]):
+                left = MONTAGE_LABEL_WIDTH + z * (MONTAGE_TILE + 4)
+                top = MONTAGE_HEADER + r * (MONTAGE_TILE + MONTAGE_CAPTION + 4)
+                edge = tuple(int(v) for v in picture[top + MONTAGE_TILE // 2, left - 2])
+                warned = bool(split_flags(item["qc"])[0])
+                assert (edge == WARNING_COLOR) == warned, (row["subject"], t, z, item["qc"])
+                framed, plain = framed + warned, plain + (not warned)
+    assert framed  # the tiny random model flags its slices; an unflagged tile: below
+    rows = [("ED", [np.random.default_rng(0).random((40, 40))] * 2, [np.zeros((40, 40), np.uint8)] * 2, [None, None],
+             [[], ["several_components"]])]
+    picture = np.asarray(montage(rows, title="t"))
+    lefts = [MONTAGE_LABEL_WIDTH + z * (MONTAGE_TILE + 4) - 2 for z in (0, 1)]
+    assert [tuple(int(v) for v in picture[MONTAGE_HEADER + 50, x]) == WARNING_COLOR for x in lefts] == [False, True]
+
+
+def test_cohort_overview_and_curve_have_whole_number_ticks_a_labelled_median_and_named_subjects(tmp_path):
+    """Issue 26: ef_histogram.png had fractional count ticks, an unlabelled line at 50 % and no
+    subject names; volume_curve.png had frame ticks at 0.5 and 1.5."""
+    from halsr_hf.cohort import subjects_with_warnings
+    from halsr_hf.visualize import ef_histogram, volume_curve
+
+    rows = [{"subject": "a", "qc_warnings": "several_components 2", "qc_info": "basal_slice_removed 1", "warnings": ""},
+            {"subject": "b", "qc_warnings": "", "qc_info": "basal_slice_removed 1", "warnings": ""},
+            {"subject": "c", "qc_warnings": "", "qc_info": "", "warnings": "one frame: no ED/ES, no EF (volumes in the subject's JSON)"}]
+    flagged = subjects_with_warnings(rows)
+    assert list(flagged) == ["a", "c"] and flagged["a"] == "several_components 2"  # information flags are not warnings
+    figure = ef_histogram(tmp_path / "ef.png", [20.0, 35.5, 36.0, 61.0], flagged)
+    axes = figure.axes[0]
+    assert all(float(tick).is_integer() for tick in axes.get_yticks())
+    texts = [t.get_text() for t in axes.texts + figure.texts]
+    assert "median 35.8 %" in texts and any("a: several_components 2" in t for t in texts)
+    assert [line.get_xdata()[0] for line in axes.lines] == [35.75]  # the one line is the median
+    curve = volume_curve(tmp_path / "curve.png", [0, 1, 2], [120.0, 80.0, 118.0], "mL", "s", {"ED": 0, "ES": 1})
+    assert all(float(tick).is_integer() for tick in curve.axes[0].get_xticks())
+    assert (tmp_path / "ef.png").stat().st_size > 1000 and (tmp_path / "curve.png").stat().st_size > 1000

@@ -332,3 +332,28 @@ def test_nifti_units_and_slice_axis_come_from_the_header(tmp_path):
     mask = nib.load(save_mask(labels, tmp_path / "first_mask.nii.gz", loaded))
     assert mask.shape == slices_first.shape and np.allclose(mask.affine, image.affine)
     assert np.array_equal(np.asarray(mask.dataobj), (slices_first > 0.5).astype(np.uint8))
+
+
+def test_reading_the_bundled_examples_warns_nothing():
+    """Issue 26: pydicom warned ``Invalid value for VR UI: '2.16.124.113543.6006.99.0587...'`` (a UID
+    component with a leading zero, as in all Sunnybrook files) at every read. That warning alone is
+    silenced; the pixels are those of the file."""
+    import warnings
+    from pathlib import Path
+
+    import pydicom
+
+    from halsr_hf.image_io import load_input
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "space" / "examples").glob("*.dcm"))
+    assert len(examples) == 4
+    for path in examples:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = load_input(str(path))
+        assert [str(w.message)[:60] for w in caught] == [], path.name
+        assert loaded.extra["SeriesInstanceUID"].startswith("2.16.124.113543.6006.99.")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = pydicom.dcmread(str(path)).pixel_array
+        assert np.array_equal(loaded.slices[0], pixels.astype(np.float32))

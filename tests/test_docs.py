@@ -359,3 +359,54 @@ def test_helpers_read_the_conventions():
     assert same_literal(shown, "{'a': 1.51, 'mm2': [2, 3]}") is not None
     assert same_literal(shown, "{'a': 1.5, 'mm2': [2, 4]}") is not None
     assert same_literal(shown, "{'a': np.float64(1.5), 'mm2': [2, 3]}") is not None
+
+
+def test_readme_test_command_reports_skip_reasons_and_says_what_the_data_tests_need():
+    """Issue 26: under ``-q`` 80 tests were skipped without a word, and HALSR_DATA_DIR existed only
+    in tests/conftest.py."""
+    quickstart = [b for b in document_blocks("README.md") if b.lang == "bash"][:2]
+    assert re.search(r"\bpytest\b.* -rs\b", quickstart[1].text), quickstart[1].text
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    tests_part = readme[readme.index("## Quickstart"):readme.index("## Usage")]
+    assert "HALSR_DATA_DIR" in tests_part and "../shared/data" in tests_part and "minutes" in tests_part
+
+
+def test_quickstart_runs_again_as_written_and_quietly(tmp_path):
+    """Issue 26: the Quickstart's second run failed (``measurements.json: already exists``), and
+    every read of the bundled example printed pydicom's ``Invalid value for VR UI`` warning."""
+    first = [b for b in document_blocks("README.md") if b.lang == "bash"][0]
+    command = without_install(first.text.strip())
+    assert command.startswith("halsr-hf segment space/examples/")
+    sandbox, env = make_sandbox(tmp_path)
+    for attempt in (1, 2):
+        result = subprocess.run(["bash", "-c", command], cwd=sandbox, env=env, capture_output=True, text=True,
+                                timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, f"run {attempt}: {result.stderr[-2000:]}"
+        assert "Warning" not in result.stderr and "Invalid value" not in result.stderr, result.stderr[-2000:]
+    assert (sandbox / "halsr-output" / "measurements.json").is_file()
+
+
+def test_documents_agree_on_the_bundled_model_and_the_cost_of_tta(capsys):
+    """Issue 26: TTA was "8x slower" in predict/segment --help and "3x the time" in the README;
+    space/README.md described an "LV ROI regressor" where the bundled model has a localiser;
+    docs/space.md's timings were measured with random weights."""
+    from halsr_hf.cli import TTA_HELP, main
+
+    for command in ("segment", "predict"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "8x" not in text and " ".join(TTA_HELP.split()) in text
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    performance = (REPO_ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    assert "## Test-time augmentation: its cost" in performance
+    for match in re.finditer(r"\d+x the time", readme):  # every figure of TTA's cost points to the one place
+        after = " ".join(readme[match.start():match.start() + 160].split())
+        assert "67 s against 22 s" in after or "docs/performance.md" in after, after
+    space_readme = (REPO_ROOT / "space" / "README.md").read_text(encoding="utf-8")
+    assert "ROI regressor" not in space_readme and "localiser" in space_readme
+    space_doc = (REPO_ROOT / "docs" / "space.md").read_text(encoding="utf-8")
+    timings = space_doc[space_doc.index("## Timings"):]
+    assert "**bundled model**" in timings and "| one DICOM slice" in timings
+    assert "random weights" not in timings.split("| Input |")[0]  # the table's numbers are the bundled model's
+    usage = readme[readme.index("## Usage"):readme.index("### Data")]
+    assert 'out["slices"]' in usage and 'out["volumes_ml"]' in usage  # a volume's result is shown (and run)

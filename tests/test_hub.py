@@ -584,7 +584,7 @@ def test_cli_and_script_dispatch(tmp_path):
     from halsr_hf.cli import COMMANDS
     from halsr_hf.cli import main as cli_main
 
-    assert COMMANDS["push-to-hub"][0] == "halsr_hf.hub"
+    assert COMMANDS["push-to-hub"][0] == "halsr_hf.hub_cli"  # the parser without the Hub libraries, then hub.run
     assert cli_main(["push-to-hub", "space", "--repo-id", "x/y", "--space-dir", str(tmp_path),
                      "--dry-run", str(tmp_path / "o")]) == 2
     script = Path(__file__).resolve().parents[1] / "scripts" / "push_to_hub.py"

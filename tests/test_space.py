@@ -85,7 +85,8 @@ def test_dicom_example_gives_overlay_and_areas_in_mm2(client):
     assert image.mode == "RGB" and image.size == (256, 256)
     pixels = np.asarray(image)
     assert (pixels[..., 0] != pixels[..., 1]).any(), "the overlay has colour (mask or ROI box)"
-    assert areas["headers"] == ["slice", "LV found", "LV cavity area (mm²)", "myocardium area (mm²)", "message", "quality flags"]
+    assert areas["headers"] == ["slice", "LV located", "LV cavity area (mm²)", "myocardium area (mm²)", "segmented", "message",
+                                "quality flags"]
     assert len(areas["data"]) == 1 and areas["data"][0][1] == "yes"
     assert "1.367" in summary and "DICOM" in summary
     names = sorted(Path(m).name for m in masks)
@@ -197,13 +198,13 @@ def test_results_table_shows_the_pipeline_message_and_quality_flags(space_module
         return result
 
     _, areas, *_ = app.segment(str(EXAMPLES[0]))
-    message, flags = list(areas.iloc[0])[4:]
+    message, flags = list(areas.iloc[0])[5:]
     assert message.startswith(("LV located", "no LV found", "whole slice")), message  # the pipeline's own
     assert flags == "-" or all(flag in QC_FLAGS for flag in flags.split("; ")), flags  # "-": none, as in the CLI's table
     app.pipe = flagged
     _, areas, *_ = app.segment(str(EXAMPLES[0]))
-    assert list(areas.columns)[4:] == ["message", "quality flags"]
-    assert list(areas.iloc[0])[4:] == ["no LV found", "mask touches crop border; small myocardium"]
+    assert list(areas.columns)[5:] == ["message", "quality flags"]
+    assert list(areas.iloc[0])[5:] == ["no LV found", "mask touches crop border; small myocardium"]
 
 
 def test_zoom_on_the_roi_and_a_volumes_table_for_volumes_only(space_module, tiny_pipe, nifti_volume):
@@ -246,7 +247,7 @@ def test_remote_code_pipeline_uses_its_own_modules(space_module, tiny_folder):
     assert type(remote).__module__.startswith("transformers_modules.")
     assert all(module.__name__.startswith("transformers_modules.") for module in vars(app.code).values())
     overlay, areas, *_ = app.segment(str(EXAMPLES[0]))
-    assert overlay.size == (256, 256) and areas.iloc[0]["LV found"] == "yes"
+    assert overlay.size == (256, 256) and areas.iloc[0]["LV located"] == "yes"
 
 
 def test_readme_front_matter_names_the_default_hub_model(space_module, tmp_path, monkeypatch):
@@ -299,3 +300,37 @@ def test_app_source_makes_no_outside_calls_and_reads_the_model_variables(space_m
     for key in ("title:", "sdk: gradio", "sdk_version:", "app_file: app.py", "license:", "models:", "tags:"):
         assert key in header
     assert (SPACE_DIR / "examples" / "PROVENANCE.md").is_file()
+
+
+def test_space_and_command_line_say_the_same_words(space_module, tiny_pipe, nifti_volume, tmp_path):
+    """Issue 26: the Space said "No LV found on slices 0" where the command line said "LV found 1/1";
+    both now speak of "LV located", "segmented" and "nothing segmented", from the result's fields
+    (lv_found, areas, qc_warnings), never from the pipeline's messages."""
+    import nibabel as nib
+
+    from halsr_hf.visualize import summary_lines
+
+    app = space_module.SpaceApp(tiny_pipe)
+    pipe, seen = app.pipe, []
+    empty = {"lv_cavity": 0, "myocardium": 0}
+
+    def nothing_on_slice_0(data, **kwargs):
+        result = pipe(data, **kwargs)
+        result["slices"][0].update(lv_found=False, areas_px=dict(empty), areas_mm2=dict(empty), message="(not read)",
+                                   qc=[], qc_warnings=[])
+        result["slices"][1].update(qc=["several_components"], qc_warnings=["several_components"])
+        seen.append(result)
+        return result
+
+    app.pipe = nothing_on_slice_0
+    _, areas, _, summary, *_ = app.segment(str(nifti_volume))
+    slices = seen[0]["slices"]
+    located = sum(bool(item["lv_found"]) for item in slices)
+    assert "No LV found" not in summary and "nothing segmented on slice" in summary and " 0" in summary, summary
+    assert f"LV located on {located} of {len(slices)} slices" in summary, summary
+    assert "slice 1 (several_components)" in summary, summary
+    assert all(line in summary for line in summary_lines(slices))
+    assert [areas.iloc[0]["LV located"], areas.iloc[0]["segmented"]] == ["no", "no"]
+    assert summary_lines({"lv_found": True, "areas_px": {"lv_cavity": 0, "myocardium": 12}, "qc": []}) == [
+        "LV located, segmented."]
+    assert nib.load(nifti_volume).shape[2] == len(slices)

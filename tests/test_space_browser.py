@@ -104,13 +104,13 @@ def test_upload_example_click_and_see_overlay_and_areas(browser_space, tmp_path)
             expect(areas).to_contain_text("LV cavity area (mm²)", timeout=30_000)
             expect(areas).to_contain_text("yes")
             # the pipeline's message and the quality flags are read on the page, not cut off
-            message, flags = areas.locator("[data-testid='cell-0-4']"), areas.locator("[data-testid='cell-0-5']")
-            expect(areas.locator("[data-testid='header-4']")).to_have_attribute("title", "message")
-            expect(areas.locator("[data-testid='header-5']")).to_have_attribute("title", "quality flags")
+            message, flags = areas.locator("[data-testid='cell-0-5']"), areas.locator("[data-testid='cell-0-6']")
+            expect(areas.locator("[data-testid='header-5']")).to_have_attribute("title", "message")
+            expect(areas.locator("[data-testid='header-6']")).to_have_attribute("title", "quality flags")
             assert message.inner_text().strip().startswith(("LV located", "no LV found", "whole slice")), message.inner_text()
             assert flags.inner_text().strip(), "the quality flags cell is empty ('-' when there are none)"
-            for locator, what in ((areas.locator("[data-testid='header-4']"), "the message header"), (message, "the message"),
-                                  (areas.locator("[data-testid='header-5']"), "the quality flags header"),
+            for locator, what in ((areas.locator("[data-testid='header-5']"), "the message header"), (message, "the message"),
+                                  (areas.locator("[data-testid='header-6']"), "the quality flags header"),
                                   (flags, "the quality flags")):
                 assert_fully_shown(locator, what)
             # the zoom on the ROI beside the overlay; no volumes table for a single slice

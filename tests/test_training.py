@@ -443,3 +443,33 @@ def test_resumed_run_matches_an_uninterrupted_one_tensor_by_tensor(dataset_dir, 
          torch.load(resumed / "checkpoint-6" / "scheduler.pt", weights_only=True), "scheduler")
     # and the check itself can fail: the step-3 weights differ from the step-6 ones
     assert not all(torch.equal(weights[k], v) for k, v in load_file(whole / "checkpoint-3" / "model.safetensors").items())
+
+
+def test_finetune_the_bundled_model_by_its_name(dataset_dir, tmp_path, capfd):
+    """Issue 26: ``--model-name-or-path bundled`` (the README's fine-tuning command) fine-tunes the
+    bundled model and keeps its ROI stage; the run ends by saying where the model went and its best
+    validation Dice; the saved weights have the user's normal permissions (safetensors wrote them
+    0600); the logs are one plain line per step, numbers as numbers, not dicts of strings."""
+    import re
+
+    from halsr_hf.cli import main
+
+    out = tmp_path / "ft"
+    previous = os.umask(0o022)
+    try:
+        assert main(["train", "--dataset-dir", str(dataset_dir), "--model-name-or-path", "bundled", "--output-dir", str(out),
+                     "--max-steps", "2", "--per-device-train-batch-size", "4", "--eval-strategy", "steps", "--eval-steps",
+                     "2", "--logging-steps", "1", "--dataloader-num-workers", "0"]) == 0
+    finally:
+        os.umask(previous)
+    printed = capfd.readouterr().out
+    last = printed.strip().splitlines()[-1]
+    assert re.fullmatch(rf"model saved to {re.escape(str(out))} \(best checkpoint {re.escape(str(out))}/checkpoint-2: "
+                        r"validation dice_mean 0\.\d{4}\)", last), last
+    for weights in (out / "model.safetensors", out / "checkpoint-2" / "model.safetensors"):
+        assert weights.stat().st_mode & 0o777 == 0o644, oct(weights.stat().st_mode)
+    assert (out / "roi" / "config.json").is_file()  # the bundled ROI stage came along
+    steps = [line for line in printed.splitlines() if line.startswith(("step ", "eval step "))]
+    assert steps[0].startswith("step 1/2 | ") and re.search(r"\| loss \d", steps[0]), steps
+    assert any(line.startswith("eval step 2/2 | ") and "| dice_mean 0." in line for line in steps), steps
+    assert "{'" not in printed and "it/s]" not in printed

@@ -40,10 +40,11 @@ names that disagree with the volumes, and the readers' notes (a DICOM slice spac
                               processor, backend, tta, include); a rerun with others is refused
     cohort.csv                one row per finished subject, sorted by subject (COLUMNS)
     errors.csv                subject, source, error: one row per failed subject
-    ef_histogram.png          the cohort's EF distribution
+    ef_histogram.png          the cohort overview: EF histogram, median, the subjects with warnings
     subjects/SUBJECT/         written atomically (built under a hidden name, then renamed):
         SUBJECT.json          every frame's volumes, every slice's lv_found, roi, qc and message, ED/ES, EF
         volume_curve.csv      LV cavity and myocardium volume per frame (PNG too with 3 frames or more)
+        SUBJECT_montage.png   ED and ES over the slices, masks overlaid, slices with a warning marked
         STEM_mask.nii.gz      the masks on the input's grid with its affine: one per input file
                               (4D for a 4D input or a cine DICOM series)
         inputs.json           the input files' paths, sizes and modification times
@@ -111,7 +112,8 @@ from .atomic import atomic_file, atomic_folder, default_file_mode
 from .clinical import cardiac_function, function_warnings
 from .errors import InputError
 from .image_io import ARRAY_EXTENSIONS, NIFTI_EXTENSIONS, dicom_series_phases, is_dicom_file, load_frames, save_mask
-from .roi_stage import restrict_es_result, uses_es_within_ed, split_flags
+from .roi_stage import WARNING_FLAGS, restrict_es_result, split_flags, uses_es_within_ed
+from .visualize import ef_histogram, montage, volume_curve
 
 #: cohort.csv columns, in order. Volumes in mL and mass in g (empty when the spacing is unknown;
 #: the EF is still given), frames 0-based. ``slices_flagged``/``qc_warnings``: slices with a warning
@@ -693,6 +695,7 @@ def write_subject(folder: Path, record: dict, frames: list, ignored: list, label
         _curve_png(folder / "volume_curve.png", record)
     if inputs is not None:
         _write_text(folder / INPUTS, json.dumps(inputs))
+    _montage_png(folder / f"{name}_montage.png", record, frames, label_maps)
     _write_text(folder / "row.json", json.dumps(record["row"]))
 
 
@@ -726,24 +729,26 @@ def _curve_csv(record: dict) -> str:
 
 
 def _curve_png(path: Path, record: dict) -> None:
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-
     frames = record["frames"]
     in_ml = frames[0]["lv_cavity_ml"] is not None
-    x = [f["frame"] for f in frames]
-    y = [f["lv_cavity_ml"] if in_ml else f["lv_cavity_voxels"] for f in frames]
-    figure = Figure(figsize=(5, 3), dpi=100)
-    axes = figure.add_subplot()
-    axes.plot(x, y, "o-", color="tab:red", markersize=3)
-    for label, t in (("ED", record["ed_frame"]), ("ES", record["es_frame"])):
-        if t is not None:
-            axes.annotate(label, (t, y[t]), textcoords="offset points", xytext=(0, 6), ha="center")
-    axes.set_xlabel("frame")
-    axes.set_ylabel("LV cavity volume (mL)" if in_ml else "LV cavity (voxels)")
-    axes.set_title(f"{record['subject']}: LV volume curve", fontsize=10)
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, format="png")
+    volume_curve(path, [f["frame"] for f in frames], [f["lv_cavity_ml"] if in_ml else f["lv_cavity_voxels"] for f in frames],
+                 "mL" if in_ml else "voxels", f"{record['subject']}: LV volume curve",
+                 {"ED": record["ed_frame"], "ES": record["es_frame"]})
+
+
+def _montage_png(path: Path, record: dict, frames: list, label_maps: list) -> None:
+    """``SUBJECT_montage.png``: ED and ES (or the one frame) over the slices, the masks overlaid,
+    slices with a warning flag marked (:func:`halsr_hf.visualize.montage`)."""
+    phases = [("ED", record["ed_frame"]), ("ES", record["es_frame"])] if record["ed_frame"] is not None else [
+        (f"frame {t}", t) for t in range(min(len(frames), 2))]
+    rows = []
+    for label, t in phases:
+        slices = record["frames"][t]["slices"]
+        rows.append((label, frames[t].slices, list(label_maps[t]), [s["roi"] for s in slices],
+                     [split_flags(s["qc"])[0] for s in slices]))
+    title = f"{record['subject']}: LV cavity red, myocardium blue, ROI yellow; orange: a warning to check"
+    picture = montage(rows, title=title)
+    picture.save(path, format="PNG")
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -1063,7 +1068,8 @@ def merge_outputs(out: Path, discovery: Discovery) -> dict:
         ef = [float(r["ef_percent"]) for r in rows if r.get("ef_percent")]
         histogram = out / "ef_histogram.png"
         if ef:
-            atomic_file(histogram, lambda tmp: _ef_histogram(tmp, ef))
+            flagged = subjects_with_warnings(rows)
+            atomic_file(histogram, lambda tmp: ef_histogram(tmp, ef, flagged))
     return {"subjects": len(discovery.subjects), "done": len(rows), "failed": len(errors), "pending": pending,
             "flagged": sum(int(r.get("slices_flagged") or 0) > 0 for r in rows),
             "with_info": sum(int(r.get("slices_info") or 0) > 0 for r in rows), "ef": ef,
@@ -1084,6 +1090,20 @@ def merge_only(source, out_dir, include: str | None = None, log=None) -> dict:
     return summary
 
 
+def subjects_with_warnings(rows) -> dict:
+    """{subject: what to check} for the cohort overview: its slices' warning flags (the ``qc_warnings``
+    column; information flags such as ``basal_slice_removed`` are not warnings) and its subject-level
+    warnings (``warnings``)."""
+    flagged = {}
+    for row in rows:
+        counts = [item.rsplit(" ", 1) for item in (row.get("qc_warnings") or "").split("; ") if item.strip()]
+        parts = [f"{flag} {count}" for flag, count in counts if flag in WARNING_FLAGS]
+        parts += [text for text in (row.get("warnings") or "").split("; ") if text.strip()]
+        if parts:
+            flagged[row["subject"]] = "; ".join(parts)
+    return flagged
+
+
 def _write_csv(path: Path, columns, rows) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
@@ -1092,20 +1112,6 @@ def _write_csv(path: Path, columns, rows) -> None:
         writer.writerow({c: row.get(c, "") for c in columns})
     text = buffer.getvalue()
     atomic_file(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def _ef_histogram(path, ef: list) -> None:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5, 3.2), dpi=100)
-    axes = figure.add_subplot()
-    axes.hist(np.clip(ef, 0, 100), bins=np.arange(0, 105, 5), color="tab:blue", edgecolor="white")
-    axes.axvline(50, color="gray", linestyle="--", linewidth=1)
-    axes.set_xlabel("LV ejection fraction (%)")
-    axes.set_ylabel("subjects")
-    axes.set_title(f"EF of {len(ef)} subjects (median {np.median(ef):.1f} %)", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, format="png")
 
 
 def print_summary(summary: dict, discovery: Discovery, stream, processes: int = 1) -> None:

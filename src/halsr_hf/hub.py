@@ -23,7 +23,6 @@ network, the command prints one line saying so and exits with status 2, within s
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import os
@@ -41,6 +40,7 @@ from .pipeline_halsr import load_roi_model
 from .atomic import atomic_folder, check_output_folder
 from .data.card import upload_dataset
 from .errors import InputError
+from .hub_cli import build_parser  # noqa: F401  (the parser, without the Hub libraries)
 from .model_card import PROVENANCE_FILES, check_model_card, load_summary, package_version, write_model_card
 
 #: Files never uploaded from a Space folder (also left out of its dry-run copy).
@@ -388,52 +388,19 @@ def push_space(args) -> int:
 # ---- command line ------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="halsr-hf push-to-hub",
-                                     description="Publish a HALSR-Net model, a dataset or the Gradio Space to the Hugging Face Hub.",
-                                     epilog="Token: HF_TOKEN or `hf auth login`. See docs/hub.md.")
-    sub = parser.add_subparsers(dest="kind", required=True)
-
-    def common(p):
-        p.add_argument("--repo-id", required=True, help="the Hub repository, user/name or org/name")
-        p.add_argument("--private", action="store_true", help="create the repository as private")
-        p.add_argument("--dry-run", metavar="OUT", type=Path, default=None,
-                       help="write the folder that would be uploaded to OUT, upload nothing")
-        p.add_argument("--overwrite", action="store_true", help="with --dry-run: replace a non-empty OUT")
-        p.add_argument("--commit-message", default=None)
-
-    model = sub.add_parser("model", help="a HALSR-Net model folder (+ roi/) with its model card")
-    model.add_argument("--model-dir", required=True, type=Path, help="folder saved by the pipeline or by halsr-hf train")
-    model.add_argument("--roi-model", type=Path, default=None, help="ROI model folder: localiser or box regressor (default: MODEL_DIR/roi)")
-    model.add_argument("--eval-results", action="append", type=Path, default=[], metavar="SUMMARY_JSON",
-                       help="summary.json of halsr-hf evaluate (repeatable; the first is the main evaluation; "
-                            "default: MODEL_DIR/evaluation/summary*.json, as the bundled model and dry-run folders have)")
-    model.add_argument("--no-eval-results", action="store_true",
-                       help="publish without evaluation results, even when MODEL_DIR's card has some")
-    model.add_argument("--template", type=Path, default=None, help="model card template (default: halsr_hf/templates/halsr_net.md, installed with the package)")
-    common(model)
-    model.set_defaults(func=push_model)
-
-    dataset = sub.add_parser("dataset", help="a DatasetDict folder (save_to_disk) with its README.md card")
-    dataset.add_argument("--dataset-dir", required=True, type=Path)
-    common(dataset)
-    dataset.set_defaults(func=push_dataset)
-
-    space = sub.add_parser("space", help="the Gradio demo folder as a Space")
-    space.add_argument("--space-dir", type=Path, default=None,
-                       help="the Space folder (default: ./space, when run from a checkout of the repository)")
-    common(space)
-    space.set_defaults(func=push_space)
-    return parser
-
-
 def main(argv=None) -> int:
+    """``halsr-hf push-to-hub``: parsed by :func:`halsr_hf.hub_cli.build_parser` (light, so that
+    ``--help`` answers at once), run here."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    return run(args)
+
+
+def run(args) -> int:
     if args.overwrite and args.dry_run is None:
         print("halsr-hf push-to-hub: error: --overwrite only applies to --dry-run OUT", file=sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        return int({"model": push_model, "dataset": push_dataset, "space": push_space}[args.kind](args) or 0)
     except (PublishError, InputError) as error:
         print(f"halsr-hf push-to-hub: error: {error}", file=sys.stderr)
         return 2

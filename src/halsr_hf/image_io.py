@@ -30,7 +30,9 @@ megapixels) are refused with :class:`InputError` before they are decoded. Masks 
 temporary file and renamed, with the permissions of a normally created file (umask applied).
 """
 
+import contextlib
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -182,14 +184,37 @@ def _dicom_tag(dataset, name: str, cast=float):
 _DICOM_ERRORS = (AttributeError, OSError, ValueError, KeyError, TypeError, EOFError, NotImplementedError, RuntimeError)
 
 
+#: pydicom's warning for a UID with a component that starts with 0 (``2.16.124.113543.6006.99.0587...``,
+#: as in every Sunnybrook file, the bundled examples included). Such UIDs are common in older data;
+#: this package only compares them as strings, so that one warning is silenced when the file is
+#: read (every other pydicom warning stays).
+_INVALID_UID_WARNING = r"Invalid value for VR UI"
+
+
 def _dcmread(path: Path):
+    """``pydicom.dcmread``, with the top-level UIDs read at once under a filter of
+    :data:`_INVALID_UID_WARNING` (pydicom converts, and warns, on first access: later reads of
+    SeriesInstanceUID then find the value converted)."""
     pydicom = _require("pydicom", "pydicom", path, "DICOM files")
+    from pydicom.datadict import dictionary_VR
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(str(path))
+        dataset = pydicom.dcmread(str(path))
     except (InvalidDicomError,) + _DICOM_ERRORS as error:
         raise InputError(f"{path}: unreadable or truncated DICOM file ({type(error).__name__}: {error})") from None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_INVALID_UID_WARNING, category=UserWarning)
+        for tag in list(dataset.keys()):
+            raw = dataset.get_item(tag)
+            vr = getattr(raw, "VR", None)
+            if vr is None:
+                with contextlib.suppress(KeyError):
+                    vr = dictionary_VR(tag)
+            if vr == "UI":
+                with contextlib.suppress(*_DICOM_ERRORS):
+                    dataset[tag]  # noqa: B018 - converts the raw element now, its warning filtered
+    return dataset
 
 
 def _has_pixels(dataset) -> bool:

@@ -6,6 +6,8 @@ A code file of saved model folders (relative imports only, see ``pipeline_halsr`
 """
 
 import copy
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -69,6 +71,21 @@ def weights_signature(model) -> tuple:
     return tuple((t.data_ptr(), t._version) for t in list(model.parameters()) + list(model.buffers()))
 
 
+def _new_file_mode() -> int:
+    """The mode of a newly created file under the process's umask (a copy of
+    ``halsr_hf.atomic.default_file_mode``: this file travels alone with saved model code)."""
+    try:  # Linux: read it without changing it
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class InferenceFoldingMixin:
     """For both models' ``PreTrainedModel`` bases: :meth:`fused_for_inference` returns an
     inference-only copy with BatchNorm folded (:func:`fold_batchnorm`); the model itself, its state
@@ -93,9 +110,17 @@ class InferenceFoldingMixin:
             raise InputError(f"{what}: this is an inference-only copy with BatchNorm folded into the convolutions "
                              "(fused_for_inference()); save or train the original model instead")
 
-    def save_pretrained(self, *args, **kwargs):
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``, then the weight files get the permissions of any file
+        the user creates (``0o666 & ~umask``): safetensors (0.8) writes them through a temporary file
+        of mode 0600, so a fine-tuned ``model.safetensors`` was unreadable to the user's group."""
         self._refuse_if_fused("save_pretrained")
-        return super().save_pretrained(*args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        mode = _new_file_mode()
+        for path in Path(save_directory).glob("model*.safetensors*"):
+            if path.is_file() and path.stat().st_mode & 0o777 != mode:
+                os.chmod(path, mode)
+        return result
 
     def train(self, mode: bool = True):
         if mode:

@@ -9,15 +9,15 @@ import math
 
 
 def main(argv=None) -> int:
-    from ..cli import VERBOSE_HELP, description
+    from ..cli import MODEL_HELP, VERBOSE_HELP, description
 
     parser = argparse.ArgumentParser(prog="halsr-hf ef", description=description(__doc__), epilog=VERBOSE_HELP)
     parser.add_argument("--ed", required=True, help="end-diastolic volume (NIfTI/.npy)")
     parser.add_argument("--es", required=True, help="end-systolic volume (NIfTI/.npy)")
     parser.add_argument("--ed-frame", type=int, default=None, help="frame of a 4D NIfTI for ED (0-based)")
     parser.add_argument("--es-frame", type=int, default=None, help="frame of a 4D NIfTI for ES (0-based)")
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
-    parser.add_argument("--roi-model", default=None)
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
+    parser.add_argument("--roi-model", default=None, help="ROI model folder or Hub id (default: the model's roi/)")
     parser.add_argument("--pixel-spacing", type=float, nargs=2, default=None, metavar=("ROW_MM", "COL_MM"))
     parser.add_argument("--slice-thickness", type=float, default=None, help="slice spacing in mm")
     parser.add_argument("--json", action="store_true", help="print JSON")

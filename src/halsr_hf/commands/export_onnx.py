@@ -24,13 +24,29 @@ import warnings
 from pathlib import Path
 
 from ..atomic import atomic_folder, check_output_folder
-from ..onnx_backend import OPSET, _wrappers, export_roi, export_segmentation, is_localizer, parity  # noqa: F401
+
+#: Names of :mod:`halsr_hf.onnx_backend` this module offers; imported on first use (torch), so that
+#: ``halsr-hf export-onnx --help`` answers at once.
+_BACKEND_NAMES = ("OPSET", "_wrappers", "export_roi", "export_segmentation", "is_localizer", "parity")
 
 
-def export_pipeline_models(model, roi_model, out, image_processor=None, opset: int = OPSET, check: bool = True,
+def __getattr__(name):
+    if name in _BACKEND_NAMES:
+        from .. import onnx_backend
+
+        return getattr(onnx_backend, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def export_pipeline_models(model, roi_model, out, image_processor=None, opset: int | None = None, check: bool = True,
                            size: int | None = None) -> dict:
-    """Export both models into ``out``; returns (and writes as ``onnx_export.json``) the summary."""
+    """Export both models into ``out``; returns (and writes as ``onnx_export.json``) the summary.
+    ``opset``: default :data:`halsr_hf.onnx_backend.OPSET`."""
     import torch
+
+    from ..onnx_backend import OPSET, _wrappers, export_roi, export_segmentation, is_localizer, parity
+
+    opset = OPSET if opset is None else opset
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,13 +82,13 @@ def export_pipeline_models(model, roi_model, out, image_processor=None, opset: i
 
 
 def main(argv=None) -> int:
-    from ..cli import VERBOSE_HELP, description
+    from ..cli import MODEL_HELP, VERBOSE_HELP, description
 
     parser = argparse.ArgumentParser(prog="halsr-hf export-onnx", description=description(__doc__), epilog=VERBOSE_HELP)
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--roi-model", default=None, help="ROI model folder (default: the model's roi/ sub-folder)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: halsr_hf.onnx_backend.OPSET)")
     parser.add_argument("--size", type=int, default=None, help="segmentation input side (default: the image processor's size)")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch parity check")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")

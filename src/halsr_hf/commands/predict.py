@@ -8,7 +8,8 @@ from the manifest, else from files named ED and ES, else from the LV volume curv
 `warnings` says when they look wrong (names and volumes disagree, ED = ES, EF outside 10-90 %, ES
 segmented on fewer slices). OUT gets cohort.csv (EDV, ESV, SV, EF, myocardial mass, warning and
 information flags per subject), errors.csv, ef_histogram.png and, per subject, masks (NIfTI on the
-input's grid), a JSON with every slice's qc and message, and the LV volume curve.
+input's grid), a JSON with every slice's qc and message, the LV volume curve and a montage PNG of ED
+and ES with the masks overlaid; ef_histogram.png also names the subjects with warnings.
 
 The exit status is 1 when a subject failed (errors.csv says why; the others are done), 2 for
 bad arguments. Run it again to resume: finished subjects are skipped (redone if their files
@@ -24,7 +25,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from ..cli import VERBOSE_HELP, description
+    from ..cli import MODEL_HELP, TTA_HELP, VERBOSE_HELP, description
 
     # the whole docstring: what a subject is matters before the first run
     parser = argparse.ArgumentParser(prog="halsr-hf predict", description=description(__doc__),
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
     parser.add_argument("-i", "--input", required=True, help="folder of subjects, or a .csv manifest")
     parser.add_argument("-o", "--output", required=True,
                         help="output folder: new, empty, or the output of an earlier run to resume")
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--roi-model", default=None, help="ROI model folder or Hub id (default: the model's roi/)")
     parser.add_argument("--include", default=None, metavar="GLOB",
                         help="use only files whose name matches, e.g. '*_4d.nii.gz' (default: every image file)")
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--num-workers", type=int, default=2,
                         help="processes reading subjects ahead of the model (0: read in the main process)")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
-    parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (8x slower)")
+    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:1 ... (default: the accelerate process's device: its GPU, else cpu)")
     parser.add_argument("--overwrite", action="store_true",

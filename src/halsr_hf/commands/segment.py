@@ -57,12 +57,12 @@ def _write_json(path: Path, payload, overwrite: bool) -> None:
 
 
 def main(argv=None) -> int:
-    from ..cli import VERBOSE_HELP, description
+    from ..cli import MODEL_HELP, TTA_HELP, VERBOSE_HELP, description
 
     parser = argparse.ArgumentParser(prog="halsr-hf segment", description=description(__doc__), epilog=VERBOSE_HELP)
     parser.add_argument("inputs", nargs="+", help="PNG/JPEG/TIFF/DICOM/NIfTI files, .npy arrays (H,W) or (Z,H,W), or a "
                         "folder holding one DICOM series (a folder of subjects: halsr-hf predict)")
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled model)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--roi-model", default=None,
                         help="ROI model folder or Hub id: an LV localiser (the bundled model's) or a box regressor "
                              "(default: the model's roi/)")
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pixel-spacing", type=float, nargs=2, default=None, metavar=("ROW_MM", "COL_MM"))
     parser.add_argument("--slice-thickness", type=float, default=None, help="slice spacing in mm for volumes")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (8x slower)")
+    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:1 ... (default: what transformers.pipeline picks: the first GPU, "
                              "cuda:0, when one is available, else cpu)")
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     from .. import load_pipeline
     from ..errors import InputError
     from ..image_io import atomic_write, check_can_write, load_input, save_mask
-    from ..visualize import overlay
+    from ..visualize import is_segmented, overlay, summary_lines
 
     for item in args.inputs:
         if not Path(item).exists():
@@ -126,10 +126,14 @@ def main(argv=None) -> int:
         json.dump(report, sys.stdout, indent=2, default=float)
         print()
     else:
-        print("| input | slices | LV found | LV cavity | myocardium | unit | quality flags |\n|---|---|---|---|---|---|---|")
+        # the words of the Space too (visualize: "LV located", "segmented", "nothing segmented"), from the fields
+        print("| input | slices | LV located | segmented | LV cavity | myocardium | unit | quality flags |\n"
+              "|---|---|---|---|---|---|---|---|")
+        notes = []
         for entry in report:
             per_slice = entry.get("slices") or [entry]
-            found = sum(bool(s["lv_found"]) for s in per_slice)
+            located = sum(bool(s["lv_found"]) for s in per_slice)
+            segmented = sum(is_segmented(s) for s in per_slice)
             if entry.get("volumes_ml"):
                 v = entry["volumes_ml"]
                 cav, myo, unit = v.get("lv_cavity"), v.get("myocardium"), "mL"
@@ -141,6 +145,12 @@ def main(argv=None) -> int:
             fmt = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
             flags = Counter(flag for s in per_slice for flag in s.get("qc") or [])
             qc = ", ".join(f"{flag} ({count})" if len(per_slice) > 1 else flag for flag, count in flags.items()) or "-"
-            print(f"| {entry['input']} | {len(per_slice)} | {found}/{len(per_slice)} | {fmt(cav)} | {fmt(myo)} | {unit} | {qc} |")
+            n = len(per_slice)
+            print(f"| {entry['input']} | {n} | {located}/{n} | {segmented}/{n} | {fmt(cav)} | {fmt(myo)} | {unit} | {qc} |")
+            lines = summary_lines(per_slice)
+            if segmented < n or len(lines) > 1:  # something to say beyond the table
+                notes += [f"{entry['input']}: {line}" for line in lines]
+        for note in notes:
+            print(note)
         print(f"overlays, masks and measurements.json written to {out_dir}/")
     return 0

@@ -6,23 +6,34 @@ the source has them, always split by patient) whose rows follow :mod:`halsr_hf.d
 reads it back. ``halsr-hf prepare`` is the command-line form.
 """
 
-from .acdc import prepare_acdc, read_info_cfg
-from .acdc_ssl4mis import prepare_acdc_ssl4mis, read_acdc_volume
-from .card import dataset_card, push_dataset, save_dataset, split_counts
-from .emidec import emidec_splits, prepare_emidec
-from .lvquan import prepare_lvquan
-from .myops2020 import myops_splits, prepare_myops2020, read_myops_case
-from .schema import (
-    COLUMNS,
-    LABEL_NAMES,
-    LABEL_NAMES_RV,
-    bbox_from_label,
-    features,
-    label_names,
-    label_names_from_info,
-    split_patients,
-)
-from .sunnybrook import prepare_sunnybrook
+import importlib
+
+#: Public name -> submodule. Imported on first access (PEP 562), so that ``halsr-hf prepare --help``
+#: and the package's other light paths do not load ``datasets``.
+_LAZY = {
+    "prepare_acdc": "acdc", "read_info_cfg": "acdc",
+    "prepare_acdc_ssl4mis": "acdc_ssl4mis", "read_acdc_volume": "acdc_ssl4mis",
+    "dataset_card": "card", "push_dataset": "card", "save_dataset": "card", "split_counts": "card",
+    "emidec_splits": "emidec", "prepare_emidec": "emidec",
+    "prepare_lvquan": "lvquan",
+    "myops_splits": "myops2020", "prepare_myops2020": "myops2020", "read_myops_case": "myops2020",
+    "COLUMNS": "schema", "LABEL_NAMES": "schema", "LABEL_NAMES_RV": "schema", "bbox_from_label": "schema",
+    "features": "schema", "label_names": "schema", "label_names_from_info": "schema", "split_patients": "schema",
+    "prepare_sunnybrook": "sunnybrook",
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "COLUMNS",

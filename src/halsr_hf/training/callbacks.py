@@ -96,3 +96,55 @@ class TimeLimitCallback(TrainerCallback):
                 control.should_save = True
             print(f"time limit of {self.max_seconds:.0f} s reached at step {state.global_step}: stopping")
         return control
+
+
+def format_log(logs: dict, step: int, max_steps: int) -> str:
+    """One log line: ``step 20/390 | epoch 0.51 | loss 0.0834 | grad_norm 0.41 | learning_rate 0.000998``;
+    numbers as numbers (4 significant digits), evaluation metrics without their ``eval_`` prefix
+    after ``eval``."""
+    logs = {k: v for k, v in logs.items() if k != "total_flos"}
+    evaluation = any(k.startswith("eval_") for k in logs)
+    head = f"{'eval ' if evaluation else ''}step {step}/{max_steps}" if max_steps > 0 else f"step {step}"
+    parts = [head]
+    for key, value in logs.items():
+        name = key[len("eval_"):] if evaluation and key.startswith("eval_") else key
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            parts.append(f"{name} {value}")
+        elif isinstance(value, int):
+            parts.append(f"{name} {value}")
+        elif name == "epoch":
+            parts.append(f"epoch {value:.2f}")
+        else:
+            parts.append(f"{name} {value:.4g}")
+    return " | ".join(parts)
+
+
+class LogLinesCallback(TrainerCallback):
+    """Prints each log of the Trainer as one plain line (:func:`format_log`), instead of the
+    Trainer's printed dicts of strings (``{'loss': '0.0834', ...}``); above the progress bar when
+    there is one (``--disable-tqdm False``), never interleaved with it."""
+
+    def __init__(self, progress_bar=None):
+        self.progress_bar = progress_bar
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        line = format_log(logs, state.global_step, state.max_steps)
+        bar = getattr(self.progress_bar, "training_bar", None)
+        if bar is not None:
+            bar.write(line)
+        else:
+            print(line, flush=True)
+
+
+def plain_log_lines(trainer) -> None:
+    """Replace the Trainer's log printing by :class:`LogLinesCallback`: its ``PrinterCallback``
+    (with ``disable_tqdm``) goes, its progress bar (without) stays but stops writing the logs."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    bar = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, ProgressCallback)), None)
+    if bar is not None:
+        bar.on_log = lambda *args, **kwargs: None  # the lines come from LogLinesCallback
+    trainer.add_callback(LogLinesCallback(bar))

@@ -22,15 +22,13 @@ folder holds the model (safetensors + config), the image processor, ``train_resu
 ``eval_results.json``, ``all_results.json`` and ``command.txt`` (command line, seed, versions).
 """
 
-import argparse
-import dataclasses
 import json
 import math
 import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -40,98 +38,18 @@ from torch.utils.data import default_collate
 from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from .. import resolve_model
 from ..configuration_halsr import PLAIN_UNET, HalsrConfig
 from ..data.card import load_split
 from ..errors import InputError
 from ..image_processing_halsr import HalsrImageProcessor
 from ..modeling_halsr import HalsrForSemanticSegmentation
+from .arguments import (TRAINING_DEFAULTS, DataArguments, ModelArguments,  # noqa: F401 (re-exported: scripts import them from here)
+                        check_arguments)
 from .augment import AugmentConfig
-from .callbacks import RunProgressCallback, TimeLimitCallback
+from .callbacks import RunProgressCallback, TimeLimitCallback, plain_log_lines
 from .carry_roi import carry_roi_stage
 from .data import ArraySource, ConcatSource, DatasetSource, HalsrCropDataset, LocalizerDataset, source_names
-
-#: TrainingArguments defaults of these scripts (prepended to argv, so the command line wins).
-TRAINING_DEFAULTS = {
-    "output_dir": "runs/halsr",
-    "learning_rate": "1e-3",
-    "adam_beta1": "0.9",
-    "adam_beta2": "0.999",
-    "adam_epsilon": "1e-8",
-    "weight_decay": "0.0",
-    "optim": "adamw_torch",
-    "lr_scheduler_type": "cosine",
-    "per_device_train_batch_size": "16",
-    "per_device_eval_batch_size": "32",
-    "num_train_epochs": "100",
-    "logging_steps": "10",
-    "save_total_limit": "2",
-    "remove_unused_columns": "False",
-    "report_to": "none",
-    "batch_eval_metrics": "True",
-    "greater_is_better": "True",
-}
-
-
-@dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "checkpoint folder or Hub id to fine-tune from"})
-    preset: str = field(default="small", metadata={"help": "width preset when starting fresh: tiny, small, base, large"})
-    config_name: str | None = field(default=None, metadata={"help": "config folder/Hub id/JSON file when starting fresh"})
-    architecture: str = field(default="halsr", metadata={"help": "halsr, or unet: the plain U-Net baseline = HALSR-Net with HAPM, attention gates, reconstruction and dropout off (HalsrConfig.plain_unet)"})
-    ignore_mismatched_sizes: bool = field(default=False, metadata={"help": "fine-tune to another label set (new head)"})
-    dropout_rate: float | None = field(default=None, metadata={"help": "override the config's dropout rate"})
-    channels_last: bool = field(default=True, metadata={"help": "channels_last memory format (CPU and CUDA: faster convolutions, the same function)"})
-    early_stopping_patience: int = field(default=10, metadata={"help": "evaluations without improvement before stopping (0: off)"})
-    max_shard_size: str | None = field(default=None, metadata={"help": "re-save the final model in shards of this size (e.g. 15MB)"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "for Hub checkpoints with custom code"})
-
-
-@dataclass
-class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "a datasets Hub id"})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "its configuration"})
-    dataset_dir: str | None = field(default=None, metadata={"help": "a save_to_disk folder (halsr-hf prepare), or several separated by commas: the training mix (data/acdc,data/myops2020,data/emidec)"})
-    dataset_weights: str | None = field(default=None, metadata={"help": "sampling weight per source of the mix, by the rows' source column: 'myops2020-cine=3,emidec-lge=0.5' (a source not named: 1; 0 leaves it out of training; validation keeps every source)"})
-    arrays_file: str | None = field(default=None, metadata={"help": ".npz from scripts/export_arrays.py (no datasets needed)"})
-    train_split: str = field(default="train")
-    eval_split: str = field(default="validation")
-    max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this many rows an epoch (after the mix's weights)"})
-    max_eval_samples: int | None = field(default=None)
-    labels: str = field(default="background,lv_cavity,myocardium", metadata={"help": "label set (comma separated, background first); missing classes become background"})
-    image_size: int = field(default=128, metadata={"help": "side of the HALSR-Net crop"})
-    eval_margin: float = field(default=0.25, metadata={"help": "crop margin at evaluation (= inference)"})
-    train_margin_min: float = field(default=0.10)
-    train_margin_max: float = field(default=0.45)
-    train_jitter: float = field(default=0.10, metadata={"help": "random crop-centre shift, fraction of the side"})
-    side_scale_min: float = field(default=0.9)
-    side_scale_max: float = field(default=1.1)
-    augment: bool = field(default=True, metadata={"help": "on-the-fly augmentation (training only)"})
-    # augmentation knobs (training/augment.py documents each; defaults are AugmentConfig's)
-    rotation_degrees: float = field(default=AugmentConfig.rotation_degrees, metadata={"help": "free rotation on top of the 8 dihedral transforms"})
-    rotation_prob: float = field(default=AugmentConfig.rotation_prob)
-    scale_min: float = field(default=AugmentConfig.scale_range[0])
-    scale_max: float = field(default=AugmentConfig.scale_range[1])
-    scale_prob: float = field(default=AugmentConfig.scale_prob)
-    anisotropy: float = field(default=AugmentConfig.anisotropy, metadata={"help": "max x/y scale ratio - 1"})
-    anisotropy_prob: float = field(default=AugmentConfig.anisotropy_prob)
-    elastic_prob: float = field(default=AugmentConfig.elastic_prob)
-    bias_prob: float = field(default=AugmentConfig.bias_prob)
-    remap_prob: float = field(default=AugmentConfig.remap_prob, metadata={"help": "random intensity curve (vendor contrast)"})
-    gamma_prob: float = field(default=AugmentConfig.gamma_prob)
-    inverted_gamma_prob: float = field(default=AugmentConfig.inverted_gamma_prob)
-    brightness_prob: float = field(default=AugmentConfig.brightness_prob)
-    contrast_prob: float = field(default=AugmentConfig.contrast_prob)
-    lowres_prob: float = field(default=AugmentConfig.lowres_prob)
-    lowres_zoom_min: float = field(default=AugmentConfig.lowres_zoom_range[0], metadata={"help": "0.5: down to half the resolution"})
-    blur_prob: float = field(default=AugmentConfig.blur_prob)
-    noise_prob: float = field(default=AugmentConfig.noise_prob)
-    noise_std: float = field(default=AugmentConfig.noise_std, metadata={"help": "in units of the slice's standard deviation"})
-    time_limit_minutes: float | None = field(default=None, metadata={"help": "stop (after an evaluation and a checkpoint) once training has run this long, summed over every resumed session"})
-    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint-N of --output-dir (model, optimiser, scheduler, data order, early-stopping counter, elapsed time); start fresh if there is none. command.txt and run_args.json keep the first command and add each session"})
-    best_model_sources: str | None = field(default=None, metadata={"help": "with several validation sources: the comma-separated sources whose mean dice_mean chooses the best checkpoint (default: all)"})
-    empty_crop_weight: float = field(default=0.0, metadata={"help": "segmentation: also train on empty crops, the slices an annotated stack leaves without LV next to an LV slice (above the base, below the apex), cropped around the neighbour's box with an empty target; each drawn this many times an epoch (0: off; training/data.py)"})
-    task: str = field(default="segmentation", metadata={"help": "segmentation (LV crops, the label set of --labels) or localization (whole slices, background/lv: the coarse localiser of the ROI stage)"})
-
 
 # -- shared helpers (also used by train_roi.py) -----------------------------------------------
 
@@ -169,43 +87,12 @@ def build_argv(argv, defaults: dict, metric: str) -> list:
     return prefix + argv
 
 
-#: The ``TrainingArguments`` that ``--help`` lists after the project's own options (``--help-all``: all of them).
-COMMON_TRAINER_OPTIONS = (
-    "output_dir", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
-    "per_device_eval_batch_size", "gradient_accumulation_steps", "eval_strategy", "eval_steps", "save_total_limit",
-    "logging_steps", "seed", "bf16", "use_cpu", "dataloader_num_workers", "resume_from_checkpoint",
-)
-
-
-def help_parser(model_arguments_class, defaults: dict, metric: str, prog: str, everything: bool) -> HfArgumentParser:
-    """The parser whose help ``--help`` (``everything=False``) and ``--help-all`` print: the
-    project's model and data options first, then the Trainer's under their own heading (the
-    common ones, or all), each with this command's default where it sets its own."""
-    grouped = [type(cls.__name__, (cls,), {"_argument_group_name": title}) for cls, title in (
-        (model_arguments_class, "model options"), (DataArguments, "data options"),
-        (TrainingArguments, "Trainer options (transformers.TrainingArguments)" if everything else
-         "common Trainer options (transformers.TrainingArguments; all of them: --help-all)"))]
-    parser = HfArgumentParser(grouped, prog=prog, usage=f"{prog} [--help | --help-all] [OPTIONS]",
-                              description=(sys.modules[model_arguments_class.__module__].__doc__ or "").strip().splitlines()[0],
-                              epilog=None if everything else
-                              f"{prog} --help-all lists every option of transformers.TrainingArguments "
-                              "(logging, checkpoints, precision, distributed training, Hub upload, ...).")
-    prefix = build_argv([], defaults, metric)
-    values = vars(parser.parse_known_args(prefix)[0])
-    parser.set_defaults(**{flag[2:]: values[flag[2:]] for flag in prefix if flag.startswith("--")})
-    trainer_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
-    if not everything:
-        for action in parser._actions:
-            if action.dest in trainer_fields and action.dest not in COMMON_TRAINER_OPTIONS:
-                action.help = argparse.SUPPRESS
-    return parser
-
-
 def parse(argv, model_arguments_class, defaults: dict, metric: str, prog: str):
-    for flag, everything in (("--help-all", True), ("--help", False), ("-h", False)):
-        if flag in argv:
-            help_parser(model_arguments_class, defaults, metric, prog, everything).print_help()
-            raise SystemExit(0)
+    """The (model, data, training) arguments of ``argv``: ``--help``/``--help-all`` and errors in the
+    project's own options are answered by :func:`~halsr_hf.training.arguments.check_arguments`
+    (without loading transformers when the command line is the caller), then
+    ``HfArgumentParser`` reads everything, with this command's defaults first."""
+    check_arguments(argv, model_arguments_class, defaults, prog)
     parser = HfArgumentParser((model_arguments_class, DataArguments, TrainingArguments), prog=prog)
     return parser.parse_args_into_dataclasses(args=build_argv(argv, defaults, metric))
 
@@ -436,6 +323,7 @@ def train_and_save(argv, prog: str, args: tuple, model, train_dataset, eval_data
         selection_metric=training_args.metric_for_best_model,
         selection_sources=[s.strip() for s in (data_args.best_model_sources or "").split(",") if s.strip()],
     )
+    plain_log_lines(trainer)  # one plain line per logging step, numbers as numbers
     if trainer.is_world_process_zero():
         eval_slices = sum(len(d) for d in eval_dataset.values()) if isinstance(eval_dataset, dict) else len(eval_dataset) if has_eval else 0
         write_run_info(
@@ -448,7 +336,20 @@ def train_and_save(argv, prog: str, args: tuple, model, train_dataset, eval_data
     start = time.time()
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     finish(trainer, training_args, model_args, train_result, start, len(train_dataset), progress)
+    if trainer.is_world_process_zero():
+        print(final_report(trainer.state, training_args), flush=True)
     return 0
+
+
+def final_report(state, training_args) -> str:
+    """The last line of a training run: where the model is and how good its checkpoint was,
+    ``model saved to runs/x (best checkpoint runs/x/checkpoint-40: validation dice_mean 0.8731)``."""
+    metric = training_args.metric_for_best_model or "metric"
+    metric = metric[len("eval_"):] if metric.startswith("eval_") else metric
+    if state.best_metric is None:
+        return f"model saved to {training_args.output_dir} (the last step's weights: no validation was run)"
+    where = f"best checkpoint {state.best_model_checkpoint}" if state.best_model_checkpoint else "best checkpoint"
+    return f"model saved to {training_args.output_dir} ({where}: validation {metric} {state.best_metric:.4f})"
 
 
 # -- segmentation metrics -----------------------------------------------------------------------
@@ -532,6 +433,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "halsr-hf train"
     model_args, data_args, training_args = parse(argv, ModelArguments, TRAINING_DEFAULTS, "dice_mean", prog)
+    if model_args.model_name_or_path:  # "bundled": the model shipped with the package (halsr_hf.BUNDLED)
+        model_args.model_name_or_path = resolve_model(model_args.model_name_or_path)
     if data_args.task not in ("segmentation", "localization"):
         raise ValueError(f"--task must be segmentation or localization, got {data_args.task!r}")
     localization = data_args.task == "localization"

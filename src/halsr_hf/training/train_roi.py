@@ -11,8 +11,6 @@ coordinates in pixels of the ``roi_size`` input) and ``presence_accuracy``.
 """
 
 import sys
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 from transformers import set_seed
@@ -21,25 +19,8 @@ from ..configuration_roi import LvRoiConfig
 from ..image_processing_halsr import HalsrImageProcessor
 from ..modeling_roi import LvRoiRegressor
 from .data import RoiDataset
-from .train import TRAINING_DEFAULTS, augment_config, epoch_options, limit, load_source, parse, train_and_save
-
-ROI_DEFAULTS = dict(TRAINING_DEFAULTS)
-ROI_DEFAULTS["output_dir"] = "runs/roi"
-ROI_DEFAULTS["label_names"] = ["labels", "has_lv"]  # has_lv reaches the metrics
-
-
-@dataclass
-class RoiModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "checkpoint folder or Hub id to fine-tune from"})
-    config_name: str | None = field(default=None, metadata={"help": "config folder/JSON when starting fresh (default: LvRoiConfig())"})
-    roi_size: int = field(default=128, metadata={"help": "input side of a fresh model"})
-    ignore_mismatched_sizes: bool = field(default=False)
-    dropout_rate: float | None = field(default=None)
-    channels_last: bool = field(default=True, metadata={"help": "channels_last memory format on CUDA"})
-    early_stopping_patience: int = field(default=10, metadata={"help": "evaluations without improvement before stopping (0: off)"})
-    max_shard_size: str | None = field(default=None)
-    trust_remote_code: bool = field(default=False)
-
+from .arguments import ROI_DEFAULTS, RoiModelArguments  # noqa: F401
+from .train import augment_config, epoch_options, limit, load_source, parse, train_and_save
 
 class BoxMetric:
     """Mean box IoU and corner RMSE over the validation slices that show the LV, accumulated batch
