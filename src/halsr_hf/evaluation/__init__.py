@@ -9,22 +9,21 @@
 Definitions: docs/evaluation.md.
 """
 
-from .core import OUTLIER_DEFINITION, agreement, box_iou, corner_rmse, describe, predict, score
-from .data import EvalDataset, SliceGroup, build_groups, load_eval_dataset
-from .run import evaluate, main
+import importlib
 
-__all__ = [
-    "OUTLIER_DEFINITION",
-    "EvalDataset",
-    "SliceGroup",
-    "agreement",
-    "box_iou",
-    "build_groups",
-    "corner_rmse",
-    "describe",
-    "evaluate",
-    "load_eval_dataset",
-    "main",
-    "predict",
-    "score",
-]
+#: name -> the submodule that defines it; imported on first use (``from halsr_hf.evaluation import
+#: score``), so that ``halsr-hf evaluate --help`` loads neither numpy's stack nor torch (issue 26).
+_EXPORTS = {
+    "OUTLIER_DEFINITION": "core", "agreement": "core", "box_iou": "core", "corner_rmse": "core", "describe": "core",
+    "predict": "core", "score": "core",
+    "EvalDataset": "data", "SliceGroup": "data", "build_groups": "data", "load_eval_dataset": "data",
+    "evaluate": "run", "main": "run",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,19 +19,18 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
-
-from .. import default_model_dir, load_pipeline
 from ..atomic import atomic_folder, check_output_folder
 from ..errors import InputError
-from ..image_processing_halsr import ROI_STAGE_SETTINGS
-from . import core, report
-from .data import EvalDataset, load_eval_dataset
+
+# numpy, the pipeline (torch, transformers) and the evaluation modules are imported where they are
+# used: `halsr-hf evaluate --help` and an argument error answer without loading them (issue 26).
 
 
 def parse_settings(items) -> dict:
     """``["component_connectivity=8"]`` -> ``{"component_connectivity": 8.0}`` (names checked against
     :data:`~halsr_hf.image_processing_halsr.ROI_STAGE_SETTINGS`)."""
+    from ..image_processing_halsr import ROI_STAGE_SETTINGS
+
     settings = {}
     for item in items:
         name, equals, value = item.partition("=")
@@ -72,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out-dir")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation (8 rotations/flips, 8x slower)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (8 rotations/flips; 3 to 5x the time: docs/performance.md)")
     p.add_argument("--second-look", type=int, default=2, metavar="N",
                    help="at most N re-crops around the predicted LV (0: off; default: %(default)s, the pipeline's)")
     p.add_argument("--no-consensus", action="store_true", help="do not correct outlier ROI boxes from the volume's other slices")
@@ -104,6 +103,8 @@ def model_label(model) -> str:
     """How the reports name a model, the same on every machine: :data:`BUNDLED_MODEL` for the model
     bundled with the package, a local folder as given when relative, else relative to the working
     directory when inside it, else by its name; a Hub id as is. Never this machine's absolute path."""
+    from .. import default_model_dir
+
     if model is None:
         return BUNDLED_MODEL
     path = Path(str(model))
@@ -123,6 +124,8 @@ def model_label(model) -> str:
 
 
 def _load(model, roi_model, device):
+    from .. import default_model_dir, load_pipeline
+
     try:
         label = model_label(model)
         if model is None:
@@ -136,7 +139,10 @@ def _load(model, roi_model, device):
         raise InputError(f"--model {model}: cannot load a segmentation model there ({type(error).__name__}: {error})") from None
 
 
-def _save_predictions(folder: Path, title: str, res: core.DatasetResult) -> None:
+def _save_predictions(folder: Path, title: str, res) -> None:
+    import numpy as np
+
+    from . import report
     folder.mkdir(exist_ok=True)
     arrays = {}
     for g in res.dataset.groups:
@@ -151,6 +157,8 @@ def _save_predictions(folder: Path, title: str, res: core.DatasetResult) -> None
 
 def evaluate(args) -> dict:
     """Run the whole evaluation for parsed ``args``; returns summary.json's content."""
+    from . import core, report
+    from .data import EvalDataset, load_eval_dataset
     out_dir = Path(args.out_dir)
     check_output_folder(out_dir, args.overwrite, "--out-dir")
     extra_dirs = list(args.extra_dataset_dir)
@@ -264,6 +272,8 @@ def evaluate(args) -> dict:
 
 
 def _volume_columns(results) -> Optional[List[str]]:
+    from . import core
+
     for r in results:
         if r.volume_rows:
             return list(r.volume_rows[0])
@@ -272,6 +282,8 @@ def _volume_columns(results) -> Optional[List[str]]:
 
 
 def _roi_columns() -> List[str]:
+    from . import core
+
     boxes = [f"{prefix}_{k}" for prefix in ("ref", "stage", "final") for k in core.BOX_KEYS]
     return (["dataset", "split", "model", "patient_id", "phase", "source", "group", "slice_index", "ref_has_lv", "scored",
              "stage_reported"] + boxes +
