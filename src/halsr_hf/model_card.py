@@ -549,7 +549,8 @@ def model_view(model_dir: Path) -> dict:
     if (model_dir / "preprocessor_config.json").is_file():
         processor = AutoImageProcessor.from_pretrained(str(model_dir), trust_remote_code=False)
         view["processor"] = {"size": processor.crop_size, "roi_size": processor.roi_size, "crop_margin": processor.crop_margin,
-                             "clip_percentiles": list(processor.clip_percentiles)}
+                             "clip_percentiles": list(processor.clip_percentiles),
+                             "settings": [{"name": k, "value": f"{v:g}"} for k, v in processor.roi_stage_settings().items()]}
     return view
 
 
