@@ -47,6 +47,9 @@ VARIANTS = {
                      "ES slices within ED's, base rule off"),
     "esed+stack3d": (["--setting", "es_within_ed=1", "--setting", "stack_component=1"],
                      "ES slices within ED's and the largest 3D component (with the model's base rule)"),
+    "esed+apex1.5": (["--setting", "es_within_ed=1", "--setting", "apex_growth=1.5"], "ES within ED, apex rule 1.5"),
+    "esed+apex2": (["--setting", "es_within_ed=1", "--setting", "apex_growth=2"], "ES within ED, apex rule 2"),
+    "esed+apex3": (["--setting", "es_within_ed=1", "--setting", "apex_growth=3"], "ES within ED, apex rule 3"),
 }
 
 

@@ -175,7 +175,7 @@ def test_pipeline_takes_a_series_folder_as_one_volume_per_phase(tiny_pipe, serie
 
 
 def test_stack_groups_2d_inputs_only_and_never_merges_volumes_or_phases(tiny_pipe, series_dir, monkeypatch):
-    import halsr_hf.pipeline_halsr as pipeline_module
+    import halsr_hf.roi_stage as pipeline_module  # roi_stage.plan_stack runs the consensus once per stack
 
     sizes = []
     real = pipeline_module.volume_consensus

@@ -574,5 +574,8 @@ def test_committed_evaluation_outputs_name_the_model_portably():
         names |= {row["model"] for row in read_csv(path)}
     for path in (REPO_ROOT / "evaluation").rglob("*.json"):
         summary = json.loads(path.read_text())
+        if path.name == "roi_variants.json":  # the ROI stage against the reference: its model is summary.json's
+            assert (path.parent / "summary.json").is_file() and all(isinstance(rows, list) for rows in summary.values())
+            continue
         names |= {summary["model"]} | ({summary["baseline"]["model"]} if "baseline" in summary else set())
     assert names and not [n for n in names if PurePosixPath(n).is_absolute()], names

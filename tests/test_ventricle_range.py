@@ -486,3 +486,17 @@ def test_halsr_hf_ef_applies_es_within_ed_when_the_model_says_so():
     per_slice_ml = (off["es_label_map"][0] == 1).sum() * 10 / 1000
     assert on["esv_ml"] == pytest.approx(off["esv_ml"] - per_slice_ml)
     assert on["edv_ml"] == pytest.approx(off["edv_ml"])
+
+
+def test_the_apex_rule_removes_what_lies_past_the_apex():
+    from halsr_hf.roi_stage import apex_rule
+
+    shape = (48, 48)
+    maps = [_disk(shape, (24, 24), r) for r in (14, 12, 10, 8, 4)] + [_disk(shape, (24, 24), 12)]  # slice 5: past the apex
+    assert apex_rule(maps, 2.0) == [5]
+    assert apex_rule(maps, 0) == []
+    assert apex_rule(maps[:5], 2.0) == []  # narrowing to the apex: nothing
+    two = maps[:5] + [_disk(shape, (24, 24), 11), _disk(shape, (24, 24), 12)]  # two slices past it
+    assert apex_rule(two, 2.0) == [5, 6]
+    decided = finish_stack(maps, dict(SETTINGS, apex_growth=2.0))
+    assert decided == {5: ("outside_lv_range", "apex")}

@@ -182,6 +182,9 @@ ROI_STAGE_SETTINGS = {
     # the stack's largest 3D LV component (roi_stage.largest_stack_component): slices whose LV is not
     # part of it are removed (flag outside_lv_range); 1 = on, 0 = off
     "stack_component": 0,
+    # at the apical end, a slice whose LV is more than this many times its inward neighbour's is past
+    # the apex and removed (roi_stage.apex_rule); 0 = off
+    "apex_growth": 0,
     # where ED and ES of one subject are segmented together (cohorts, halsr-hf ef, the evaluation's
     # ED/ES pairs): the ES slices with an LV must have an LV at ED (roi_stage.es_within_ed); 1 = on
     "es_within_ed": 0,

@@ -777,6 +777,9 @@ def _message(result, status: str, look, removed, settings: dict, chosen_at_load:
             return (f"{text}; segmented, then removed: a basal slice of the stack on which the myocardium surrounds only "
                     f"{detail:.2f} of the cavity (basal_enclosure_threshold {settings['basal_enclosure_threshold']:.2f}; the "
                     "ACDC/M&Ms convention counts a basal slice only while the myocardium surrounds the cavity); nothing segmented")
+        if detail == "apex":
+            return (f"{text}; segmented, then removed: past the apex, its LV is more than apex_growth "
+                    f"{settings['apex_growth']:g} times the LV of the slice inward of it; nothing segmented")
         return (f"{text}; segmented, then removed: its LV is not part of the stack's largest 3D LV component "
                 "(stack_component); nothing segmented")
     if status == "empty_segmentation":

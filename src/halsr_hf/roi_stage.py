@@ -473,12 +473,32 @@ def largest_stack_component(label_maps: list) -> list:
     return [k for k in range(len(label_maps)) if volume[k].any() and not (components[k] == largest).any()]
 
 
+def apex_rule(label_maps: list, growth: float, max_slices: int = 2) -> list:
+    """Positions of the slices past the apex. The LV narrows towards the apex, so at the apical end
+    of the stack's LV range (the end whose end slice has the smaller LV, cavity + myocardium: the
+    other end of :func:`basal_rule`'s) the LV area grows from slice to slice inward. When, among the
+    last ``max_slices`` + 1 slices, a slice's LV is more than ``growth`` times the LV of the slice
+    just inward of it, that slice is not the apex: it and the slices beyond it are removed (what is
+    segmented there lies past the apex). ``growth`` 0 turns the rule off; needs 3 slices with an LV."""
+    present = [i for i, m in enumerate(label_maps) if (m > 0).any()]
+    if growth <= 0 or len(present) < 3:
+        return []
+    area = {i: int((label_maps[i] > 0).sum()) for i in present}
+    order = present if area[present[0]] < area[present[-1]] else present[::-1]  # the apical end first
+    for k in range(min(max_slices, len(order) - 2) - 1, -1, -1):  # the innermost candidate first
+        if area[order[k]] > growth * area[order[k + 1]]:
+            return sorted(order[: k + 1])
+    return []
+
+
 def finish_stack(label_maps: list, settings: dict) -> dict:
     """The stack's decisions after segmentation (``label_maps``: the final maps of one stack in
     slice order): which slices' LV is removed, and why. Returns ``{position: (flag, detail)}``:
 
     * ``stack_component`` (setting, 1 = on): a slice whose LV is outside the stack's largest 3D LV
       component (:func:`largest_stack_component`) -> ``outside_lv_range``;
+    * ``apex_growth`` (setting, > 0 = on): slices past the apex (:func:`apex_rule`) ->
+      ``outside_lv_range``, detail ``"apex"``;
     * ``basal_enclosure_threshold`` (> 0): the base rule (:func:`basal_rule`) on what is left ->
       ``basal_slice_removed``, the detail is the cavity's enclosure."""
     removed = {}
@@ -486,6 +506,10 @@ def finish_stack(label_maps: list, settings: dict) -> dict:
     if settings.get("stack_component", 0) >= 0.5:
         for k in largest_stack_component(maps):
             removed[k] = ("outside_lv_range", None)
+            maps[k] = np.zeros_like(maps[k])
+    if settings.get("apex_growth", 0) > 0:
+        for k in apex_rule(maps, settings["apex_growth"]):
+            removed[k] = ("outside_lv_range", "apex")
             maps[k] = np.zeros_like(maps[k])
     if settings.get("basal_enclosure_threshold", 0) > 0:
         for k, value in basal_rule(maps, settings["basal_enclosure_threshold"]).items():

@@ -219,6 +219,11 @@ def _bool(text) -> bool:
 
 
 def _field_type(annotation) -> type:
+    """bool, int, float or str from a field's annotation: a string (``from __future__ import
+    annotations``), or the class itself (``HfArgumentParser`` replaces the dataclass fields' string
+    types by the resolved ones when it parses, so a second parse in one process sees classes)."""
+    if isinstance(annotation, type):
+        return annotation if annotation in (bool, int, float) else str
     text = str(annotation).replace("typing.", "").replace(" ", "")
     for name, kind in (("bool", bool), ("int", int), ("float", float)):
         if text in (name, f"{name}|None", f"Optional[{name}]", f"None|{name}"):
