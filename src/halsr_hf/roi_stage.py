@@ -41,8 +41,8 @@ most ``second_look`` times. The output's ``roi`` is the box of the final crop.
 :func:`plan_stack` once per stack (the volume consensus, or a reference's slices and boxes for an
 evaluation, :func:`apply_reference`; the confidence flag), segments what was located (the second
 look keeps the better of its looks, :func:`look_quality`), then :func:`finish_stack` once per stack:
-slices outside the stack's largest 3D LV component (setting ``stack_component``) and basal slices
-the base rule removes. Where ED and ES of one subject are segmented (cohorts, ``halsr-hf ef``, the
+slices outside the stack's largest 3D LV component (setting ``stack_component``), slices past the
+apex (:func:`apex_rule`, setting ``apex_growth``) and basal slices the base rule removes. Where ED and ES of one subject are segmented (cohorts, ``halsr-hf ef``, the
 evaluation), :func:`es_within_ed` empties the ES slices without an LV at ED (setting
 ``es_within_ed``). Each slice's result says what happened: ``status`` (``segmented``,
 ``empty_segmentation``, ``not_located``, ``removed``, ``constant``), ``qc`` and ``message``.
