@@ -94,6 +94,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -748,7 +749,7 @@ def _montage_png(path: Path, record: dict, frames: list, label_maps: list) -> No
                      [split_flags(s["qc"])[0] for s in slices]))
     title = f"{record['subject']}: LV cavity red, myocardium blue, ROI yellow; orange: a warning to check"
     picture = montage(rows, title=title)
-    picture.save(path, format="PNG")
+    picture.save(path, format="PNG", compress_level=1)  # 3x faster than the default level, and no larger here
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -1004,27 +1005,60 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
         bar = tqdm(total=len(share), unit="subject", desc="subjects" if state.num_processes == 1 else "subjects (process 0)",
                    dynamic_ncols=True)
     subjects = [subject for subject, _ in share]
-    for index, files, error in _read_subjects(subjects, include, num_workers) if share else ():
-        subject, inputs = share[index]
-        try:
-            if error is not None:
-                raise InputError(error)
-            record = measure_subject(pipe, subject, files.frames, batch_size=batch_size, tta=tta)
-            with atomic_folder(out / SUBJECTS / subject.name) as staged:
-                write_subject(staged, record, files.frames, files.ignored, files.label_files, inputs)
-            (out / ERRORS / f"{subject.name}.json").unlink(missing_ok=True)
-            done_now += 1
-            slices_now += sum(len(f.slices) for f in files.frames)
-        except Exception as failure:  # noqa: BLE001 - one subject's failure never stops the cohort
-            message = _describe(failure)
-            if (out / SUBJECTS / subject.name / "row.json").is_file():  # its inputs changed, now it fails: no stale row
-                shutil.rmtree(out / SUBJECTS / subject.name, ignore_errors=True)
-            _write_error(out, subject, message, inputs)
-            failed_now += 1
-            (bar or tqdm).write(f"{subject.name}: failed: {message}", file=sys.stderr)  # above the bar, if any
-        if bar:
-            bar.update(1)
-            bar.set_postfix(failed=failed_now, refresh=False)
+
+    def write(subject, files, record, inputs) -> int:
+        """The subject's folder, staged and renamed into place (run on the writer thread)."""
+        with atomic_folder(out / SUBJECTS / subject.name) as staged:
+            write_subject(staged, record, files.frames, files.ignored, files.label_files, inputs)
+        (out / ERRORS / f"{subject.name}.json").unlink(missing_ok=True)
+        return sum(len(f.slices) for f in files.frames)
+
+    def failed(subject, inputs, failure) -> None:
+        message = _describe(failure)
+        if (out / SUBJECTS / subject.name / "row.json").is_file():  # its inputs changed, now it fails: no stale row
+            shutil.rmtree(out / SUBJECTS / subject.name, ignore_errors=True)
+        _write_error(out, subject, message, inputs)
+        (bar or tqdm).write(f"{subject.name}: failed: {message}", file=sys.stderr)  # above the bar, if any
+
+    # The files of a subject (masks, JSON, montage PNG) are written on one writer thread while the next
+    # subject is segmented: the compression of NIfTI and PNG runs on the other core, outside the GIL. At
+    # most one subject waits to be written; a writing error fails that subject only.
+    pending = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="halsr-cohort-writer") as writer:
+        def collect():
+            nonlocal done_now, failed_now, slices_now
+            subject, inputs, future = pending
+            try:
+                slices_now += future.result()
+                done_now += 1
+            except Exception as failure:  # noqa: BLE001 - one subject's failure never stops the cohort
+                failed(subject, inputs, failure)
+                failed_now += 1
+            if bar:
+                bar.update(1)
+                bar.set_postfix(failed=failed_now, refresh=False)
+
+        for index, files, error in _read_subjects(subjects, include, num_workers) if share else ():
+            subject, inputs = share[index]
+            try:
+                if error is not None:
+                    raise InputError(error)
+                record = measure_subject(pipe, subject, files.frames, batch_size=batch_size, tta=tta)
+            except Exception as failure:  # noqa: BLE001 - one subject's failure never stops the cohort
+                if pending is not None:
+                    collect()
+                    pending = None
+                failed(subject, inputs, failure)
+                failed_now += 1
+                if bar:
+                    bar.update(1)
+                    bar.set_postfix(failed=failed_now, refresh=False)
+                continue
+            if pending is not None:
+                collect()
+            pending = (subject, inputs, writer.submit(write, subject, files, record, inputs))
+        if pending is not None:
+            collect()
     if bar:
         bar.close()
     # every process's counts (the list of one process when not distributed); waits for all of them
