@@ -37,7 +37,10 @@ Output for a 2D input, a dict: ``label_map`` (uint8, input size, 0 background / 
 probability of the class over its final mask), ``mask`` as PIL ``L`` 0/255, one per class present
 in ``label_map``), ``roi`` (inclusive pixel box ``[x_min, y_min, x_max, y_max]`` of the final crop,
 or None), ``roi_stage_box`` (the ROI stage's own box, after the volume consensus and before any
-second look; None without a ROI stage or where it found no LV), ``lv_found``, ``lv_probability``, ``qc``, ``message``, ``areas_px``, ``areas_mm2`` (None
+second look; None without a ROI stage or where it found no LV), ``lv_found`` (the result has an LV:
+cavity or myocardium), ``lv_probability``, ``status`` (``segmented``, ``empty_segmentation``,
+``not_located``, ``removed``, ``constant``), ``qc`` with ``qc_warnings`` and ``qc_info``, ``message``,
+``areas_px``, ``areas_mm2`` (None
 unless spacing is known from the file or ``pixel_spacing=``), ``pixel_spacing``. For a volume:
 ``label_map`` (Z, H, W), ``slices`` (the per-slice dicts, without their label maps),
 ``volumes_ml`` (when spacing and slice thickness are known), ``pixel_spacing``,
