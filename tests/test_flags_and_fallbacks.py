@@ -294,10 +294,11 @@ def test_roi_stage_settings_travel_with_the_checkpoint_and_calls_override_them(t
     with pytest.raises(InputError, match="low_confidense"):
         pipe(image, low_confidense=0.5)
     # the bundled model's processor holds the tuned values (the ROI stage's defaults, the base rule at
-    # 0.90 chosen on validation for issue 17's model, ES within ED for issue 24's); an older config (int
+    # 0.90 chosen on validation for issue 17's model, ES within ED and the apex rule for issue 24's); an older config (int
     # size, no settings) loads
     bundled = HalsrImageProcessor.from_pretrained(halsr_hf.default_model_dir())
-    assert bundled.roi_stage_settings() == {**ROI_STAGE_SETTINGS, "basal_enclosure_threshold": 0.9, "es_within_ed": 1.0}
+    assert bundled.roi_stage_settings() == {**ROI_STAGE_SETTINGS, "basal_enclosure_threshold": 0.9, "es_within_ed": 1.0,
+                                            "apex_growth": 2.0}
     assert bundled.size == {"height": 128, "width": 128}
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "preprocessor_config.json").write_text(json.dumps(

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .atomic import default_file_mode
 from .errors import InputError
 
 
@@ -73,9 +72,18 @@ def weights_signature(model) -> tuple:
 
 
 def _new_file_mode() -> int:
-    """The mode of a newly created file under the process's umask (:func:`.atomic.default_file_mode`;
-    saved model code carries ``atomic.py`` along, as a relative import of this file)."""
-    return default_file_mode()
+    """The mode of a newly created file under the process's umask (a copy of
+    ``halsr_hf.atomic.default_file_mode``: this file travels alone with saved model code)."""
+    try:  # Linux: read it without changing it
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 class InferenceFoldingMixin:
