@@ -588,37 +588,16 @@ def measure_subject(pipe, subject: Subject, frames: list, batch_size: int = 16, 
     spacing, thickness = outputs[0]["pixel_spacing"], outputs[0]["slice_thickness"]
     if spacing is None or thickness is None:
         spacing = thickness = None
-    records, cavity = [], []
     voxel_ml = None if spacing is None else spacing[0] * spacing[1] * thickness / 1000.0
-    for t, (loaded, out) in enumerate(zip(frames, outputs)):
-        label_map = out["label_map"]
-        voxels = {"lv_cavity": int(np.count_nonzero(label_map == 1)), "myocardium": int(np.count_nonzero(label_map == 2))}
-        cavity.append(voxels["lv_cavity"])
-        records.append({
-            "frame": t, "input": loaded.name, "input_frame": loaded.frame, "phase_name": _phase_name(loaded),
-            "trigger_time_ms": loaded.extra.get("trigger_time_ms"),
-            "lv_cavity_voxels": voxels["lv_cavity"], "myocardium_voxels": voxels["myocardium"],
-            "lv_cavity_ml": None if voxel_ml is None else voxels["lv_cavity"] * voxel_ml,
-            "myocardium_ml": None if voxel_ml is None else voxels["myocardium"] * voxel_ml,
-            "slices": [{"slice": z, **{k: s[k] for k in ("lv_found", "lv_probability", "roi", "qc", "qc_warnings",
-                                                           "qc_info", "message", "areas_px", "areas_mm2")}}
-                       for z, s in enumerate(out["slices"])],
-        })
+    cavity = [int(np.count_nonzero(out["label_map"] == 1)) for out in outputs]
     count = len(frames)
     warnings = list(dict.fromkeys(loaded.extra["slice_spacing_warning"] for loaded in frames
                                   if loaded.extra.get("slice_spacing_warning")))
     if count >= 2:
         ed, es, origin, chosen_warnings = choose_ed_es(subject, frames, cavity)
-        if ed != es and uses_es_within_ed(pipe) and restrict_es_result(outputs[ed], outputs[es]):
+        if ed != es and uses_es_within_ed(pipe):
             # the model's es_within_ed: ES slices without an LV at ED are emptied (mask, JSON and volumes)
-            es_map = outputs[es]["label_map"]
-            records[es].update(lv_cavity_voxels=int(np.count_nonzero(es_map == 1)), myocardium_voxels=int(np.count_nonzero(es_map == 2)))
-            if voxel_ml is not None:
-                records[es].update(lv_cavity_ml=records[es]["lv_cavity_voxels"] * voxel_ml,
-                                   myocardium_ml=records[es]["myocardium_voxels"] * voxel_ml)
-            records[es]["slices"] = [{"slice": z, **{k: s[k] for k in ("lv_found", "lv_probability", "roi", "qc", "qc_warnings",
-                                                                          "qc_info", "message", "areas_px", "areas_mm2")}}
-                                     for z, s in enumerate(outputs[es]["slices"])]
+            restrict_es_result(outputs[ed], outputs[es])
         ed_map, es_map = outputs[ed]["label_map"], outputs[es]["label_map"]
         function = cardiac_function(ed_map, es_map, spacing, thickness)
         warnings += chosen_warnings + function["warnings"] + function_warnings(ed_map, es_map, function, ed == es)
@@ -626,6 +605,7 @@ def measure_subject(pipe, subject: Subject, frames: list, batch_size: int = 16, 
     else:
         ed = es = origin = function = None
         warnings.append("one frame: no ED/ES, no EF (volumes in the subject's JSON)")
+    records = [_frame_record(t, loaded, out, voxel_ml) for t, (loaded, out) in enumerate(zip(frames, outputs))]
     if spacing is None:
         warnings.append("spacing unknown: volumes in voxels in the subject's JSON, EF only")
     slices = [s for record in records for s in record["slices"]]
@@ -650,6 +630,22 @@ def measure_subject(pipe, subject: Subject, frames: list, batch_size: int = 16, 
             "frames": records, "ed_frame": ed, "es_frame": es, "ed_es_from": origin,
             "function": None if function is None else _finite(function), "warnings": warnings,
             "row": format_row(row), "label_maps": [out["label_map"] for out in outputs]}
+
+
+def _frame_record(t: int, loaded, out: dict, voxel_ml) -> dict:
+    """One frame's entry in the subject's JSON: its input, voxel counts and volumes, and every slice's
+    result (``voxel_ml``: the volume of a voxel in ml, None without spacing)."""
+    voxels = {name: int(np.count_nonzero(out["label_map"] == value)) for name, value in (("lv_cavity", 1), ("myocardium", 2))}
+    return {
+        "frame": t, "input": loaded.name, "input_frame": loaded.frame, "phase_name": _phase_name(loaded),
+        "trigger_time_ms": loaded.extra.get("trigger_time_ms"),
+        "lv_cavity_voxels": voxels["lv_cavity"], "myocardium_voxels": voxels["myocardium"],
+        "lv_cavity_ml": None if voxel_ml is None else voxels["lv_cavity"] * voxel_ml,
+        "myocardium_ml": None if voxel_ml is None else voxels["myocardium"] * voxel_ml,
+        "slices": [{"slice": z, **{k: s[k] for k in ("lv_found", "lv_probability", "roi", "qc", "qc_warnings",
+                                                       "qc_info", "message", "areas_px", "areas_mm2")}}
+                   for z, s in enumerate(out["slices"])],
+    }
 
 
 def _finite(values: dict) -> dict:

@@ -608,6 +608,7 @@ class CardiacLVSegmentationPipeline(Pipeline):
                 for class_id, score in sorted(model_outputs["scores"][i].items())
             ]
             areas = measure_areas(label_map, loaded.pixel_spacing)
+            qc_warnings, qc_info = split_flags(qc)
             results.append({
                 "label_map": label_map,
                 "segments": segments,
@@ -616,8 +617,8 @@ class CardiacLVSegmentationPipeline(Pipeline):
                 "lv_found": model_outputs["lv_found"][i],
                 "lv_probability": model_outputs["lv_probability"][i],
                 "qc": qc,
-                "qc_warnings": split_flags(qc)[0],
-                "qc_info": split_flags(qc)[1],
+                "qc_warnings": qc_warnings,
+                "qc_info": qc_info,
                 "status": model_outputs["status"][i],
                 "message": message,
                 "areas_px": {name: areas[f"{name}_pixels"] for name in ("lv_cavity", "myocardium")},
@@ -736,20 +737,11 @@ def _empty_flag(i: int, stack: list, looks: dict, removed: dict) -> str:
     return "empty_segmentation" if before and after else "outside_lv_range"
 
 
-#: The words every message uses, in the pipeline, the CLI and the Space: the ROI stage *located* the
-#: LV (or not); the slice was *segmented* (an LV in the result) or *nothing was segmented*.
-STATUS_WORDS = {
-    "segmented": "segmented",
-    "empty_segmentation": "nothing segmented: the segmentation found no LV in the crop",
-    "not_located": "nothing segmented",
-    "removed": "nothing segmented",
-    "constant": "nothing segmented",
-}
-
-
 def _message(result, status: str, look, removed, settings: dict, chosen_at_load: bool = False) -> str:
-    """What happened to one slice, in the vocabulary of :data:`STATUS_WORDS`; each claim matches the
-    slice's fields (``status``, ``lv_found``, ``lv_probability``, ``qc``)."""
+    """What happened to one slice, in the words the pipeline, the CLI and the Space share: the ROI
+    stage *located* the LV (or not); the slice was *segmented* (an LV in the result) or *nothing
+    segmented*. Each claim matches the slice's fields (``status``, ``lv_found``, ``lv_probability``,
+    ``qc``)."""
     if status == "constant":
         return "constant slice (every pixel has the same value); nothing segmented"
     if status == "not_located":
@@ -786,7 +778,7 @@ def _message(result, status: str, look, removed, settings: dict, chosen_at_load:
         return (f"{text}; segmented, then removed: its LV is not part of the stack's largest 3D LV component "
                 "(stack_component); nothing segmented")
     if status == "empty_segmentation":
-        return f"{text}; {STATUS_WORDS[status]}"
+        return f"{text}; nothing segmented: the segmentation found no LV in the crop"
     label_map = look["label_map"]
     if not (label_map == 1).any():
         text += "; segmented (myocardium only, no cavity)"

@@ -548,8 +548,9 @@ def restrict_es_result(ed_result: dict, es_result: dict) -> list:
         es_result["label_map"][k] = 0
         result = es_result["slices"][k]
         qc = order_flags(list(result["qc"]) + ["outside_lv_range"])
+        qc_warnings, qc_info = split_flags(qc)
         result.update(
-            lv_found=False, status="removed", qc=qc, qc_warnings=split_flags(qc)[0], qc_info=split_flags(qc)[1],
+            lv_found=False, status="removed", qc=qc, qc_warnings=qc_warnings, qc_info=qc_info,
             areas_px={key: 0 for key in result["areas_px"]},
             areas_mm2=None if result.get("areas_mm2") is None else {key: 0.0 for key in result["areas_mm2"]},
             message=result["message"].removesuffix("; nothing segmented") + "; then removed: the ED slice at this position has "

@@ -259,7 +259,20 @@ def _sample_rng() -> np.random.Generator:
     return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
 
-class HalsrCropDataset(Dataset):
+class EpochDataset(Dataset):
+    """A torch dataset over the rows :class:`EpochRows` draws (``self.epoch_rows``, set by the
+    subclass): :meth:`set_epoch` draws an epoch's rows into ``self.indices``
+    (``EpochDrawCallback`` calls it as each epoch begins); the length is the same every epoch."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the rows of training epoch ``epoch``."""
+        self.indices = self.epoch_rows.rows(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class HalsrCropDataset(EpochDataset):
     """LV crops for HALSR-Net: ``{"pixel_values": (1, size, size) float32, "labels": (size, size) long}``.
 
     Training (``train=True``): augmentation of the slice, then the ground-truth box of the
@@ -313,13 +326,6 @@ class HalsrCropDataset(Dataset):
         self.empty_rows = np.asarray(empty if train and empty_weight > 0 else [], dtype=np.int64)
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the rows of training epoch ``epoch`` (the same number every epoch)."""
-        self.indices = self.epoch_rows.rows(epoch)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
     def _empty_crop(self, row: int, rng) -> tuple:
         """(image, label, box) of an empty crop: the slice and its all-background label, augmented
         together with an ellipse inscribed in the neighbour's LV box (marker value 254 in the label),
@@ -350,31 +356,32 @@ class HalsrCropDataset(Dataset):
         side *= rng.uniform(*self.side_scale_range)
         return torch.tensor([[cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]])
 
+    def _lv_slice(self, row: int, rng) -> tuple:
+        """(image, label, box) of a row with LV: augmented in training (the box of the transformed
+        label; the slice as it is when the augmentation moved the LV out of it)."""
+        image_np, label_np = self.source.get(row)
+        image, label = torch.from_numpy(image_np), torch.from_numpy(np.ascontiguousarray(label_np))
+        if self.train:
+            aug_image, aug_label = augment_slice(image, label, self.augment, rng)
+            box = bbox_from_label(aug_label)
+            if box is not None:
+                return aug_image, aug_label, box
+        return image, label, bbox_from_label(label)
+
     def __getitem__(self, i: int) -> dict:
         row = int(self.indices[i])
         rng = _sample_rng() if self.train else None
         if not self.source.has_lv[row] and self.neighbour_boxes[row] is not None:
             image, label, box = self._empty_crop(row, rng)
-            crop_box = self._crop_box(box, rng)
-            inputs = self.processor(image, segmentation_maps=label, crop_boxes=crop_box, do_normalize=False)
-            return {"pixel_values": inputs["pixel_values"][0].contiguous(), "labels": self.lut[inputs["labels"][0]]}
-        image_np, label_np = self.source.get(row)
-        image, label = torch.from_numpy(image_np), torch.from_numpy(np.ascontiguousarray(label_np))
-        box = None
-        if self.train:
-            aug_image, aug_label = augment_slice(image, label, self.augment, rng)
-            box = bbox_from_label(aug_label)
-            if box is not None:
-                image, label = aug_image, aug_label
-        if box is None:
-            box = bbox_from_label(label)
+        else:
+            image, label, box = self._lv_slice(row, rng)
         crop_box = self._crop_box(box, rng)
         # the source's slices are normalised already (and augmented since): the processor only crops
         inputs = self.processor(image, segmentation_maps=label, crop_boxes=crop_box, do_normalize=False)
         return {"pixel_values": inputs["pixel_values"][0].contiguous(), "labels": self.lut[inputs["labels"][0]]}
 
 
-class RoiDataset(Dataset):
+class RoiDataset(EpochDataset):
     """Whole slices for the ROI regressor: ``pixel_values`` (1, roi_size, roi_size) as
     ``HalsrImageProcessor.preprocess_roi`` builds them, ``labels`` (4,) the LV box normalised to the
     padded square (x_min / side, y_min / side, (x_max + 1) / side, (y_max + 1) / side), ``has_lv``."""
@@ -389,13 +396,6 @@ class RoiDataset(Dataset):
         unknown_box = np.asarray(source.has_lv, dtype=bool) & ~np.asarray(source.myocardium_annotated, dtype=bool)
         self.epoch_rows = EpochRows(source_names(source), np.nonzero(~unknown_box)[0], weights, seed, max_samples)
         self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the rows of training epoch ``epoch`` (:class:`EpochRows`)."""
-        self.indices = self.epoch_rows.rows(epoch)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
         image_np, label_np = self.source.get(int(self.indices[i]))
@@ -416,7 +416,7 @@ class RoiDataset(Dataset):
         }
 
 
-class LocalizerDataset(Dataset):
+class LocalizerDataset(EpochDataset):
     """Whole slices for the coarse LV localiser (the default ROI stage, see ``pipeline_halsr``):
     ``pixel_values`` (1, roi_size, roi_size) as ``HalsrImageProcessor.preprocess_roi`` builds them and
     ``labels`` (roi_size, roi_size) long: 1 where the LV is (cavity or myocardium), 0 elsewhere, 255
@@ -442,13 +442,6 @@ class LocalizerDataset(Dataset):
         unknown_box = np.asarray(source.has_lv, dtype=bool) & ~np.asarray(source.myocardium_annotated, dtype=bool)
         self.epoch_rows = EpochRows(source_names(source), np.nonzero(~unknown_box)[0], weights, seed, max_samples)
         self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the rows of training epoch ``epoch`` (:class:`EpochRows`)."""
-        self.indices = self.epoch_rows.rows(epoch)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def _to_roi_grid(self, image: torch.Tensor, label: torch.Tensor) -> tuple:
         height, width = image.shape
