@@ -87,6 +87,7 @@ import io
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -415,19 +416,47 @@ def read_subject(subject: Subject, include=None) -> SubjectFiles:
 
 class _SubjectReader:
     """A map-style dataset for ``torch.utils.data.DataLoader``: item i is (i, SubjectFiles, error
-    message); reading errors are returned, not raised, so the workers go on."""
+    message); reading errors are returned, not raised, so the workers go on.
 
-    def __init__(self, subjects: list, include):
-        self.subjects, self.include = subjects, include
+    With ``handoff`` (a folder; used whenever workers read), the worker pickles (SubjectFiles, error)
+    into a file there and the loader carries only (i, that file's path): a message of a few dozen
+    bytes, which a pipe takes in one atomic write. A subject's arrays (megabytes) sent through the
+    loader's pipe are written in many pieces by the worker's feeder thread; a worker killed between
+    two pieces (its next subject crashing, the OOM killer) leaves half a message that the main
+    process waits on forever, since the other workers keep the pipe open (measured: 1 run in 8 of
+    ``test_a_reading_that_kills_its_worker_fails_that_subject_only`` hung so before this).
+    :func:`_received` reads the file back and deletes it."""
+
+    def __init__(self, subjects: list, include, handoff: str | None = None):
+        self.subjects, self.include, self.handoff = subjects, include, handoff
 
     def __len__(self):
         return len(self.subjects)
 
     def __getitem__(self, index):
         try:
-            return index, read_subject(self.subjects[index], self.include), None
+            read = read_subject(self.subjects[index], self.include), None
         except Exception as error:  # noqa: BLE001 - every failure is reported in errors.csv
-            return index, None, _describe(error)
+            read = None, _describe(error)
+        if self.handoff is None:
+            return (index, *read)
+        path = os.path.join(self.handoff, f"{index}-{os.getpid()}.pickle")
+        with open(path, "wb") as stream:  # a worker killed while writing sends no message: the file is never read
+            pickle.dump(read, stream, protocol=pickle.HIGHEST_PROTOCOL)
+        return index, path
+
+
+def _received(item) -> tuple:
+    """(i, SubjectFiles or None, error or None) from what the loader carried (see :class:`_SubjectReader`)."""
+    if len(item) == 3:
+        return item
+    index, path = item
+    try:
+        with open(path, "rb") as stream:
+            files, error = pickle.load(stream)
+    finally:
+        os.unlink(path)
+    return index, files, error
 
 
 def _worker_died(error: BaseException) -> bool:
@@ -435,7 +464,7 @@ def _worker_died(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "DataLoader worker" in str(error)
 
 
-def _read_subjects(subjects: list, include, num_workers: int):
+def _read_subjects(subjects: list, include, num_workers: int, before_restart=None):
     """Yield (index, SubjectFiles or None, error or None) for each subject in order, read ahead by
     ``num_workers`` DataLoader worker processes (0: in this process).
 
@@ -444,14 +473,21 @@ def _read_subjects(subjects: list, include, num_workers: int):
     in a fresh worker (if that worker dies too, the subject gets the error and the run goes on), and
     reading ahead resumes after it. (torch's SIGCHLD handler, which would raise the death of a worker
     in whatever code runs at that moment, e.g. while another subject is segmented, is held off meanwhile:
-    the loader notices the death itself, within seconds, when the next subject is asked for.)"""
-    with _worker_deaths_noticed_by_the_loader() if num_workers else _nothing():
-        yield from _read_subjects_ahead(subjects, include, num_workers)
-
-
-@contextmanager
-def _nothing():
-    yield
+    the loader notices the death itself, within seconds, when the next subject is asked for.) Subjects
+    travel from the workers through files in a temporary folder (:class:`_SubjectReader`), so a worker
+    dying mid-send cannot leave the main process waiting on half a message. ``before_restart`` is
+    called before a restarted loader forks its workers: the cohort waits there for its writer thread,
+    so no worker is forked while another thread of this process is busy (it might hold a lock that the
+    child would wait on forever)."""
+    if not num_workers:
+        yield from _read_subjects_ahead(subjects, include, 0, None, before_restart)
+        return
+    handoff = tempfile.mkdtemp(prefix="halsr-cohort-read-")
+    try:
+        with _worker_deaths_noticed_by_the_loader():
+            yield from _read_subjects_ahead(subjects, include, num_workers, handoff, before_restart)
+    finally:
+        shutil.rmtree(handoff, ignore_errors=True)
 
 
 @contextmanager
@@ -473,14 +509,17 @@ def _worker_deaths_noticed_by_the_loader():
         signal.signal(signal.SIGCHLD, previous)
 
 
-def _read_subjects_ahead(subjects: list, include, num_workers: int):
+def _read_subjects_ahead(subjects: list, include, num_workers: int, handoff, before_restart):
     start = 0
     while start < len(subjects):
-        loader = DataLoader(_SubjectReader(subjects[start:], include), batch_size=None, shuffle=False,
+        if start and before_restart is not None:
+            before_restart()
+        loader = DataLoader(_SubjectReader(subjects[start:], include, handoff), batch_size=None, shuffle=False,
                             num_workers=num_workers, collate_fn=_keep, prefetch_factor=2 if num_workers else None)
         received = start
         try:
-            for offset, files, error in loader:
+            for item in loader:
+                offset, files, error = _received(item)
                 yield start + offset, files, error
                 received = start + offset + 1
             return
@@ -488,10 +527,13 @@ def _read_subjects_ahead(subjects: list, include, num_workers: int):
             if not _worker_died(crash) or num_workers == 0:
                 raise
         del loader
-        alone = DataLoader(_SubjectReader([subjects[received]], include), batch_size=None, num_workers=1,
+        if before_restart is not None:
+            before_restart()
+        alone = DataLoader(_SubjectReader([subjects[received]], include, handoff), batch_size=None, num_workers=1,
                            collate_fn=_keep)
         try:
-            (_, files, error), = list(alone)
+            (item,) = list(alone)
+            _, files, error = _received(item)
         except RuntimeError as again:
             if not _worker_died(again):
                 raise
@@ -1034,7 +1076,11 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
                 bar.update(1)
                 bar.set_postfix(failed=failed_now, refresh=False)
 
-        for index, files, error in _read_subjects(subjects, include, num_workers) if share else ():
+        def writer_idle():  # before a reader worker is forked again (see _read_subjects)
+            if pending is not None:
+                pending[2].exception()  # waits; the outcome is collected in order below
+
+        for index, files, error in _read_subjects(subjects, include, num_workers, writer_idle) if share else ():
             subject, inputs = share[index]
             try:
                 if error is not None:
