@@ -40,8 +40,9 @@ def main(argv=None) -> int:
                         help="use only files whose name matches, e.g. '*_4d.nii.gz' (default: every image file)")
     parser.add_argument("--num-parts", type=int, default=1, help="split the cohort into this many parts (machines)")
     parser.add_argument("--part-id", type=int, default=0, help="the part this run segments, 0 to num-parts - 1")
-    parser.add_argument("--num-workers", type=int, default=2,
-                        help="processes reading subjects ahead of the model (0: read in the main process)")
+    parser.add_argument("--num-workers", type=int, default=1,
+                        help="processes reading subjects ahead of the model (default 1: one keeps ahead of the model "
+                             "and a crashing reader fails only its subject; 0: read in the main process)")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
     parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     parser.add_argument("--device", default=None,
