@@ -7,7 +7,8 @@ with the bundled model:
 1. throughput: the pipeline's own slices/s on the same slices (``pipe([ed, es])`` per subject, the
    files already read: compute only; and with the file paths) against ``predict_cohort`` in the same
    process (DataLoader workers: 1, the default, every round; 2 and 0 in alternate rounds), rounds interleaved to spread the machine's load;
-2. one process (``halsr-hf predict``) against two (``accelerate launch --num_processes 2 --cpu``):
+2. one process (``halsr-hf predict``) against two (``torchrun --nproc_per_node 2``; ``accelerate launch
+   --cpu --num_processes 2`` starts a single process without MPI):
    wall time of the command, identical cohort.csv;
 3. resume: a run killed with SIGKILL after half the subjects, run again: identical cohort.csv, and
    how many subjects the second run did;
@@ -123,14 +124,14 @@ def main() -> int:
     # 1 process vs 2 processes (commands, model loading included)
     common = ["-i", str(cohort), "--no-progress", "--num-workers", "1"]
     one, one_s, one_before, one_after = timed_command([sys.executable, "-m", "halsr_hf.cli", "predict", *common, "-o", str(work / "p1")])
-    two, two_s, two_before, two_after = timed_command(
-        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1", "--cpu",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "halsr_hf.cli",
-         "predict", *common, "-o", str(work / "p2")])
+    two, two_s, two_before, two_after = timed_command(  # torchrun: `accelerate launch --cpu` starts one process
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "halsr_hf.cli", "predict", *common, "-o", str(work / "p2")])
     one_csv, two_csv = (work / "p1" / "cohort.csv").read_text(), (work / "p2" / "cohort.csv").read_text()
     results["processes"] = {
         "one": {"seconds": one_s, "returncode": one.returncode, "load_before": one_before, "load_after": one_after},
-        "two": {"seconds": two_s, "returncode": two.returncode, "load_before": two_before, "load_after": two_after},
+        "two": {"seconds": two_s, "returncode": two.returncode, "load_before": two_before, "load_after": two_after,
+                "summary": [line for line in two.stdout.splitlines() if line.startswith(("subjects:", "time"))]},
         "csv_identical": one_csv == two_csv, "csv_equals_in_process": one_csv == reference_csv,
     }
 
@@ -176,7 +177,8 @@ def main() -> int:
     p = results["processes"]
     lines += ["", "| command | wall s | load average before -> after |", "|---|---:|---|",
               f"| halsr-hf predict, 1 process | {p['one']['seconds']:.1f} | {p['one']['load_before']} -> {p['one']['load_after']} |",
-              f"| accelerate launch --num_processes 2 --cpu | {p['two']['seconds']:.1f} | {p['two']['load_before']} -> {p['two']['load_after']} |",
+              f"| torchrun --nproc_per_node 2 | {p['two']['seconds']:.1f} | {p['two']['load_before']} -> {p['two']['load_after']} |",
+              "", "two processes' summary: " + " / ".join(p["two"]["summary"]),
               "", f"cohort.csv identical: 1 vs 2 processes {p['csv_identical']}; CLI vs in-process {p['csv_equals_in_process']}; "
               f"in-process runs {results['throughput_csvs_identical']}",
               f"kill -9 with {results['resume']['done_at_kill']} of {len(subjects)} subjects done "

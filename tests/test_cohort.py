@@ -301,10 +301,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_with_accelerate_give_the_one_process_table(cohort, reference, tiny_folder, tmp_path):
+def test_two_processes_give_the_one_process_table(cohort, reference, tiny_folder, tmp_path):
+    """Two CPU processes (torchrun: `accelerate launch --cpu --num_processes 2` starts one process
+    without MPI, which this test ran before without noticing) share the subjects and write the table
+    of one process."""
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-               "--cpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
                "-m", "halsr_hf.cli", "predict", "-i", str(cohort), "-o", str(out), "--model", str(tiny_folder),
                "--no-progress", "--num-workers", "1"]
     result = subprocess.run(command, env=_env(tmp_path), capture_output=True, text=True, timeout=300,
@@ -313,7 +315,18 @@ def test_two_processes_with_accelerate_give_the_one_process_table(cohort, refere
     assert (out / "cohort.csv").read_text() == (reference[0] / "cohort.csv").read_text()
     assert (out / "errors.csv").read_text() == (reference[0] / "errors.csv").read_text()
     assert result.stdout.count("subjects: 5 | done: 4 (4 now, 0 already done)") == 1  # one summary, counts of both
+    assert "time (2 processes, subjects 3 + 2)" in result.stdout, result.stdout  # the 5 subjects, split in order
     assert result.returncode == 1  # a subject failed (errors.csv)
+    # Resume with two subjects to do, both from the first process's share above: the to-do list is made
+    # after skipping the finished subjects, then split, so each process gets one (split first: 2 + 0).
+    first_two = sorted(p.name for p in (out / "subjects").iterdir())[:2]
+    for name in first_two:
+        shutil.rmtree(out / "subjects" / name)
+    result = subprocess.run(command, env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL)
+    assert "subjects: 5 | done: 4 (2 now, 2 already done)" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "time (2 processes, subjects 1 + 1)" in result.stdout
+    assert (out / "cohort.csv").read_text() == (reference[0] / "cohort.csv").read_text()
 
 
 # ---- the bundled model: EF as halsr-hf ef ---------------------------------------------------------

@@ -67,7 +67,9 @@ def _label_map(arr, name: str, ndim: int) -> np.ndarray:
         a = a.astype(np.int64)
     elif a.dtype.kind not in "iu":
         raise InputError(f"{name}: label map must hold integer labels, got dtype {a.dtype}")
-    unexpected = np.setdiff1d(np.unique(a), [0, LV_CAVITY, MYOCARDIUM])
+    # min/max first: np.unique sorts the whole map, and this check runs on every frame of a cohort
+    unexpected = np.empty(0) if 0 <= a.min() and a.max() <= max(LV_CAVITY, MYOCARDIUM) else \
+        np.setdiff1d(np.unique(a), [0, LV_CAVITY, MYOCARDIUM])
     if unexpected.size:
         raise InputError(
             f"{name}: unexpected label values {unexpected.tolist()}; expected the canonical labels "

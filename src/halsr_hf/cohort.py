@@ -1,6 +1,6 @@
 """Cohorts: a folder (or a CSV manifest) of subjects in; per-subject masks, JSON and LV volume
 curves, one cohort CSV, ``errors.csv`` and an EF histogram out. Resumable, and parallel over
-machines (``num_parts``/``part_id``) and processes (``accelerate launch``).
+machines (``num_parts``/``part_id``) and processes (``torchrun`` on CPUs, ``accelerate launch`` on GPUs).
 
 The command line is ``halsr-hf predict -i IN -o OUT`` (:mod:`halsr_hf.commands.predict`); the
 Python API is :func:`predict_cohort` (and :func:`find_subjects` to see what a folder holds).
@@ -66,11 +66,13 @@ part is fixed by the sorted subject list, not by what is finished: machines star
 times, and a split of "what is left" computed at different moments would give a subject to two
 machines or to none. Within a part, the main process prepares ``OUT`` (``run.json`` is created once,
 through a hard link that fails if another run made it first), every process plans the same to-do
-list (finished subjects skipped), and only then do the processes of ``accelerate launch`` share it
+list (finished subjects skipped), and only then do the processes share it
 (``PartialState().split_between_processes``), one model per process on its device, so a resume
 gives every process its share of what is left. Each subject is segmented alone (its frames batched
 together, never with another subject's slices), so results do not depend on the split: the merged
-CSV equals a one-process run's. The tables are merged by one process at a time (a lock on
+CSV equals a one-process run's. The processes come from ``accelerate launch --num_processes N`` on
+GPUs (one per GPU) or ``torchrun --nproc_per_node N`` on CPUs (they meet over gloo; ``accelerate
+launch --cpu`` starts a single process unless MPI is configured). The tables are merged by one process at a time (a lock on
 ``run.json``): of parts finishing together, the last merge sees every subject; ``halsr-hf predict
 --merge`` (:func:`merge_only`) rebuilds them alone. A torch ``DataLoader`` reads the next subjects in
 ``num_workers`` worker processes while the current one is segmented; a subject whose reading kills
@@ -1017,7 +1019,12 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
         raise InputError(f"num_parts={num_parts}, part_id={part_id}: need num_parts >= 1 and 0 <= part_id < num_parts")
     if num_workers < 0:
         raise InputError(f"num_workers={num_workers}: must be 0 or more")
-    state = PartialState(timeout=timedelta(seconds=BARRIER_TIMEOUT_S))
+    # Without an accelerator (or with device="cpu") the processes meet over gloo: PartialState needs
+    # cpu=True to see a torchrun launch on CPUs as distributed (otherwise each process thinks it is alone
+    # and all of them segment every subject). `accelerate launch --cpu --num_processes N` starts only one
+    # process unless MPI is set up; on CPUs, launch the processes with torchrun.
+    on_cpu = str(device).startswith("cpu") if device is not None else not torch.accelerator.is_available()
+    state = PartialState(cpu=on_cpu, timeout=timedelta(seconds=BARRIER_TIMEOUT_S))
     out = Path(out_dir)
     discovery = find_subjects(source, include, exclude=out)
     if pipe is None:
@@ -1113,6 +1120,7 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
     seconds = max(c[0] for c in gathered)
     done_now, failed_now, slices_now = (sum(c[i] for c in gathered) for i in range(1, 4))
     summary = {"seconds": seconds, "done_now": done_now, "failed_now": failed_now, "slices_now": slices_now,
+               "subjects_by_process": [c[1] + c[2] for c in gathered],
                "skipped": counts["skipped"], "failed_before": counts["failed_before"], "changed": counts["changed"],
                "subjects_per_second": (done_now + failed_now) / seconds if seconds > 0 else None,
                "slices_per_second": slices_now / seconds if seconds > 0 else None}
@@ -1207,7 +1215,8 @@ def print_summary(summary: dict, discovery: Discovery, stream, processes: int = 
         write(f"failed before with the same inputs, not tried again: {summary['failed_before']} (--retry-failed "
               "retries them; errors.csv says why)")
     if summary["done_now"] and summary["seconds"] > 0:
-        scope = f"{processes} processes" if processes > 1 else "this run"
+        scope = (f"{processes} processes, subjects {' + '.join(map(str, summary['subjects_by_process']))}"
+                 if processes > 1 else "this run")
         write(f"time ({scope}): {summary['seconds']:.1f} s, {summary['subjects_per_second']:.2f} subjects/s, "
               f"{summary['slices_per_second']:.1f} slices/s")
     if summary["ef"]:

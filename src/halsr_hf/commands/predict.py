@@ -15,8 +15,9 @@ The exit status is 1 when a subject failed (errors.csv says why; the others are 
 bad arguments. Run it again to resume: finished subjects are skipped (redone if their files
 changed), failed ones too (--retry-failed), half-written ones redone; a resume with other weights
 or settings is refused (--overwrite starts again).
-Split the work over machines with --num-parts/--part-id, over processes or GPUs with
-``accelerate launch [--num_processes N] -m halsr_hf.cli predict -i IN -o OUT``. Details: the
+Split the work over machines with --num-parts/--part-id, over GPUs with
+``accelerate launch --num_processes N -m halsr_hf.cli predict -i IN -o OUT``, over CPU processes
+with ``torchrun --nproc_per_node N -m halsr_hf.cli predict -i IN -o OUT``. Details: the
 docstring of the ``halsr_hf.cohort`` module.
 """
 
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
     parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     parser.add_argument("--device", default=None,
-                        help="cpu, cuda, cuda:1 ... (default: the accelerate process's device: its GPU, else cpu)")
+                        help="cpu, cuda, cuda:1 ... (default: the process's device under accelerate/torchrun: its GPU, else cpu)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the outputs of an earlier run in OUT and start again (needed to change the model, "
                              "its settings or --tta/--include: a resume never mixes two runs' results)")
