@@ -72,12 +72,12 @@ gives every process its share of what is left. Each subject is segmented alone (
 together, never with another subject's slices), so results do not depend on the split: the merged
 CSV equals a one-process run's. The processes come from ``accelerate launch --num_processes N`` on
 GPUs (one per GPU) or ``torchrun --nproc_per_node N`` on CPUs (they meet over gloo; ``accelerate
-launch --cpu`` starts a single process unless MPI is configured). The tables are merged by one process at a time (a lock on
-``run.json``): of parts finishing together, the last merge sees every subject; ``halsr-hf predict
---merge`` (:func:`merge_only`) rebuilds them alone. A torch ``DataLoader`` reads the next subjects in
-``num_workers`` worker processes while the current one is segmented; a subject whose reading kills
-its worker fails alone (:func:`_read_subjects`); with ``num_workers=0`` reading happens in the main
-process, where a crash ends the run.
+launch --cpu`` starts a single process unless MPI is configured). The tables are merged by one
+process at a time (a lock on ``run.json``): of parts finishing together, the last merge sees every
+subject; ``halsr-hf predict --merge`` (:func:`merge_only`) rebuilds them alone. A torch
+``DataLoader`` reads the next subjects in ``num_workers`` worker processes while the current one is
+segmented; a subject whose reading kills its worker fails alone (:func:`_read_subjects`); with
+``num_workers=0`` reading happens in the main process, where a crash ends the run.
 """
 
 from __future__ import annotations
@@ -425,8 +425,9 @@ class _SubjectReader:
     bytes, which a pipe takes in one atomic write. A subject's arrays (megabytes) sent through the
     loader's pipe are written in many pieces by the worker's feeder thread; a worker killed between
     two pieces (its next subject crashing, the OOM killer) leaves half a message that the main
-    process waits on forever, since the other workers keep the pipe open (measured: 1 run in 8 of
-    ``test_a_reading_that_kills_its_worker_fails_that_subject_only`` hung so before this).
+    process waits on forever, since the other workers keep the pipe open (measured: 2 runs in 14 of
+    ``test_a_reading_that_kills_its_worker_fails_that_subject_only`` hung so before this, and CI
+    stalled on it).
     :func:`_received` reads the file back and deletes it."""
 
     def __init__(self, subjects: list, include, handoff: str | None = None):
@@ -1006,8 +1007,8 @@ def predict_cohort(source, out_dir, pipe=None, *, model=None, roi_model=None, de
         num_workers: ``DataLoader`` worker processes reading subjects ahead (0: read in this process,
             where a crashing reader ends the run). Default 1: reading a subject takes a few percent of
             segmenting it, so one worker keeps ahead; a second one adds a process's memory and no
-            measurable speed (``benchmarks/cohort``, one run on 2 cores: 1 worker 90-93 % of the
-            pipeline's own slices/s over 4 rounds, 2 workers 93-94 %, 0 workers 91-98 %: within the
+            measurable speed (``benchmarks/cohort``, one run on 2 cores: 1 worker 92-94 % of the
+            pipeline's own slices/s over 4 rounds, 2 workers 92-94 %, 0 workers 89-93 %: within the
             rounds' noise).
         batch_size, tta: passed to the pipeline.
         overwrite: delete an earlier run's outputs in ``out_dir`` first (only a predict run's).
