@@ -17,8 +17,8 @@ changed), failed ones too (--retry-failed), half-written ones redone; a resume w
 or settings is refused (--overwrite starts again).
 Split the work over machines with --num-parts/--part-id, over GPUs with
 ``accelerate launch --num_processes N -m halsr_hf.cli predict -i IN -o OUT``, over CPU processes
-with ``torchrun --nproc_per_node N -m halsr_hf.cli predict -i IN -o OUT``. Details: the
-docstring of the ``halsr_hf.cohort`` module.
+with ``torchrun --standalone --nproc_per_node N -m halsr_hf.cli predict -i IN -o OUT``.
+Details: the docstring of the ``halsr_hf.cohort`` module.
 """
 
 import argparse
