@@ -6,7 +6,8 @@ with the bundled model:
 
 1. throughput: the pipeline's own slices/s on the same slices (``pipe([ed, es])`` per subject, the
    files already read: compute only; and with the file paths) against ``predict_cohort`` in the same
-   process (DataLoader workers: 1, the default, every round; 2 and 0 in alternate rounds), rounds interleaved to spread the machine's load;
+   process (DataLoader workers: 1, the default, every round; 2 and 0 in alternate rounds), rounds
+   interleaved to spread the machine's load;
 2. one process (``halsr-hf predict``) against two (``torchrun --nproc_per_node 2``; ``accelerate launch
    --cpu --num_processes 2`` starts a single process without MPI):
    wall time of the command, identical cohort.csv;

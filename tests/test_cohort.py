@@ -656,7 +656,7 @@ def test_a_reading_that_kills_its_worker_fails_that_subject_only(tmp_path, monke
 
 
 KILLED_MID_SEND = """
-import os, signal, sys, time
+import os, signal, time
 import numpy as np
 import halsr_hf.cohort as cohort
 
